@@ -1,0 +1,43 @@
+"""The `voxsight` command: each sub-command lives in its own module, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "launch": ("node.supervisor", "start a node graph from a launch file"),
+    "run": ("node.run", "start one node"),
+    "bus": ("node.run", "start the bus (same as `run bus`)"),
+    "topic": ("node.topic_tools", "list | echo | hz | delay | bw: inspect topics on the bus"),
+    "node": ("node.topic_tools", "list: the nodes alive on the bus, from their heartbeats"),
+    "keys": ("node.keys", "generate DIR: CURVE keys for a bus beyond loopback"),
+    "media": ("node.media", "make the bundled sample media (a test-pattern clip)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: voxsight COMMAND [args...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`voxsight COMMAND --help` describes each."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"voxsight: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    if command == "bus":
+        rest = ["bus", *rest]
+    entry = getattr(module, f"main_{command}", None) or module.main
+    return int(entry(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
