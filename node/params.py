@@ -63,10 +63,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-    elif typing.get_origin(hint) is list:
-        if isinstance(value, list):
-            (item,) = typing.get_args(hint)
-            return [_coerce(f"{name}[]", v, item) for v in value]
+    elif typing.get_origin(hint) is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [_coerce(f"{name}[]", v, item) for v in value]
     raise ParamError(f"parameter {name!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
 
 

@@ -82,7 +82,8 @@ def _pack_value(value: Any, hint: Any, payload: list, buffers: list) -> Any:
 
 
 def _pack_record(obj: Any, cls: type, payload: list, buffers: list) -> dict:
-    return {name: _pack_value(getattr(obj, name), hint, payload, buffers) for name, hint in _schema(cls).items()}
+    schema = _schema(cls)
+    return {name: _pack_value(getattr(obj, name), hint, payload, buffers) for name, hint in schema.items()}
 
 
 def encode(topic: str, msg: Message) -> list[Frame]:
@@ -157,7 +158,7 @@ def _arrays(specs: Any, frames: Sequence[Frame]) -> list[np.ndarray | None]:
     if type(specs) is not list or len(specs) != len(frames):
         raise InvalidMessage("payload specs do not match the frame count")
     out: list[np.ndarray | None] = []
-    for spec, frame in zip(specs, frames):
+    for spec, frame in zip(specs, frames, strict=True):
         if type(spec) is not list or len(spec) != 2:
             raise InvalidMessage("payload spec must be [dtype, shape]")
         dtype, shape = spec

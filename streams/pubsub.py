@@ -14,6 +14,7 @@ sockets reconnect by themselves when a peer restarts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -228,10 +229,8 @@ class LatestSubscriber:
             self._slot = item
             if not self._ready.is_set():
                 self._ready.set()
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.write(self._wfd, b"!")
-                except BlockingIOError:
-                    pass
 
     def take(self, timeout_s: float | None = 0.0) -> tuple[str, Message] | None:
         """The newest message not yet taken, waiting up to `timeout_s` (None: forever)."""
