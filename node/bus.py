@@ -58,7 +58,3 @@ class BusNode(Node):
     def on_deactivate(self) -> None:
         self._control.send(b"TERMINATE")
         self._thread.join(timeout=2.0)
-
-    def on_shutdown(self) -> None:
-        for sock in (self._control, self._xsub, self._xpub):
-            sock.close(linger=0)

@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
                     help="client CURVE keys for a bus beyond loopback")
     ap.add_argument("--log-level", default="INFO")
     ap.add_argument("--help-params", action="store_true", help="list the node's parameters and exit")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # params may follow options
     setup_logging(args.log_level)
     try:
         cls = load_kind(args.kind)

@@ -239,7 +239,8 @@ class Node:
             pub.close()
         if self._heartbeat is not None:
             self._heartbeat.close()
-        self.ctx.term()
+        # destroy, not term: it also closes sockets a failed hook left open, which would block term forever
+        self.ctx.destroy()
 
 
 @dataclass

@@ -172,6 +172,7 @@ def _arrays(specs: Any, frames: Sequence[Frame]) -> list[np.ndarray | None]:
         if math.prod(shape) * dt.itemsize != buf.nbytes:
             raise InvalidMessage("array size does not match its frame")
         arr = np.frombuffer(buf, dtype=dt).reshape(shape)
+        arr.flags.writeable = False  # the buffer belongs to the received frame
         if dt.kind == "f" and not np.isfinite(arr).all():
             raise InvalidMessage("non-finite values in a float array")
         out.append(arr)

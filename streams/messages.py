@@ -136,7 +136,8 @@ class AudioChunk(Message):
     def check(self) -> None:
         super().check()
         _require(self.format in AUDIO_FORMATS, f"unknown audio format {self.format!r}")
-        _require(self.samples.dtype == AUDIO_FORMATS[self.format], "samples dtype does not match format")
+        _require(self.samples.dtype.newbyteorder("<") == AUDIO_FORMATS[self.format],
+                 "samples dtype does not match format")
         _require(self.samples.ndim == 2 and self.samples.shape[1] == self.channels,
                  "samples must be shaped (frames, channels)")
         _require(1 <= self.channels <= 8, "channels out of range")

@@ -1,0 +1,51 @@
+# Each target bootstraps what it needs: system packages (apt, only when missing and only as root),
+# then .venv with the CPU build of torch (TORCH=torch for the CUDA wheels instead).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+EXTRAS ?= audio,dev
+APT_PACKAGES ?= portaudio19-dev
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+
+.PHONY: demo test bench lint setup system-deps clean
+
+demo: $(STAMP)
+	$(BIN)/voxsight launch launch/passthrough.yaml
+	@echo "wrote out/passthrough.wav"
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/wire.py
+	$(BIN)/python bench/supervisor.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+setup: $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing system packages:$$missing"; \
+	    echo "install them with: sudo apt-get install$$missing   (then re-run make)"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml Makefile | system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH)"
+	echo "$(TORCH)" > $(VENV)/constraints.txt
+	PIP_CONSTRAINT=$(VENV)/constraints.txt $(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -1,0 +1,71 @@
+"""Test helpers: real processes on a real bus, and waiting on conditions (never on fixed sleeps)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import zmq
+
+from streams.endpoints import bus_endpoints
+from streams.messages import Diagnostic
+from streams.pubsub import Subscriber
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def wait_for(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition",
+             poll_s: float = 0.02) -> T:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(poll_s)  # polling interval, not synchronisation: the predicate decides
+
+
+def voxsight(*args: str, **kwargs) -> subprocess.Popen:
+    """Start `voxsight ARGS` as its own process (stdout/stderr captured unless overridden)."""
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.STDOUT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
+    return subprocess.Popen([sys.executable, "-m", "node", *args], cwd=REPO, env=env, text=True, **kwargs)
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    """SIGINT, then SIGKILL if it ignores us; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def wait_heartbeat(bus: str, node: str, timeout_s: float = 15.0,
+                   predicate: Callable[[Diagnostic], bool] = lambda d: True) -> Diagnostic:
+    """The first heartbeat from `node` on `bus` that satisfies `predicate`."""
+    ctx = zmq.Context.instance()
+    sub = Subscriber(ctx, bus_endpoints(bus)[1], ["diagnostics"], msg_type=Diagnostic)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            got = sub.recv(left)
+            if got and got[1].node == node and predicate(got[1]):
+                return got[1]
+        raise AssertionError(f"no heartbeat from {node!r} on {bus} within {timeout_s} s")
+    finally:
+        sub.close()
