@@ -14,7 +14,7 @@ import zmq
 
 from node.params import param
 from node.runtime import Node
-from streams.endpoints import CurveKeys, prepare
+from streams.endpoints import CurveKeys, EndpointError, ipc_in_use, prepare
 
 
 @dataclass
@@ -28,6 +28,9 @@ class BusNode(Node):
     Params = BusParams
 
     def on_configure(self) -> None:
+        for endpoint in (self.pub_endpoint, self.sub_endpoint):
+            if ipc_in_use(endpoint):
+                raise EndpointError(f"a bus already runs at {endpoint}; stop it or choose another --bus")
         keys = CurveKeys.load(self.params.server_keys, server=True) if self.params.server_keys else None
         self._xsub = self.ctx.socket(zmq.XSUB)
         self._xpub = self.ctx.socket(zmq.XPUB)

@@ -72,9 +72,10 @@ class CameraNode(Node):
                     "resampler_dropped", "resampler_repeated"):
             self.counters[key] = 0
         self._pub: Publisher = self.create_publisher(IMAGE_TOPIC, SENSOR)
-        # Files decoded as fast as possible have meaningless acquisition times: resample on media time.
-        media_clock = source_kind(p.source) != "camera" and not p.realtime
-        self._resampler = FpsResampler(p.fps, clock="media" if media_clock else "mono") if p.fps else None
+        # Files and the pattern resample on media time: exact whatever the decoding or scheduling
+        # jitter (and the only meaningful time when they are decoded as fast as possible).
+        clock = "mono" if source_kind(p.source) == "camera" else "media"
+        self._resampler = FpsResampler(p.fps, clock=clock) if p.fps else None
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._down_since: float | None = None
@@ -152,6 +153,8 @@ class CameraNode(Node):
             try:
                 with source:
                     for frame in source:
+                        if self._halt.is_set():  # set before this source was registered for stop()
+                            break
                         if self._down_since is not None:
                             self._down_since = None
                             backoff = p.reopen_backoff_s
@@ -196,8 +199,8 @@ class CameraNode(Node):
             return
         self.counters["decode_errors"] += source.missing_frames - self._missing_seen
         self._missing_seen = source.missing_frames
-        self.warn("files_ended_early", "%s ended after %d frames of the %d it declares (truncated or corrupt?)",
-                  source.path, source.frames_decoded, source.frames_expected)
+        self.warn("files_ended_early", "%s ended after %d frames of the %d it declares (truncated or "
+                  "corrupt?)", source.path, source.frames_decoded, source.frames_expected)
 
     # ------------------------------------------------------------ main thread
 

@@ -44,9 +44,10 @@ def main(argv: list[str]) -> int:
     sub = ap.add_subparsers(dest="what", required=True)
     pat = sub.add_parser("pattern", help="a clip of the synthetic test pattern (frame numbers coded in it)")
     pat.add_argument("-o", "--output", type=Path, required=True, help="the .mp4 to write")
-    pat.add_argument("--seconds", type=float, default=10.0)
-    pat.add_argument("--size", type=_size, default=(320, 240), metavar="WxH")
-    pat.add_argument("--fps", type=float, default=25.0)
+    pat.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
+    pat.add_argument("--size", type=_size, default=(320, 240), metavar="WxH",
+                     help="frame size (default 320x240)")
+    pat.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
     args = ap.parse_args(argv)
     try:
         frames = write_pattern(args.output, args.seconds, args.size, args.fps)

@@ -28,19 +28,33 @@ class NoParams:
     pass
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """`name:=value` → (name, typed value)."""
+class RawText(str):
+    """A value typed on a command line: it gets its type from the parameter's declaration, so
+    `name:=true` is a bool for a bool parameter and the text 'true' for a string one."""
+
+
+def parse_assignment(text: str) -> tuple[str, RawText]:
+    """`name:=value` → (name, raw value text)."""
     name, sep, raw = text.partition(":=")
     if not sep or not name:
         raise ParamError(f"expected name:=value, got {text!r}")
+    return name.strip(), RawText(raw)
+
+
+def _from_text(raw: RawText, hint: Any) -> Any:
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+    if hint is str and not quoted:
+        return str(raw)
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
-        value = raw
-    return name.strip(), raw if value is None else value
+        return str(raw)
+    return str(raw) if value is None else value
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
+    if isinstance(value, RawText):
+        value = _from_text(value, hint)
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -26,6 +26,13 @@ def parse_remap(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # stopped while still starting up (importing, configuring)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="voxsight run", description=__doc__)
     ap.add_argument("kind", help="node kind (bus, camera, tone, audio_out, ...)")
     ap.add_argument("params", nargs="*", metavar="param:=value", help="parameter overrides")

@@ -8,6 +8,7 @@ Every node publishes a `Diagnostic` heartbeat on `diagnostics` once a second.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -76,6 +77,10 @@ class Node:
         self._limited = RateLimitedLog(self.log)
         self._started_ns = time.monotonic_ns()
         self._heartbeat: Publisher | None = None
+        # Self-pipe: a stop request (even from a signal handler) wakes the event loop at once, and the
+        # loop always has something to poll (an empty zmq poll returns immediately: a busy loop).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
 
     # ------------------------------------------------------------ names and wiring
 
@@ -126,6 +131,8 @@ class Node:
         if self._stop_reason is None:
             self._stop_reason = reason
             self.exit_code = exit_code
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"!")
 
     @property
     def stopping(self) -> bool:
@@ -185,8 +192,8 @@ class Node:
                                     qos=EVENTS, source=self.full_name, curve=self.curve)
         self.create_timer(HEARTBEAT_S, self._beat)
         try:
-            if self._transition(self.on_configure, "inactive") and self._transition(self.on_activate,
-                                                                                   "active"):
+            configured = self._transition(self.on_configure, "inactive") and not self.stopping
+            if configured and self._transition(self.on_activate, "active"):
                 self._beat()
                 self._spin()
                 self._transition(self.on_deactivate, "inactive")
@@ -205,6 +212,7 @@ class Node:
 
     def _spin(self) -> None:
         poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
         for s in self._subs:
             target = s.sub.fileno() if isinstance(s.sub, LatestSubscriber) else s.sub.socket
             poller.register(target, zmq.POLLIN)
@@ -241,6 +249,8 @@ class Node:
             self._heartbeat.close()
         # destroy, not term: it also closes sockets a failed hook left open, which would block term forever
         self.ctx.destroy()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
 
 @dataclass

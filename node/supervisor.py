@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -111,10 +111,12 @@ def command_line(spec: NodeSpec, bus: str, log_level: str = "INFO") -> list[str]
     return cmd
 
 
-def stop_order(nodes: Iterable[NodeSpec]) -> list[NodeSpec]:
-    """Nodes in reverse start order, the bus last (the others still talk through it while stopping)."""
-    nodes = list(nodes)
-    return [n for n in reversed(nodes) if n.name != BUS_NAME] + [n for n in nodes if n.name == BUS_NAME]
+def stop_order(nodes: Sequence[NodeSpec]) -> tuple[list[int], list[int]]:
+    """Indices of `nodes` to stop first (reverse start order), then those of the buses, which the
+    others still talk through while they stop."""
+    last_first = list(reversed(range(len(nodes))))
+    buses = [i for i in last_first if nodes[i].kind == "bus"]
+    return [i for i in last_first if i not in buses], buses
 
 
 # ---------------------------------------------------------------- processes
@@ -180,7 +182,7 @@ class Supervisor:
         """Must run in the main thread: it owns the signal handlers, and children spawned from a thread
         that ends would get their parent-death signal with it."""
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)}
-        old_wakeup = signal.set_wakeup_fd(self._wake_w)  # SIGCHLD wakes us the moment a child ends
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)  # SIGCHLD: a child ended
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -265,26 +267,22 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """SIGINT to every child (nodes, then the bus), SIGKILL after the grace time, reap all."""
-        by_name = {c.spec.name: c for c in self.children}
-        order = [by_name[n.name] for n in stop_order(c.spec for c in self.children)]
-        for c in self.children:
-            c.restart_at = None
+        first, last = stop_order([c.spec for c in self.children])
+        nodes, buses = [self.children[i] for i in first], [self.children[i] for i in last]
         start = time.monotonic()
-        bus = [c for c in order if c.spec.name == BUS_NAME and not self.spec.bus_external]
-        nodes = [c for c in order if c not in bus]
         signals_seen = len(self.signals)
-        for group, deadline in ((nodes, start + STOP_GRACE_S - _BUS_GRACE_S), (bus, start + STOP_GRACE_S)):
+        for group, deadline in ((nodes, start + STOP_GRACE_S - _BUS_GRACE_S), (buses, start + STOP_GRACE_S)):
             for c in group:
                 self._signal(c, signal.SIGINT)
             while any(self._running(c) for c in group) and time.monotonic() < deadline:
                 if len(self.signals) > signals_seen:
                     break  # asked again: no more waiting
                 self._sleep(min(_IDLE_WAKE_S, deadline - time.monotonic()))
-        for c in order:
+        for c in nodes + buses:
             if self._running(c):
                 self.say(f"{c.spec.name} (pid {c.proc.pid}) did not stop within {STOP_GRACE_S:g} s: killing")
                 self._signal(c, signal.SIGKILL)
-        for c in order:
+        for c in nodes + buses:
             if c.proc is not None:
                 try:
                     c.proc.wait(_KILL_WAIT_S)
@@ -319,6 +317,3 @@ def main_launch(argv: list[str]) -> int:
         print(exc, file=sys.stderr)
         return 2
     return Supervisor(spec, args.log_level).run()
-
-
-main = main_launch

@@ -28,7 +28,6 @@ import zmq
 
 from node.run import setup_logging
 from node.runtime import DIAGNOSTICS_TOPIC
-from streams.codec import encode
 from streams.endpoints import CurveKeys, EndpointError, bus_endpoints, default_bus
 from streams.messages import Diagnostic, Message
 from streams.pubsub import QoS, Subscriber
@@ -39,7 +38,7 @@ LIST_DURATION_S = 2.5  # a little over two heartbeats
 FULL_LIMIT = 4096  # --full prints arrays up to this many elements; larger ones stay summarised
 _MAX_WAIT_S = 0.25  # bounds how long Ctrl-C and the 1 s reports wait on a quiet bus
 
-OnMessage = Callable[[str, Message, int, int], None]
+OnMessage = Callable[[str, Message, int, int, int], None]  # topic, msg, arrival mono/wall ns, bytes
 
 
 # ---------------------------------------------------------------- listening
@@ -61,9 +60,10 @@ def listen(args: argparse.Namespace, topics: Iterable[str] | None, on_message: O
     next_report = start + 1.0
     try:
         while (now := time.monotonic()) < deadline and (limit is None or sub.stats.received < limit):
+            before = sub.stats.bytes
             got = sub.recv(max(0.0, min(deadline, next_report, now + _MAX_WAIT_S) - now))
-            if got is not None:
-                on_message(got[0], got[1], time.monotonic_ns(), time.time_ns())
+            if got is not None:  # recv returns at the first accepted message: the bytes are its own
+                on_message(got[0], got[1], time.monotonic_ns(), time.time_ns(), sub.stats.bytes - before)
             if every_second is not None and time.monotonic() >= next_report:
                 every_second(sub.stats)
                 next_report = max(next_report + 1.0, time.monotonic())  # no burst after a stall
@@ -163,7 +163,7 @@ def render(msg: Message, full: bool = False) -> str:
 def _echo(args: argparse.Namespace) -> int:
     docs: list[dict[str, Any]] = []
 
-    def on_message(topic: str, msg: Message, mono_ns: int, wall_ns: int) -> None:
+    def on_message(topic: str, msg: Message, mono_ns: int, wall_ns: int, nbytes: int) -> None:
         if args.json:
             docs.append(message_doc(msg, args.full))
         else:
@@ -190,11 +190,11 @@ class Meter:
         self.arrivals: deque[int] = deque(maxlen=window)
         self.values: deque[float] = deque(maxlen=window)
 
-    def add(self, topic: str, msg: Message, mono_ns: int, wall_ns: int) -> None:
+    def add(self, topic: str, msg: Message, mono_ns: int, wall_ns: int, nbytes: int) -> None:
         self.arrivals.append(mono_ns)
-        self.values.append(self.measure(topic, msg, wall_ns))
+        self.values.append(self.measure(msg, wall_ns, nbytes))
 
-    def measure(self, topic: str, msg: Message, wall_ns: int) -> float:
+    def measure(self, msg: Message, wall_ns: int, nbytes: int) -> float:
         return 0.0
 
     def figures(self) -> dict[str, float] | None:
@@ -228,13 +228,13 @@ class DelayFigures(Meter):
         super().__init__(window)
         self.unstamped = 0
 
-    def add(self, topic: str, msg: Message, mono_ns: int, wall_ns: int) -> None:
+    def add(self, topic: str, msg: Message, mono_ns: int, wall_ns: int, nbytes: int) -> None:
         if msg.stamp_ns:
-            super().add(topic, msg, mono_ns, wall_ns)
+            super().add(topic, msg, mono_ns, wall_ns, nbytes)
         else:
             self.unstamped += 1  # no acquisition time, nothing to measure
 
-    def measure(self, topic: str, msg: Message, wall_ns: int) -> float:
+    def measure(self, msg: Message, wall_ns: int, nbytes: int) -> float:
         return (wall_ns - msg.stamp_ns) / 1e6
 
     def figures(self) -> dict[str, float] | None:
@@ -249,12 +249,6 @@ class DelayFigures(Meter):
                 f"std dev: {f['std_ms']:.3f} ms window: {f['window']}")
 
 
-def wire_size(topic: str, msg: Message) -> int:
-    """Bytes of every frame of the message's multipart (topic, header, payload), as the codec lays
-    it out; the codec is deterministic, so this is what crossed the wire."""
-    return sum(memoryview(frame).nbytes for frame in encode(topic, msg))
-
-
 def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB"):
         if abs(n) < 1000:
@@ -266,8 +260,8 @@ def _bytes(n: float) -> str:
 class BandwidthFigures(Meter):
     """`topic bw`: bytes per second over the window, and the spread of message sizes."""
 
-    def measure(self, topic: str, msg: Message, wall_ns: int) -> float:
-        return float(wire_size(topic, msg))
+    def measure(self, msg: Message, wall_ns: int, nbytes: int) -> float:
+        return float(nbytes)
 
     def figures(self) -> dict[str, float] | None:
         if len(self.arrivals) < 2 or self.arrivals[-1] <= self.arrivals[0]:
@@ -286,13 +280,19 @@ class BandwidthFigures(Meter):
 
 def _measure(args: argparse.Namespace, meter: Meter) -> int:
     out = _progress(args)
-    last_seen = 0
+    last_seen = -1  # nothing reported yet
 
     def report(stats: TopicStats) -> None:
         nonlocal last_seen
         figs = meter.figures()
-        if stats.received == last_seen or figs is None:
-            text = "no new messages" if last_seen else f"waiting for messages on {args.topic}"
+        if stats.received == 0:
+            if last_seen == 0:
+                return  # said so once already
+            text = f"waiting for messages on {args.topic}"
+        elif stats.received == last_seen:
+            text = "no new messages"
+        elif figs is None:
+            text = f"{stats.received} messages: too few for figures"
         else:
             text = meter.line(figs)
         if stats.malformed:
@@ -326,7 +326,7 @@ def _list_topics(args: argparse.Namespace) -> int:
     window_s = (args.duration or LIST_DURATION_S) + 1.0
     seen: dict[str, _TopicSeen] = {}
 
-    def on_message(topic: str, msg: Message, mono_ns: int, wall_ns: int) -> None:
+    def on_message(topic: str, msg: Message, mono_ns: int, wall_ns: int, nbytes: int) -> None:
         entry = seen.setdefault(topic, _TopicSeen(rate=RateMeter(window_s=window_s)))
         entry.types.add(msg.TYPE)
         entry.sources.add(msg.source)
@@ -353,7 +353,7 @@ def _list_topics(args: argparse.Namespace) -> int:
 def _list_nodes(args: argparse.Namespace) -> int:
     latest: dict[str, Diagnostic] = {}
 
-    def on_message(topic: str, msg: Message, mono_ns: int, wall_ns: int) -> None:
+    def on_message(topic: str, msg: Message, mono_ns: int, wall_ns: int, nbytes: int) -> None:
         assert isinstance(msg, Diagnostic)  # the subscription admits nothing else
         latest[msg.node] = msg
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,20 @@ class CurveKeys:
             if self.server_public is None:
                 raise EndpointError("connecting with CURVE needs the server's public key")
             sock.curve_serverkey = self.server_public
+
+
+def ipc_in_use(endpoint: str) -> bool:
+    """Whether a live process listens on this ipc endpoint. ZeroMQ would silently take the path over
+    (and strand that process's peers); a stale file left by a killed process is not "in use"."""
+    scheme, path = _split(endpoint)
+    if scheme != "ipc" or not Path(path).exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def generate_keys(directory: str | os.PathLike) -> Path:

@@ -45,13 +45,14 @@ class JitterBuffer:
         self._draining = False
         self.frames_written = 0
         self.overruns = 0
-        self.dropped_frames = 0
+        self._discarded = 0  # frames of one oversized write that never entered the ring
         # Reader-owned.
         self._read_pos = 0
         self._playing = False
         self.frames_played = 0
         self.silence_frames = 0
         self.underruns = 0
+        self._skipped = 0  # frames the writer dropped before we played them
 
     # ------------------------------------------------------------ writer side
 
@@ -69,10 +70,9 @@ class JitterBuffer:
         excess = (w - oldest) + n - cap
         if excess > 0:
             self.overruns += 1
-            self.dropped_frames += excess
             if n > cap:  # the chunk alone overflows: its own head goes too
                 frames = frames[n - cap:]
-                w += n - cap
+                self._discarded += n - cap
                 n = cap
             self._drop_pos = w + n - cap  # published before any slot of those frames is overwritten
         start = w % cap
@@ -100,7 +100,6 @@ class JitterBuffer:
                 out[:] = 0
                 self.silence_frames += n
                 return
-        got = 0
         for _ in range(_READ_RETRIES):
             got = max(0, min(n, w - start))
             self._copy_out(out, start, got)
@@ -111,6 +110,7 @@ class JitterBuffer:
             start, w = moved, self._write_pos
         else:
             got = 0
+        self._skipped += start - self._read_pos
         self._read_pos = start + got
         self.frames_played += got
         if got < n:
@@ -134,6 +134,12 @@ class JitterBuffer:
         out[first:count] = self._ring[:count - first]
 
     # ------------------------------------------------------------ either side
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames lost to overruns. Counted where they are known for sure (the reader skipping them,
+        or a write too big to fit), so once drained, frames_played + dropped_frames == frames_written."""
+        return self._skipped + self._discarded
 
     def depth_frames(self) -> int:
         return max(0, self._write_pos - max(self._read_pos, self._drop_pos))

@@ -128,6 +128,7 @@ class _Receiver:
                       self.endpoint, exc)
             return None
         self.stats.on_message(f"{topic}/{msg.source}", msg.seq, msg.stamp_ns)
+        self.stats.bytes += sum(f.buffer.nbytes for f in frames)
         return topic, msg
 
 

@@ -79,20 +79,21 @@ class WavSink(AudioSink):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.frames_written = 0
+        self._file: Any = None
         self._wav: Any = None
 
     def open(self, sample_rate: int, channels: int) -> None:
         super().open(sample_rate, channels)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            wav = wave.open(str(self.path), "wb")  # noqa: SIM115 (stays open across writes until close())
+            self._file = open(self.path, "wb")  # noqa: SIM115 (open across writes until close())
         except OSError as exc:
             self.is_open = False
             raise SinkError(f"cannot write {self.path}: {exc}") from exc
-        wav.setnchannels(channels)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        self._wav = wav
+        self._wav = wave.open(self._file, "wb")  # noqa: SIM115 (closed by close())
+        self._wav.setnchannels(channels)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(sample_rate)
 
     def write(self, frames: np.ndarray) -> None:
         frames = np.ascontiguousarray(self._check(frames), dtype="<i2")
@@ -101,8 +102,11 @@ class WavSink(AudioSink):
 
     def close(self) -> None:
         if self._wav is not None:
-            self._wav.close()
-            self._wav = None
+            try:
+                self._wav.close()  # writes the final sizes into the header
+            finally:
+                self._file.close()
+                self._wav = self._file = None
         super().close()
 
     def stats(self) -> dict[str, float]:

@@ -357,13 +357,17 @@ class FpsResampler:
 
     The grid starts at the first frame's time. Each frame takes the next free slot within half a
     target period of its own time; slots that no frame came near (the source is slower) repeat the
-    previous frame, and a frame with no slot near it (the source is faster) is dropped. Output frames
-    are moved onto their slot: all their clocks shift by the same small offset (at most half a period),
-    so the output stamps are exactly evenly spaced. A gap longer than `max_gap_s`, or time running
-    backwards that far, restarts the grid rather than filling it with a long run of repeats.
+    previous frame, and a frame with no slot near it (the source is faster) is dropped. A gap longer
+    than `max_gap_s`, or time running backwards that far, restarts the grid rather than filling it with
+    a long run of repeats.
 
-    `clock` chooses the time axis: "mono" (acquisition time, for live or paced sources) or "media"
-    (`pts_s`, for files decoded as fast as possible, whose acquisition times mean nothing).
+    Output frames keep their acquisition stamps (`stamp_ns`, `mono_ns`: when the pixels were taken, so
+    latency figures stay true and stamps never run backwards); their `pts_s` becomes their slot's
+    time, evenly spaced at the target rate from the `pts_s` of the frame that started the grid.
+
+    `clock` chooses the time axis: "mono" (acquisition time, for cameras) or "media" (`pts_s`, for files
+    and the pattern: exact whatever the decoding jitter, and meaningful even when they are decoded as
+    fast as possible).
     """
 
     def __init__(self, target_fps: float, *, clock: str = "mono", max_gap_s: float = 1.0) -> None:
@@ -379,6 +383,7 @@ class FpsResampler:
         self.repeated = 0
         self.restarts = 0
         self._origin_ns = 0
+        self._origin_pts = 0.0
         self._slot = 0
         self._prev: Frame | None = None
         self._prev_t = 0
@@ -389,11 +394,10 @@ class FpsResampler:
     def _slot_ns(self) -> int:
         return self._origin_ns + round(self._slot * self.period_ns)
 
-    def _emit(self, frame: Frame, t: int) -> Frame:
-        shift = self._slot_ns() - t
+    def _emit(self, frame: Frame) -> Frame:
+        pts = self._origin_pts + self._slot / self.target_fps
         self._slot += 1
-        return replace(frame, stamp_ns=frame.stamp_ns + shift, mono_ns=frame.mono_ns + shift,
-                       pts_s=frame.pts_s + shift / 1e9)
+        return replace(frame, pts_s=pts)
 
     def push(self, frame: Frame) -> list[Frame]:
         """The frames to emit now that `frame` arrived, in order (none, one, or a repeat run and it)."""
@@ -401,17 +405,16 @@ class FpsResampler:
         if self._prev is None or abs(t - self._prev_t) > self.max_gap_ns:
             if self._prev is not None:
                 self.restarts += 1
-            self._origin_ns, self._slot = t, 0
+            self._origin_ns, self._origin_pts, self._slot = t, frame.pts_s, 0
         out = []
         half = self.period_ns / 2
         while self._prev is not None and self._slot_ns() < t - half:
-            out.append(self._emit(self._prev, self._prev_t))
+            out.append(self._emit(self._prev))
             self.repeated += 1
         if self._slot_ns() < t + half:
-            out.append(self._emit(frame, t))
+            out.append(self._emit(frame))
         else:
             self.dropped += 1
-        # A repeat is the previous frame itself, shifted from its own time.
         self._prev, self._prev_t = frame, t
         return out
 

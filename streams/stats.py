@@ -34,6 +34,7 @@ class TopicStats:
     `superseded` counts frames a latest-only subscription replaced before they were taken."""
 
     received: int = 0
+    bytes: int = 0  # on the wire, all frames of the accepted messages
     malformed: int = 0
     dropped: int = 0
     superseded: int = 0

@@ -25,6 +25,7 @@ from node.supervisor import (
     exit_text,
     stop_order,
 )
+from streams.messages import Diagnostic
 from tests.helpers import REPO, stop, voxsight, wait_for, wait_heartbeat
 
 TWO_CAMERAS = REPO / "tests" / "fixtures" / "launch" / "two_cameras.yaml"
@@ -73,7 +74,7 @@ def test_command_line_round_trips_params_and_remaps() -> None:
 
 def test_nodes_stop_in_reverse_order_and_the_bus_last() -> None:
     nodes = [NodeSpec("bus", "bus"), NodeSpec("a", "camera"), NodeSpec("b", "camera")]
-    assert [n.name for n in stop_order(nodes)] == ["b", "a", "bus"]
+    assert stop_order(nodes) == ([2, 1], [0])
 
 
 # ---------------------------------------------------------------- real graphs
@@ -98,8 +99,8 @@ def all_started(log: Path) -> list[int]:
     return [pid for pids in started_pids(log).values() for pid in pids]
 
 
-def active(diag) -> bool:
-    return diag.state == "active"
+def active(diag: Diagnostic) -> bool:
+    return diag.state == "active" and diag.level != "ERROR"
 
 
 @pytest.fixture
@@ -138,14 +139,15 @@ def test_killed_node_comes_back_and_others_are_undisturbed(launch, bus_url: str,
     assert sup.poll() is None
 
 
-def test_sigint_stops_every_child(launch, bus_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_signal_stops_every_child(launch, bus_url: str, tmp_path: Path, signum: int, status: int) -> None:
     sup = launch(TWO_CAMERAS)
     for name in ("bus", "cam_a", "cam_b"):
         wait_heartbeat(bus_url, name, predicate=active)
     children = [p.pid for p in psutil.Process(sup.pid).children(recursive=True)]
     assert len(children) == 3
-    sup.send_signal(signal.SIGINT)
-    assert sup.wait(timeout=30) == 130
+    sup.send_signal(signum)
+    assert sup.wait(timeout=30) == status
     assert [pid for pid in children if not gone(pid)] == []
     log = (tmp_path / "launch.log").read_text()
     assert sorted(all_started(tmp_path / "launch.log")) == sorted(children)

@@ -102,7 +102,7 @@ def test_hz_reports_the_publish_rate(pacer: str) -> None:
     report = finish_json(tool("topic", "hz", "camera/image", "--bus", pacer, "--duration", "4", "--json"))
     assert report["topic"] == "camera/image"
     assert near(report["rate_hz"], RATE_HZ, 0.05), report
-    assert report["min_s"] <= 1 / RATE_HZ <= report["max_s"]
+    assert report["min_s"] <= 1 / report["rate_hz"] <= report["max_s"]
     assert report["std_s"] >= 0
     assert report["count"] >= 2
     assert report["malformed"] == 0
@@ -135,7 +135,10 @@ def test_list_shows_topics_and_node_list_shows_the_bus(pacer: str) -> None:
 
 
 def test_echo_prints_n_messages_with_shapes(pacer: str) -> None:
-    rc, out, err = finish(tool("topic", "echo", "camera/image", "--bus", pacer, "-n", "2"))
+    text = tool("topic", "echo", "camera/image", "--bus", pacer, "-n", "2")
+    as_json = tool("topic", "echo", "audio/speech", "--bus", pacer, "-n", "3", "--json", "--full")
+
+    rc, out, err = finish(text)
     assert rc == 0, err
     docs = [d for d in yaml.safe_load_all(out) if d is not None]
     assert len(docs) == 2
@@ -146,6 +149,11 @@ def test_echo_prints_n_messages_with_shapes(pacer: str) -> None:
         assert doc["pixels"]["dtype"] == "uint8"
         assert doc["pixels"]["max"] == int(PIXELS.max())
     assert docs[1]["header"]["seq"] > docs[0]["header"]["seq"]
+
+    report = finish_json(as_json)
+    assert report["count"] == 3
+    assert [m["type"] for m in report["messages"]] == ["AudioChunk"] * 3
+    assert report["messages"][0]["samples"]["values"] == [[0]] * len(SAMPLES)
 
 
 def test_delay_and_bandwidth(pacer: str) -> None:
@@ -246,13 +254,6 @@ def test_full_prints_small_arrays_only() -> None:
     assert track["mouth_roi"]["shape"] == [88, 88]
     assert track["mouth_roi"]["shape"][0] * track["mouth_roi"]["shape"][1] > FULL_LIMIT
     assert "values" not in track["mouth_roi"]
-
-
-def test_echo_json_holds_the_messages(pacer: str) -> None:
-    report = finish_json(tool("topic", "echo", "audio/speech", "--bus", pacer, "-n", "3", "--json", "--full"))
-    assert report["count"] == 3
-    assert [m["type"] for m in report["messages"]] == ["AudioChunk"] * 3
-    assert report["messages"][0]["samples"]["values"] == [[0]] * 640
 
 
 if __name__ == "__main__":

@@ -81,3 +81,9 @@ def test_curve_bus_carries_only_keyed_clients(tmp_path) -> None:
             s.close()
         ctx.term()
         stop(bus)
+
+
+def test_a_second_bus_on_a_live_address_is_refused(bus: str) -> None:
+    second = voxsight("bus", "--bus", bus)
+    out, _ = second.communicate(timeout=30)
+    assert second.returncode != 0 and "already runs" in out
