@@ -138,7 +138,7 @@ class CameraNode(Node):
                 if self._halt.wait(backoff):
                     return
                 backoff = min(2 * backoff, p.reopen_backoff_max_s)
-                self.counters["reopen_attempts"] += 1
+                self.count("reopen_attempts", 1)
                 try:
                     source = self._open()
                 except SourceUnusable as exc:
@@ -178,7 +178,7 @@ class CameraNode(Node):
             self._down_since = self._down_since or time.monotonic()
 
     def _publish(self, frame: Frame) -> None:
-        self.counters["source_frames"] += 1
+        self.count("source_frames", 1)
         out = [frame]
         if self._resampler is not None:
             out = self._resampler.push(frame)
@@ -191,13 +191,13 @@ class CameraNode(Node):
             except InvalidMessage as exc:
                 self.warn("bad_frames", "dropped frame %d of %s: %s", f.index, self.params.source, exc)
                 continue
-            self.counters["frames_published"] += 1
+            self.count("frames_published", 1)
 
     def _count_missing(self, source: Source) -> None:
         """Add the frames a file declared but did not decode to `decode_errors`, and say so."""
         if not isinstance(source, VideoFileSource) or source.missing_frames <= self._missing_seen:
             return
-        self.counters["decode_errors"] += source.missing_frames - self._missing_seen
+        self.count("decode_errors", source.missing_frames - self._missing_seen)
         self._missing_seen = source.missing_frames
         self.warn("files_ended_early", "%s ended after %d frames of the %d it declares (truncated or "
                   "corrupt?)", source.path, source.frames_decoded, source.frames_expected)

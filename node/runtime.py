@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class Node:
         self.log = logging.getLogger(self.full_name)
         self.state = "unconfigured"
         self.counters: dict[str, float] = {}
+        self._counters_lock = threading.Lock()  # worker threads count too (capture, playback)
         self.exit_code = 0
         self.ctx = zmq.Context()
         self._publishers: list[Publisher] = []
@@ -117,9 +119,14 @@ class Node:
 
     def warn(self, key: str, msg: str, *args: object) -> None:
         """Count and log (rate limited) a recoverable problem; the heartbeat turns WARN."""
-        self.counters[key] = self.counters.get(key, 0) + 1
+        self.count(key)
         self._warned_since_beat = True
         self._limited(logging.WARNING, key, msg, *args)
+
+    def count(self, key: str, n: float = 1) -> None:
+        """Add to a heartbeat counter; safe from any thread."""
+        with self._counters_lock:
+            self.counters[key] = self.counters.get(key, 0) + n
 
     def fail(self, msg: str, exit_code: int = 1) -> None:
         """Stop with a clear message: an unrecoverable problem (bad configuration, missing device)."""
@@ -152,7 +159,8 @@ class Node:
                 f"{prefix}.malformed": st.malformed, f"{prefix}.dropped": st.dropped,
                 f"{prefix}.superseded": st.superseded, f"{prefix}.latency_ms": st.last_latency_ns / 1e6,
             })
-        values.update(self.counters)
+        with self._counters_lock:
+            values.update(self.counters)
         return values
 
     def _beat(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -65,14 +66,16 @@ class RateLimitedLog:
         self.interval_ns = int(interval_s * 1e9)
         self._last: dict[str, int] = {}
         self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, level: int, key: str, msg: str, *args: object) -> None:
         now = time.monotonic_ns()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_ns:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        extra = self._suppressed.pop(key, 0)
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_ns:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            extra = self._suppressed.pop(key, 0)
         suffix = f" (+{extra} more since last report)" if extra else ""
         self.logger.log(level, msg + suffix, *args)
