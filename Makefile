@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= audio,dev
+EXTRAS ?= audio,dev,eval
+MEDIAPIPE ?= mediapipe==0.10.21
 APT_PACKAGES ?= portaudio19-dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
@@ -45,6 +46,7 @@ $(STAMP): pyproject.toml Makefile | system-deps
 	$(BIN)/pip install -q "$(TORCH)"
 	echo "$(TORCH)" > $(VENV)/constraints.txt
 	PIP_CONSTRAINT=$(VENV)/constraints.txt $(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps "$(MEDIAPIPE)"  # the last release that bundles its face models
 	rm -f $(VENV)/.installed-* && touch $@
 
 clean:
