@@ -23,7 +23,10 @@ from streams.pubsub import ORDERED
 from streams.sinks import AudioSink, NullSink, PyAudioSink, SinkError, WavSink
 
 _STAMP_SLACK_NS = 20_000_000  # stamp jitter tolerated before a jump counts as a gap in the stream
-_IDLE_CHECK_S = 0.1
+_IDLE_CHECK_S = 0.05
+# A stream silent this long has paused or ended: the device plays out its queue, even below the jitter
+# target (or an utterance's tail would wait for the next one), and running dry is not an underrun.
+_PAUSE_S = 0.3
 
 
 @dataclass
@@ -43,13 +46,19 @@ class AudioOutParams:
 
 @dataclass
 class _Stream:
-    """What we know of one source's audio: its format, resampler and where it should continue."""
+    """What we know of one source's audio: its format, resampler and where it should continue.
+
+    `audio_until_ns` is the stamp time the audio received so far reaches: the first chunk's stamp plus
+    every chunk's duration. A chunk stamped later than that (beyond a little slack) means the source
+    skipped time. Comparing with the audio *including* the chunk itself makes this hold whether a
+    source stamps a chunk with the frame it starts at or, like `tone`, the frame it ends at.
+    """
 
     sample_rate: int
     channels: int
     resampler: StreamResampler | None
     next_seq: int
-    end_stamp_ns: int
+    audio_until_ns: int
 
 
 class AudioOutNode(Node):
@@ -77,14 +86,14 @@ class AudioOutNode(Node):
                       p.path if p.sink == "wav" else p.sink, p.sample_rate, p.channels)
         for key in ("chunks", "samples_out", "resampled_chunks", "format_mismatches", "dropped",
                     "stamp_gaps"):
-            self.counters[key] = 0
+            self.count(key, 0)
         self._infos: dict[str, AudioInfo] = {}
         self._last_chunk_mono: float | None = None
+        self._paused = False
         self._audio_topic = self.resolve(p.topic)
         self.create_subscription(p.topic, AudioChunk, self._on_chunk, ORDERED)
         self.create_subscription(p.info_topic, AudioInfo, self._on_info, ORDERED)
-        if p.idle_exit_s > 0:
-            self.create_timer(min(_IDLE_CHECK_S, p.idle_exit_s / 2), self._check_idle)
+        self.create_timer(_IDLE_CHECK_S, self._check_idle)
 
     def _make_sink(self) -> AudioSink:
         p = self.params
@@ -103,7 +112,8 @@ class AudioOutNode(Node):
 
     def _on_chunk(self, chunk: AudioChunk) -> None:
         self._last_chunk_mono = time.monotonic()
-        self.counters["chunks"] += 1
+        self._paused = False
+        self.count("chunks", 1)
         info = self._infos.get(chunk.source)
         if info is not None and (info.sample_rate, info.channels, info.format) != (
                 chunk.sample_rate, chunk.channels, chunk.format):
@@ -126,15 +136,16 @@ class AudioOutNode(Node):
                 resampler = StreamResampler(chunk.sample_rate, self.params.sample_rate, self.params.channels)
             stream = _Stream(chunk.sample_rate, chunk.channels, resampler, chunk.seq, chunk.stamp_ns)
             self._streams[chunk.source] = stream
-        elif chunk.seq > stream.next_seq:
+        stream.audio_until_ns += chunk.duration_ns
+        if chunk.seq > stream.next_seq:
             lost = chunk.seq - stream.next_seq
-            self.counters["dropped"] += lost
+            self.count("dropped", lost)
             self.warn("audio_gaps", "lost %d audio chunk(s) from %s", lost, chunk.source)
-        elif chunk.stamp_ns > stream.end_stamp_ns + _STAMP_SLACK_NS:
-            self.warn("stamp_gaps", "%s skipped %.0f ms of audio (stamps jump past the audio sent)",
-                      chunk.source, (chunk.stamp_ns - stream.end_stamp_ns) / 1e6)
+        elif chunk.stamp_ns > stream.audio_until_ns + _STAMP_SLACK_NS:
+            self.warn("stamp_gaps", "%s skipped %.0f ms of audio (its stamps ran ahead of the audio sent)",
+                      chunk.source, (chunk.stamp_ns - stream.audio_until_ns) / 1e6)
+        stream.audio_until_ns = max(stream.audio_until_ns, chunk.stamp_ns)  # a gap counts once
         stream.next_seq = chunk.seq + 1
-        stream.end_stamp_ns = chunk.stamp_ns + chunk.duration_ns
         return stream
 
     def _convert(self, chunk: AudioChunk, stream: _Stream) -> np.ndarray:
@@ -144,7 +155,7 @@ class AudioOutNode(Node):
         frames = map_channels(to_float32(chunk.samples), p.channels)
         if stream.resampler is not None:
             frames = stream.resampler.process(frames)
-            self.counters["resampled_chunks"] += 1
+            self.count("resampled_chunks", 1)
         return to_int16(frames)
 
     # ------------------------------------------------------------ output
@@ -158,7 +169,7 @@ class AudioOutNode(Node):
             self.sink.close()
             self.fail(f"audio sink failed: {exc}")
             return
-        self.counters["samples_out"] += frames.shape[0]
+        self.count("samples_out", frames.shape[0])
 
     def _finish(self, stream: _Stream) -> None:
         """The stream ended: write what its resampler still holds."""
@@ -166,9 +177,15 @@ class AudioOutNode(Node):
             self._write(to_int16(stream.resampler.flush()))
 
     def _check_idle(self) -> None:
-        last = self._last_chunk_mono
-        if last is not None and time.monotonic() - last > self.params.idle_exit_s:
-            self.request_stop(f"no audio for {self.params.idle_exit_s:g} s")
+        if self._last_chunk_mono is None or self.sink is None:
+            return
+        idle = time.monotonic() - self._last_chunk_mono
+        if idle > _PAUSE_S and not self._paused:
+            self._paused = True
+            self.sink.drain()
+        limit = self.params.idle_exit_s
+        if 0 < limit < idle:
+            self.request_stop(f"no audio for {limit:g} s")
 
     def diagnostic_values(self) -> dict[str, float]:
         values = super().diagnostic_values()

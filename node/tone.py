@@ -52,7 +52,7 @@ class ToneNode(Node):
             self.fail(f"pitch range {p.base_hz}..{p.base_hz + p.span_hz} Hz must lie in "
                       f"0..{p.sample_rate / 2:g} Hz")
             return
-        self.counters["capped_gaps"] = 0
+        self.count("capped_gaps", 0)
         self._prev_stamp: int | None = None
         self._carry = 0  # sample-time remainder, in 1e-9 samples, so chunk lengths add up exactly
         self._phase = 0.0
@@ -83,7 +83,7 @@ class ToneNode(Node):
                       (prev - stamp) / 1e6)
             return FIRST_CHUNK_NS
         if stamp - prev > MAX_CHUNK_NS:
-            self.counters["capped_gaps"] += 1
+            self.count("capped_gaps", 1)
             return MAX_CHUNK_NS
         return stamp - prev
 

@@ -39,15 +39,19 @@ class QoS:
     depth: int
     latest_only: bool = False
     linger_ms: int = 0
+    send_depth: int | None = None  # the publisher's mark, when it must differ from `depth`
 
 
-SENSOR = QoS(depth=2, latest_only=True)  # video: newest frame only
+# Video: newest frame only. The publisher's queue is deeper than 2 because libzmq learns of the
+# peer's reads only about once per millisecond: with 2 it drops frames sent in quick succession
+# even to a subscriber that keeps up. Staleness is the subscriber's job (its IO thread).
+SENSOR = QoS(depth=2, latest_only=True, send_depth=16)
 ORDERED = QoS(depth=200, linger_ms=500)  # audio: every chunk in order, bounded, flushed on close
 EVENTS = QoS(depth=100, linger_ms=200)  # transcripts, diagnostics
 
 
 def _configure(sock: zmq.Socket, qos: QoS) -> None:
-    sock.setsockopt(zmq.SNDHWM, qos.depth)
+    sock.setsockopt(zmq.SNDHWM, qos.send_depth or qos.depth)
     sock.setsockopt(zmq.RCVHWM, qos.depth)
     sock.setsockopt(zmq.LINGER, qos.linger_ms)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)

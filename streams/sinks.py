@@ -38,6 +38,9 @@ class AudioSink:
     def write(self, frames: np.ndarray) -> None:
         raise NotImplementedError
 
+    def drain(self) -> None:
+        """The stream paused or ended: play out what is queued without waiting for more."""
+
     def close(self) -> None:
         self.is_open = False
 
@@ -221,10 +224,14 @@ class PyAudioSink(AudioSink):
     def write(self, frames: np.ndarray) -> None:
         self.jitter.write(self._check(frames))
 
+    def drain(self) -> None:
+        if self.jitter is not None:
+            self.jitter.drain()
+
     def close(self) -> None:
         """Play out what is queued (bounded wait), then stop the device."""
         if self._stream is not None and self.jitter is not None:
-            self.jitter.drain()
+            self.drain()
             deadline = time.monotonic() + self.jitter.depth_ms() / 1000 + _DRAIN_MARGIN_S
             while self.jitter.depth_frames() and time.monotonic() < deadline and self._stream.is_active():
                 time.sleep(0.01)  # the device plays in real time; there is nothing to wait on but the clock
