@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/wire.py
 	$(BIN)/python bench/supervisor.py
+	$(BIN)/python bench/tracker.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("node.topic_tools", "list: the nodes alive on the bus, from their heartbeats"),
     "keys": ("node.keys", "generate DIR: CURVE keys for a bus beyond loopback"),
     "media": ("node.media", "make the bundled sample media (a test-pattern clip)"),
+    "track": ("node.track", "track faces and lips in a video file: overlay video, per-frame JSON, summary"),
+    "eval": ("engines.eval.cli", "score generated speech against references with independent judges"),
 }
 
 

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
+from engines.params import merge, param
+
+__all__ = ["ParamError", "RawText", "build", "describe", "merge", "param", "parse_assignment"]
+
 
 class ParamError(ValueError):
     """A parameter that is unknown, of the wrong type, or not among its choices."""
-
-
-def param(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:
-    """Declare a parameter field: `rate: float = param(25.0, "frames per second")`."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ NODE_KINDS: dict[str, str] = {
     "camera": "node.camera:CameraNode",
     "tone": "node.tone:ToneNode",
     "audio_out": "node.audio_out:AudioOutNode",
+    "tracker": "node.tracker:TrackerNode",
 }
 
 

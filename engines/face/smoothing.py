@@ -17,23 +17,20 @@ with a much higher min_cutoff).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-
-def _param(default: float, help: str) -> float:
-    # The same field metadata as node.params.param, so a node can expose these as its own parameters.
-    return field(default=default, metadata={"help": help, "choices": None})
+from engines.params import param
 
 
 @dataclass(frozen=True)
 class OneEuroParams:
-    min_cutoff: float = _param(1.0, "cutoff (Hz) when still: lower removes more jitter from a still face")
-    beta: float = _param(5.0, "cutoff rise (Hz) per unit of speed, speed in `scale` units per second "
+    min_cutoff: float = param(1.0, "cutoff (Hz) when still: lower removes more jitter from a still face")
+    beta: float = param(5.0, "cutoff rise (Hz) per unit of speed, speed in `scale` units per second "
                               "(the default suits scale = inter-ocular distance): higher follows fast "
                               "motion with less lag; a steady motion lags by at most 1/(2 pi beta) units")
-    d_cutoff: float = _param(1.0, "cutoff (Hz) of the low-pass on the speed estimate")
+    d_cutoff: float = param(1.0, "cutoff (Hz) of the low-pass on the speed estimate")
 
     def __post_init__(self) -> None:
         for f in fields(self):
