@@ -3,9 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= audio,dev,eval
+EXTRAS ?= audio,dev,eval,data
 MEDIAPIPE ?= mediapipe==0.10.21
-APT_PACKAGES ?= portaudio19-dev
+# portaudio: PyAudio's build; espeak-ng, mbrola voices and sox: the synthetic speech corpus
+APT_PACKAGES ?= portaudio19-dev espeak-ng sox libsox-fmt-all mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
+APT_NONFREE := /etc/apt/sources.list.d/voxsight-contrib-non-free.sources
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
@@ -35,10 +37,17 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
+	    . /etc/os-release; \
+	    if [ "$$ID" = debian ] && [ ! -e $(APT_NONFREE) ]; then \
+	      echo "enabling Debian contrib and non-free (mbrola and its voices live there): $(APT_NONFREE)"; \
+	      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s %s-updates\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	        "$$VERSION_CODENAME" "$$VERSION_CODENAME" > $(APT_NONFREE); \
+	    fi; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else \
 	    echo "missing system packages:$$missing"; \
-	    echo "install them with: sudo apt-get install$$missing   (then re-run make)"; exit 1; \
+	    echo "install them with: sudo apt-get install$$missing   (then re-run make)"; \
+	    echo "(on Debian, mbrola and its voices need the contrib and non-free components)"; exit 1; \
 	  fi; \
 	fi
 
