@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/wire.py
 	$(BIN)/python bench/supervisor.py
 	$(BIN)/python bench/tracker.py
+	$(BIN)/python bench/eval.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
