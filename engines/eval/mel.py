@@ -46,6 +46,11 @@ def griffin_lim(log_mel_: np.ndarray, length: int, n_iter: int = 32) -> np.ndarr
     """Audio from a log-mel: mel → linear magnitude (non-negative least squares) → Griffin-Lim."""
     import librosa
 
+    # librosa's inverse rebuilds 1 + length // HOP frames; a mel of length / HOP frames (4 per video
+    # frame) is one short: repeat its last frame.
+    missing = 1 + length // HOP - log_mel_.shape[-1]
+    if missing > 0:
+        log_mel_ = np.concatenate([log_mel_, np.repeat(log_mel_[..., -1:], missing, axis=-1)], axis=-1)
     linear = librosa.feature.inverse.mel_to_stft(np.exp(log_mel_), sr=SAMPLE_RATE, n_fft=N_FFT, power=1.0,
                                                  fmin=FMIN, fmax=FMAX)
     audio = librosa.griffinlim(linear, n_iter=n_iter, hop_length=HOP, win_length=WIN, n_fft=N_FFT,
