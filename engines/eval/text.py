@@ -13,24 +13,17 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from engines.grid import GRID_CODE, GRID_SLOTS, grid_sentence
+
+__all__ = ["GRID_CODE", "GRID_SLOTS", "grid_jsgf", "grid_sentence", "is_grid_sentence", "normalize",
+           "number_words"]
+
 ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
 TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 ORDINAL_WORDS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
                  "nine": "ninth", "twelve": "twelfth"}
-
-# GRID (Cooke et al. 2006): command colour preposition letter digit adverb, six slots; file names
-# carry one character per slot (../shared/README.md).
-GRID_SLOTS: tuple[dict[str, str], ...] = (
-    {"b": "bin", "l": "lay", "p": "place", "s": "set"},
-    {"b": "blue", "g": "green", "r": "red", "w": "white"},
-    {"a": "at", "b": "by", "i": "in", "w": "with"},
-    {c: c for c in "abcdefghijklmnopqrstuvxyz"},  # every letter but w
-    {"z": "zero", **{str(d): ONES[d] for d in range(1, 10)}},
-    {"a": "again", "n": "now", "p": "please", "s": "soon"},
-)
-GRID_CODE = re.compile(r"^[blps][bgrw][abiw][a-vx-z][z1-9][anps]$")
 
 _NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?(?:st|nd|rd|th)?")
 _LETTERS_DIGITS = re.compile(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])(?!(?:st|nd|rd|th)\b)")
@@ -82,14 +75,6 @@ def normalize(text: str) -> str:
     text = re.sub(r"[^a-z0-9']+", " ", text)
     text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)  # quotes, not apostrophes inside words
     return " ".join(text.split())
-
-
-def grid_sentence(code: str) -> str | None:
-    """The sentence a GRID file name encodes ("bbaf2n" → "bin blue at f two now"), None if it is not one."""
-    code = code.lower()
-    if not GRID_CODE.match(code):
-        return None
-    return " ".join(slot[c] for slot, c in zip(GRID_SLOTS, code, strict=True))
 
 
 def is_grid_sentence(text: str) -> bool:

@@ -27,11 +27,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from mediapipe.python.solution_base import SolutionBase
-from mediapipe.python.solutions import face_mesh as _mp_face_mesh
+
+if TYPE_CHECKING:
+    from mediapipe.python.solution_base import SolutionBase
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,11 @@ class FaceMesh:
         self._previous: list[FaceObservation] = []
 
     def _new_graph(self) -> SolutionBase:
+        # Imported here: mediapipe takes 1-3 s to import, and the constants of this package (lip
+        # indices, alignment) are needed by processes that never run a face mesh.
+        from mediapipe.python.solution_base import SolutionBase
+        from mediapipe.python.solutions import face_mesh as _mp_face_mesh
+
         with _native_stderr_to_log():
             return SolutionBase(
                 binary_graph_path=_mp_face_mesh._BINARYPB_FILE_PATH,

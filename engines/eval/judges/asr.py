@@ -77,6 +77,8 @@ class SphinxGrid(Judge):
             from pocketsphinx import Decoder
 
             self._decoder = Decoder(loglevel="FATAL", samprate=16000, lm=None)
+            # GRID's speakers are British: "z" is also "zed", which the US dictionary lacks.
+            self._decoder.add_word("z(2)", "Z EH D", False)
             self._decoder.add_jsgf_string("grid", grid_jsgf())
             self._decoder.activate_search("grid")
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16).tobytes()

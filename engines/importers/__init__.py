@@ -1,0 +1,1 @@
+"""Importers of released checkpoints into our models: key mapping and weight-norm folding."""

@@ -1,0 +1,1 @@
+"""The engines' neural networks, each with its config dataclass beside it."""

@@ -1,0 +1,129 @@
+"""The visual front end: mouth ROI + lip geometry per video frame → features (B, T, D) at 25 fps.
+
+Per frame (no temporal context, so cacheable frame by frame):
+    ROI (88×88, normalised) → strided 2-D conv stages (each halves the size; GroupNorm, GELU) →
+    average-pooled to 3×3 → Linear; lip geometry (82) → LayerNorm → MLP; both joined → Linear → LayerNorm.
+Over time: residual 1-D conv blocks that are causal (left padding only), run on the per-frame features
+shifted by `lookahead_frames`: output t = causal stack at t + L, so it sees frames ≤ t + L and never
+later; the clip end is padded with L zero frames. `receptive_field()` = (past, future) frames.
+
+Streaming: `frame_features` per new frame (cache them), then `temporal` over a window that holds at
+least `past` frames before the first output wanted and `future` frames after the last one; outputs
+with their whole receptive field inside the window equal the whole-clip outputs exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engines.params import param
+
+ROI_MEAN, ROI_STD = 0.421, 0.165  # LipVoicer's mouth ROI normalisation: (x / 255 - mean) / std
+
+
+def normalize_roi(roi_u8: Tensor) -> Tensor:
+    """uint8 mouth ROIs → the float input of the front end."""
+    return (roi_u8.float() / 255.0 - ROI_MEAN) / ROI_STD
+
+
+@dataclass(frozen=True)
+class VisualFrontendConfig:
+    roi_size: int = param(88, "mouth ROI side in pixels")
+    geometry_dim: int = param(82, "lip geometry features per frame (engines.face.lips)")
+    channels: tuple[int, ...] = param((16, 32, 48, 64), "per-frame CNN stage widths (each halves the ROI)")
+    geometry_hidden: int = param(64, "lip geometry MLP width")
+    dim: int = param(128, "output feature size D")
+    kernel_size: int = param(3, "temporal conv kernel")
+    dilations: tuple[int, ...] = param((1, 2, 4, 1), "temporal conv dilations, one residual block each")
+    lookahead_frames: int = param(2, "future video frames each output may see")
+    dropout: float = param(0.1, "dropout in the temporal blocks (training only)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "dilations", tuple(self.dilations))
+        if self.lookahead_frames < 0:
+            raise ValueError(f"lookahead_frames must be >= 0, got {self.lookahead_frames}")
+        if self.lookahead_frames > self.span:
+            raise ValueError(f"lookahead_frames {self.lookahead_frames} exceeds the temporal span "
+                             f"{self.span}")
+
+    @property
+    def span(self) -> int:
+        """Frames the causal temporal stack looks back over."""
+        return sum((self.kernel_size - 1) * d for d in self.dilations)
+
+
+class FrameEncoder(nn.Module):
+    """One video frame's ROI and lip geometry → a D vector (no temporal context)."""
+
+    def __init__(self, config: VisualFrontendConfig) -> None:
+        super().__init__()
+        stages, c_in = [], 1
+        for i, c in enumerate(config.channels):
+            k = 5 if i == 0 else 3
+            stages += [nn.Conv2d(c_in, c, k, stride=2, padding=k // 2), nn.GroupNorm(min(8, c), c), nn.GELU()]
+            c_in = c
+        self.cnn = nn.Sequential(*stages, nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+                                 nn.Linear(9 * c_in, config.dim))
+        self.geometry = nn.Sequential(nn.LayerNorm(config.geometry_dim),
+                                      nn.Linear(config.geometry_dim, config.geometry_hidden), nn.GELU(),
+                                      nn.Linear(config.geometry_hidden, config.geometry_hidden))
+        self.fuse = nn.Sequential(nn.GELU(), nn.Linear(config.dim + config.geometry_hidden, config.dim),
+                                  nn.LayerNorm(config.dim))
+
+    def forward(self, roi: Tensor, geometry: Tensor) -> Tensor:
+        b, t = roi.shape[:2]
+        image = self.cnn(roi.reshape(b * t, 1, *roi.shape[2:])).reshape(b, t, -1)
+        return self.fuse(torch.cat((image, self.geometry(geometry)), dim=2))
+
+
+class CausalBlock(nn.Module):
+    """x + dropout(GELU(causal dilated conv(x))), then LayerNorm over channels; (B, T, D) in and out."""
+
+    def __init__(self, dim: int, kernel_size: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.pad = (kernel_size - 1) * dilation
+        self.conv = nn.Conv1d(dim, dim, kernel_size, dilation=dilation)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(F.pad(x.transpose(1, 2), (self.pad, 0))).transpose(1, 2)
+        return self.norm(x + self.dropout(F.gelu(y)))
+
+
+class VisualFrontend(nn.Module):
+    def __init__(self, config: VisualFrontendConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or VisualFrontendConfig()
+        self.frame = FrameEncoder(config)
+        self.blocks = nn.Sequential(*(CausalBlock(config.dim, config.kernel_size, d, config.dropout)
+                                      for d in config.dilations))
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(past, future) video frames an output frame depends on."""
+        return self.config.span - self.config.lookahead_frames, self.config.lookahead_frames
+
+    def frame_features(self, roi: Tensor, geometry: Tensor) -> Tensor:
+        """Per-frame features (B, T, D) of ROIs (B, T, H, W) and lip geometry (B, T, G)."""
+        c = self.config
+        if roi.ndim != 4 or roi.shape[2:] != (c.roi_size, c.roi_size):
+            raise ValueError(f"expected mouth ROIs (B, T, {c.roi_size}, {c.roi_size}), "
+                             f"got {tuple(roi.shape)}")
+        if geometry.shape != (*roi.shape[:2], c.geometry_dim):
+            raise ValueError(f"expected lip geometry {(*roi.shape[:2], c.geometry_dim)}, "
+                             f"got {tuple(geometry.shape)}")
+        return self.frame(roi, geometry)
+
+    def temporal(self, frames: Tensor) -> Tensor:
+        """Temporal context over per-frame features (B, T, D) → (B, T, D), look-ahead L."""
+        lookahead = self.config.lookahead_frames
+        x = F.pad(frames, (0, 0, 0, lookahead))  # the L frames after the clip end are zeros
+        return self.blocks(x)[:, lookahead:]
+
+    def forward(self, roi: Tensor, geometry: Tensor) -> Tensor:
+        return self.temporal(self.frame_features(roi, geometry))

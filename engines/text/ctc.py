@@ -1,0 +1,175 @@
+"""CTC decoding of (T, V) log-probabilities over engines.text.charset.CHARSET.
+
+- `greedy_decode`: best token per frame, repeats collapsed, blanks dropped.
+- `beam_search`: CTC prefix beam search (Hannun et al. 2014, in log space), optionally constrained by a
+  `WordGrammar` so that only prefixes of sentences of the grammar survive. `GRID_GRAMMAR` is the GRID
+  corpus grammar (command colour preposition letter digit adverb).
+
+Log-probabilities may be a numpy array or a torch tensor (one utterance, not a batch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engines.grid import GRID_SLOTS
+from engines.text.charset import BLANK, CHARSET, SPACE, VOCAB_SIZE, decode
+
+_NEG_INF = -math.inf
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a < b:
+        a, b = b, a
+    if b == _NEG_INF:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
+def _as_matrix(log_probs: Any) -> np.ndarray:
+    if hasattr(log_probs, "detach"):  # a torch tensor; engines.text does not import torch
+        log_probs = log_probs.detach().cpu().numpy()
+    lp = np.asarray(log_probs, dtype=np.float64)
+    if lp.ndim != 2 or lp.shape[1] != VOCAB_SIZE:
+        raise ValueError(f"expected log-probabilities of shape (T, {VOCAB_SIZE}), got {lp.shape}")
+    return lp
+
+
+def greedy_decode(log_probs: Any) -> list[int]:
+    """Token ids of the best path: argmax per frame, repeats collapsed, blanks dropped."""
+    best = _as_matrix(log_probs).argmax(axis=1)
+    ids, previous = [], BLANK
+    for token in best.tolist():
+        if token != previous and token != BLANK:
+            ids.append(token)
+        previous = token
+    return ids
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded prefix: its token ids, the log-probability of all its CTC paths, and whether it is a
+    whole sentence of the grammar (always True without one)."""
+
+    ids: tuple[int, ...]
+    log_prob: float
+    complete: bool = True
+
+    @property
+    def text(self) -> str:
+        return decode(self.ids)
+
+
+class _Node:
+    """A character trie node of one word slot; `allowed` is filled once the grammar is built."""
+
+    __slots__ = ("allowed", "children", "end", "slot")
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.children: dict[int, _Node] = {}
+        self.end = False
+        self.allowed: tuple[int, ...] = ()
+
+
+class WordGrammar:
+    """Sentences made of one word from each slot, in order, separated by single spaces.
+
+    The decoder state is a trie node (each node belongs to one slot); `allowed(state)` gives the token
+    ids that may come next, `advance` moves on by one token.
+    """
+
+    def __init__(self, slots: Sequence[Iterable[str]]) -> None:
+        self.slots = tuple(tuple(words) for words in slots)
+        if not self.slots or any(not words for words in self.slots):
+            raise ValueError("a grammar needs at least one slot and one word per slot")
+        self._roots = [_Node(i) for i in range(len(self.slots))]
+        nodes = list(self._roots)
+        for root, words in zip(self._roots, self.slots, strict=True):
+            for word in words:
+                node = root
+                for ch in word:
+                    if ch not in CHARSET or ch in "_ ":
+                        raise ValueError(f"word {word!r} has character {ch!r} outside the charset")
+                    token = CHARSET.index(ch)
+                    if token not in node.children:
+                        node.children[token] = _Node(root.slot)
+                        nodes.append(node.children[token])
+                    node = node.children[token]
+                node.end = True
+        last = len(self.slots) - 1
+        for node in nodes:
+            node.allowed = tuple(node.children) + ((SPACE,) if node.end and node.slot < last else ())
+
+    def start(self) -> _Node:
+        return self._roots[0]
+
+    @staticmethod
+    def allowed(state: _Node) -> tuple[int, ...]:
+        return state.allowed
+
+    def advance(self, state: _Node, token: int) -> _Node:
+        return self._roots[state.slot + 1] if token == SPACE else state.children[token]
+
+    def is_complete(self, state: _Node) -> bool:
+        return state.end and state.slot == len(self.slots) - 1
+
+    def __contains__(self, sentence: str) -> bool:
+        words = sentence.split(" ")
+        return len(words) == len(self.slots) and all(w in s for w, s in zip(words, self.slots, strict=True))
+
+
+GRID_GRAMMAR = WordGrammar([tuple(slot.values()) for slot in GRID_SLOTS])
+
+_FREE_TOKENS = tuple(i for i in range(VOCAB_SIZE) if i != BLANK)
+
+
+def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | None = None,
+                prune_log_prob: float = -20.0) -> list[Hypothesis]:
+    """CTC prefix beam search; hypotheses best first.
+
+    With a `grammar`, only prefixes of its sentences are kept; complete sentences rank before
+    incomplete ones (an incomplete best guess is still returned when the input is too short for any
+    whole sentence). Tokens with a frame log-probability below `prune_log_prob` are not tried there.
+    """
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    lp = _as_matrix(log_probs)
+    # prefix → [log p(ends in blank), log p(ends in its last token), grammar state]
+    beams: dict[tuple[int, ...], list[Any]] = {(): [0.0, _NEG_INF, grammar.start() if grammar else None]}
+    for row in lp:
+        row_list = row.tolist()
+        nxt: dict[tuple[int, ...], list[Any]] = {}
+
+        def entry(prefix: tuple[int, ...], state: Any, nxt: dict = nxt) -> list[Any]:
+            found = nxt.get(prefix)
+            if found is None:
+                found = nxt[prefix] = [_NEG_INF, _NEG_INF, state]
+            return found
+
+        for prefix, (p_blank, p_token, state) in beams.items():
+            total = _logaddexp(p_blank, p_token)
+            here = entry(prefix, state)
+            here[0] = _logaddexp(here[0], total + row_list[BLANK])
+            last = prefix[-1] if prefix else None
+            if last is not None:  # the last token again, without a blank: the same prefix
+                here[1] = _logaddexp(here[1], p_token + row_list[last])
+            for token in grammar.allowed(state) if grammar else _FREE_TOKENS:
+                lp_token = row_list[token]
+                if lp_token < prune_log_prob:
+                    continue
+                extended = entry((*prefix, token), grammar.advance(state, token) if grammar else None)
+                # a repeated token is a new one only after a blank
+                source = p_blank if token == last else total
+                extended[1] = _logaddexp(extended[1], source + lp_token)
+        ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]), reverse=True)
+        beams = dict(ranked[:beam_width])
+    hyps = [Hypothesis(prefix, float(_logaddexp(pb, pt)), grammar.is_complete(state) if grammar else True)
+            for prefix, (pb, pt, state) in beams.items()]
+    hyps.sort(key=lambda h: (h.complete, h.log_prob), reverse=True)
+    return hyps

@@ -1,0 +1,552 @@
+"""What `voxsight train MODEL` trains: per model name, a recipe that builds the model from its config,
+its loss, its data and its validation. Each imports the model's modules only when it is used, so a
+checkout without a model still trains the others (and says clearly what is missing).
+
+A training config (engines/train/configs/MODEL.yaml) has four sections:
+    model:  overrides of the model's config dataclass (nested configs as nested maps)
+    train:  engines.train.loop.TrainConfig
+    data:   DataOptions: which clips, which splits, windows
+    recipe: the recipe's own options (its *Options dataclass below)
+
+A recipe is `fn(model, config, options, data, train, ctx) -> Recipe`: `build` makes the model from its
+config first, under the training seed, so its initial weights are repeatable; the recipe adds the loss,
+data, validation and any auxiliary module (engines.train.loop.Trainer takes them as they are).
+
+Data come from engines.data.loaders: features are cached there (process 0 extracts the missing ones
+before training while the others wait). Random windows and augmentations are drawn from (seed, epoch,
+item), so runs are repeatable and resumable (engines.train.loop).
+
+    lipreader  mouth ROIs + lip geometry → CTC over characters (whole utterances: the text is the clip's)
+    asr        mel (clean at t = 0, or noised to x_t by the diffusion schedule) → CTC, as LipVoicer's
+               noise-aware guidance ASR
+    identity   face crop → unit embedding, trained to tell the training identities apart (a cosine
+               classifier head that is not shipped)
+    melgen     ε-prediction on mel windows, conditioned on the visual features of a trained lip reader's
+               front end and the embedding of a trained identity encoder (both frozen), with condition
+               dropout for classifier-free guidance
+    vocoder    normalised mel of a random audio segment → waveform, multi-resolution STFT + mel L1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from engines.params import param
+from engines.train import checkpoint, distributed
+from engines.train.distributed import Context, derive_seed
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be built as configured: the message says why."""
+
+
+@dataclass
+class DataOptions:
+    source: str = param("", "clips to train on: a corpus folder (ours, GRID, LRS3) or a list file")
+    cache: str = param("runs/features", "feature cache folder (engines.data.loaders)")
+    layout: str = param("auto", "layout of the source (auto, corpus, grid, lrs3, list)")
+    split: str = param("train", "split to train on ('all': every clip)")
+    val_split: str = param("val", "split to validate on ('all': every clip, '': no validation)")
+    window: int = param(0, "video frames per training item, cut at random (0: whole clips)")
+    limit: int = param(0, "at most this many training clips (0: all)")
+    val_limit: int = param(32, "at most this many validation clips")
+    jobs: int = param(0, "processes extracting missing features (0: one per CPU core)")
+
+
+@dataclass
+class Recipe:
+    model: nn.Module
+    model_config: Any
+    loss_fn: Callable[[Any, nn.Module], tuple[torch.Tensor, dict[str, Any]]]
+    dataset: Dataset
+    data_summary: dict[str, Any]
+    collate: Callable[[list], Any] | None = None
+    validate: Callable[[nn.Module], dict[str, float]] | None = None
+    aux: nn.Module | None = None
+
+
+@dataclass
+class Spec:
+    build: Callable[..., Recipe]
+    module: str  # where the model and its config are (imported when the recipe is built)
+    model: str
+    config: str
+    options: type | None = None
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_samples(data: DataOptions, split: str, limit: int, ctx: Context) -> Any:
+    """The (cached) samples of one split; process 0 extracts missing features while the others wait."""
+    from engines.data import loaders
+
+    if not data.source:
+        raise RecipeError("no training data: give --data DIR (or data.source in the config)")
+    samples = loaders.load(data.source, data.cache, data.layout, split_name(split), limit or None)
+    if ctx.main:
+        samples.prepare(jobs=data.jobs or os.cpu_count() or 1)
+    distributed.barrier(ctx)
+    return samples
+
+
+def split_name(split: str) -> str | None:
+    """A config's split as engines.data.loaders takes it (None: every clip)."""
+    return None if split in ("", "all") else split
+
+
+def summarize(data: DataOptions, clips: Sequence[Any]) -> dict[str, Any]:
+    """The training-data summary a checkpoint records: where, how many, and the corpus's own record of
+    how it was made (its settings, seed included) when the source is our corpus."""
+    root = Path(data.source).resolve()
+    out: dict[str, Any] = {
+        "source": str(root), "layout": clips[0].layout if clips else data.layout,
+        "split": split_name(data.split) or "all", "clips": len(clips),
+        "speakers": len({c.speaker for c in clips}),
+        "identities": len({c.identity or c.speaker for c in clips}), "window_frames": data.window,
+    }
+    manifest = root / "manifest.jsonl"
+    if manifest.is_file():  # our corpus: clip durations without opening the clips
+        records = map(json.loads, manifest.read_text().splitlines())
+        durations = {r["id"]: r.get("duration_s", 0.0) for r in records}
+        out["hours"] = round(sum(durations.get(c.id, 0.0) for c in clips) / 3600, 4)
+    for name, key in (("corpus.json", "corpus"), ("summary.json", "corpus_summary")):
+        path = root / name
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if key == "corpus_summary":
+                keys = ("total_hours", "hours", "total_clips", "speakers")
+                record = {k: record[k] for k in keys if k in record}
+            out[key] = record
+    return out
+
+
+class Windows(Dataset):
+    """engines.data.loaders.TorchSamples items whose random window depends on (seed, epoch, index) only,
+    not on the order items are read in or on which worker reads them."""
+
+    def __init__(self, samples: Any, window: int, seed: int) -> None:
+        from engines.data.loaders import TorchSamples
+
+        self.items = TorchSamples(samples, window=window)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        self.items.rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+        return self.items[index]
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of TorchSamples items, padded to the longest: video (B, T, 88, 88), lips (B, T, 82),
+    mel (B, 80, 4T) (padding −1: silence), face (B, 3, 112, 112), lengths (B,) in video frames, valid
+    (B, T), CTC targets (concatenated ids) and target_lengths (B,), and the strings."""
+    from engines.text.charset import encode
+
+    lengths = torch.tensor([it["lips"].shape[0] for it in items])
+    t_max, b = int(lengths.max()), len(items)
+    first = items[0]
+    video = first["video"].new_zeros((b, t_max, *first["video"].shape[-2:]))
+    lips = first["lips"].new_zeros((b, t_max, first["lips"].shape[-1]))
+    mel = first["mel"].new_full((b, first["mel"].shape[0], 4 * t_max), -1.0)
+    valid = torch.zeros((b, t_max), dtype=torch.bool)
+    for i, it in enumerate(items):
+        n = it["lips"].shape[0]
+        video[i, :n] = it["video"][0]
+        lips[i, :n] = it["lips"]
+        mel[i, :, :it["mel"].shape[1]] = it["mel"]
+        valid[i, :n] = it["valid"]
+    ids = [encode(it["text"]) for it in items]
+    return {"video": video, "lips": lips, "mel": mel, "face": torch.stack([it["face"] for it in items]),
+            "lengths": lengths, "valid": valid,
+            "targets": torch.tensor([i for seq in ids for i in seq], dtype=torch.long),
+            "target_lengths": torch.tensor([len(seq) for seq in ids], dtype=torch.long),
+            "text": [it["text"] for it in items], "speaker": [it["speaker"] for it in items],
+            "id": [it["id"] for it in items]}
+
+
+def batches(dataset: Dataset, batch_size: int, device: torch.device,
+            make: Callable[[list], Any] = collate) -> Iterator[Any]:
+    """A validation set in order, in batches, on `device`."""
+    from engines.train.loop import to_device
+
+    for lo in range(0, len(dataset), batch_size):
+        yield to_device(make([dataset[i] for i in range(lo, min(len(dataset), lo + batch_size))]), device)
+
+
+def ctc_loss(log_probs: torch.Tensor, batch: dict[str, Any], lengths: torch.Tensor) -> torch.Tensor:
+    """CTC of (B, T, V) log-probabilities against the batch's text (per-target-length mean)."""
+    return F.ctc_loss(log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"],
+                      blank=0, zero_infinity=True)
+
+
+def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diag, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (x != y))
+    return row[-1]
+
+
+def ctc_cer(log_probs: torch.Tensor, batch: dict[str, Any], lengths: torch.Tensor) -> tuple[int, int]:
+    """(character errors, reference characters) of greedy CTC decoding over a batch."""
+    from engines.text.charset import decode, encode
+    from engines.text.ctc import greedy_decode
+
+    errors = chars = 0
+    for lp, n, text in zip(log_probs, lengths.tolist(), batch["text"], strict=True):
+        ref = decode(encode(text))
+        errors += edit_distance(decode(greedy_decode(lp[:n])), ref)
+        chars += len(ref)
+    return errors, chars
+
+
+def load_frozen(ref: str, kind: str) -> nn.Module:
+    """A trained model to condition on: a checkpoint path, or the name of shipped weights."""
+    ckpt = checkpoint.load(ref) if Path(ref).is_file() else checkpoint.load_shipped(ref)
+    if ckpt.kind != kind:
+        raise RecipeError(f"{ref} holds a {ckpt.kind!r} model, not a {kind!r}")
+    return ckpt.model.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- lip reader
+
+
+def lipreader(model: nn.Module, config: Any, options: None, data: DataOptions, train: Any,
+              ctx: Context) -> Recipe:
+    samples = load_samples(data, data.split, data.limit, ctx)
+    val = Windows(load_samples(data, data.val_split, data.val_limit, ctx), 0, 0) if data.val_split else None
+
+    def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        return ctc_loss(model(batch["video"], batch["lips"]).log_probs, batch, batch["lengths"]), {}
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        errors = chars = 0
+        losses = []
+        for batch in batches(val, train.batch_size, ctx.device):
+            log_probs = model(batch["video"], batch["lips"]).log_probs
+            losses.append(ctc_loss(log_probs, batch, batch["lengths"]).item())
+            e, c = ctc_cer(log_probs, batch, batch["lengths"])
+            errors, chars = errors + e, chars + c
+        return {"loss": float(np.mean(losses)), "cer": errors / max(1, chars)}
+
+    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed),
+                  summarize(data, samples.clips), collate, validate if val is not None else None)
+
+
+# ---------------------------------------------------------------- guidance ASR
+
+
+@dataclass
+class ASROptions:
+    clean_fraction: float = param(0.25, "share of samples trained on the clean mel (t = 0)")
+    t_max: int = param(400, "noisy samples draw t uniformly from 1..t_max − 1 (guidance uses t ≤ 270)")
+    val_t: int = param(135, "diffusion step of the noisy validation CER (besides t = 0)")
+
+
+def asr(model: nn.Module, config: Any, options: ASROptions, data: DataOptions, train: Any,
+        ctx: Context) -> Recipe:
+    from engines.diffusion.schedule import DiffusionSchedule
+
+    schedule = DiffusionSchedule()
+    if not 1 < options.t_max <= schedule.T:
+        raise RecipeError(f"recipe.t_max must be in 2..{schedule.T}")
+    samples = load_samples(data, data.split, data.limit, ctx)
+    val = Windows(load_samples(data, data.val_split, data.val_limit, ctx), 0, 0) if data.val_split else None
+
+    def noised(mel: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(mel.shape, generator=generator, device=mel.device)
+        return torch.where((t > 0)[:, None, None], schedule.q_sample(mel, t, noise), mel)
+
+    def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        mel = batch["mel"]
+        b = mel.shape[0]
+        t = torch.randint(1, options.t_max, (b,), device=mel.device)
+        t = torch.where(torch.rand(b, device=mel.device) < options.clean_fraction, torch.zeros_like(t), t)
+        loss = ctc_loss(model(noised(mel, t), t.float()), batch, batch["lengths"])
+        return loss, {"clean_share": (t == 0).float().mean()}
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        out = {}
+        for step in (0, options.val_t):
+            generator = torch.Generator(ctx.device).manual_seed(step)
+            errors = chars = 0
+            for batch in batches(val, train.batch_size, ctx.device):
+                t = torch.full((batch["mel"].shape[0],), step, device=ctx.device)
+                e, c = ctc_cer(model(noised(batch["mel"], t, generator), t.float()), batch, batch["lengths"])
+                errors, chars = errors + e, chars + c
+            out[f"cer_t{step}"] = errors / max(1, chars)
+        return out
+
+    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed),
+                  summarize(data, samples.clips), collate, validate if val is not None else None)
+
+
+# ---------------------------------------------------------------- identity
+
+
+@dataclass
+class IdentityOptions:
+    scale: float = param(16.0, "logit scale of the cosine classifier over the training identities")
+    flip: bool = param(True, "mirror faces at random (augmentation)")
+    brightness: float = param(0.3, "scale brightness by a random factor in 1 ± this (augmentation)")
+
+
+class CosineHead(nn.Module):
+    """Logits = scale · cos(embedding, class centre): trains unit embeddings to separate identities."""
+
+    def __init__(self, dim: int, classes: int, scale: float, seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.centres = nn.Parameter(torch.randn(classes, dim, generator=generator) / dim ** 0.5)
+        self.scale = scale
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(embedding, dim=1) @ F.normalize(self.centres, dim=1).T
+
+
+class Faces(Dataset):
+    """(face crop, identity label) per clip, augmented from (seed, epoch, index)."""
+
+    def __init__(self, samples: Any, labels: dict[str, int], options: IdentityOptions | None,
+                 seed: int) -> None:
+        self.samples, self.labels, self.options = samples, labels, options
+        self.keep = [i for i, c in enumerate(samples.clips) if (c.identity or c.speaker) in labels]
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = self.samples[self.keep[index]]
+        face = torch.from_numpy(sample.face_crop.astype(np.float32) / 255.0).permute(2, 0, 1)
+        if self.options is not None:
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+            if self.options.flip and rng.random() < 0.5:
+                face = face.flip(2)
+            face = (face * (1 + self.options.brightness * (2 * rng.random() - 1))).clamp(0, 1)
+        ref = sample.ref
+        return {"face": face, "label": torch.tensor(self.labels[ref.identity or ref.speaker])}
+
+
+def identity(model: nn.Module, config: Any, options: IdentityOptions, data: DataOptions, train: Any,
+             ctx: Context) -> Recipe:
+    samples = load_samples(data, data.split, data.limit, ctx)
+    names = sorted({c.identity or c.speaker for c in samples.clips})
+    if len(names) < 2:
+        raise RecipeError(f"the identity encoder needs clips of 2 or more identities, found {names}")
+    labels = {n: i for i, n in enumerate(names)}
+    head = CosineHead(config.embed_dim, len(names), options.scale, train.seed)
+    val = (Faces(load_samples(data, data.val_split, data.val_limit, ctx), labels, None, 0)
+           if data.val_split else None)
+
+    def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        logits = head(model(batch["face"]))
+        accuracy = (logits.argmax(1) == batch["label"]).float().mean()
+        return F.cross_entropy(logits, batch["label"]), {"acc": accuracy}
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        right = total = 0
+        for batch in batches(val, train.batch_size, ctx.device, torch.utils.data.default_collate):
+            right += int((head(model(batch["face"])).argmax(1) == batch["label"]).sum())
+            total += len(batch["label"])
+        return {"acc": right / max(1, total)}
+
+    summary = {**summarize(data, samples.clips), "classes": len(names)}
+    return Recipe(model, config, loss_fn, Faces(samples, labels, options, train.seed),
+                  summary, None, validate if val is not None and len(val) else None, aux=head)
+
+
+# ---------------------------------------------------------------- MelGen
+
+
+@dataclass
+class MelGenOptions:
+    lipreader: str = param("lipreader", "trained lip reader whose front end gives the visual features "
+                                        "(checkpoint path or shipped name)")
+    identity: str = param("identity", "trained identity encoder (checkpoint path or shipped name)")
+    cond_drop_prob: float = param(0.2, "probability of training a sample on the null condition (CFG)")
+    loss: str = param("l1", "ε-prediction loss (LipVoicer: l1)", choices=("l1", "l2"))
+
+
+class Conditioner(nn.Module):
+    """MelGen's condition from a batch: frozen front-end features joined with the identity embedding."""
+
+    def __init__(self, frontend: nn.Module, identity_encoder: nn.Module) -> None:
+        super().__init__()
+        self.frontend, self.identity = frontend, identity_encoder
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        from engines.models.melgen import join_condition
+
+        self.to(batch["video"].device)  # frozen: not moved by the trainer; a no-op once there
+        return join_condition(self.frontend(batch["video"], batch["lips"]), self.identity(batch["face"]))
+
+
+def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOptions, train: Any,
+           ctx: Context) -> Recipe:
+    from engines.diffusion.sampling import diffusion_loss
+    from engines.diffusion.schedule import DiffusionSchedule
+
+    conditioner = Conditioner(load_frozen(options.lipreader, "lipreader").frontend,
+                              load_frozen(options.identity, "identity")).eval()
+    cond_dim = conditioner.frontend.config.dim + conditioner.identity.config.embed_dim
+    if cond_dim != config.cond_dim:
+        raise RecipeError(f"the lip reader's features and the identity embedding make {cond_dim} values per "
+                          f"frame; set model.cond_dim: {cond_dim}")
+    schedule = DiffusionSchedule()
+    samples = load_samples(data, data.split, data.limit, ctx)
+    val = (Windows(load_samples(data, data.val_split, data.val_limit, ctx), data.window, 0)
+           if data.val_split else None)
+
+    def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        return diffusion_loss(model, batch["mel"], conditioner(batch), schedule, options.cond_drop_prob,
+                              model.null_cond, options.loss), {}
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        generator = torch.Generator(ctx.device).manual_seed(0)
+        losses = [diffusion_loss(model, batch["mel"], conditioner(batch), schedule, 0.0, None, options.loss,
+                                 generator=generator).item()
+                  for batch in batches(val, train.batch_size, ctx.device)]
+        return {"loss": float(np.mean(losses))}
+
+    summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "identity": options.identity}
+    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed), summary,
+                  collate, validate if val is not None else None)
+
+
+# ---------------------------------------------------------------- vocoder
+
+
+@dataclass
+class VocoderOptions:
+    segment_frames: int = param(32, "mel frames per training segment (32 = 5120 samples, as HiFi-GAN's)")
+    stft_weight: float = param(1.0, "weight of the multi-resolution STFT loss")
+    mel_weight: float = param(1.0, "weight of the log-mel L1 loss")
+
+
+class AudioSegments(Dataset):
+    """Peak-normalised random segments of the clips' reference audio, drawn from (seed, epoch, index)
+    (fixed segments from the start when `seed` is None); shorter clips are zero-padded."""
+
+    def __init__(self, clips: Sequence[Any], samples: int, seed: int | None) -> None:
+        self.clips, self.samples, self.seed, self.epoch = list(clips), samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from engines.audio.mel import peak_normalise
+        from engines.clipsets import read_audio
+
+        audio = peak_normalise(read_audio(self.clips[index].audio))
+        spare = len(audio) - self.samples
+        start = 0
+        if spare > 0 and self.seed is not None:
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+            start = int(rng.integers(0, spare + 1))
+        out = np.zeros(self.samples, np.float32)
+        part = audio[start:start + self.samples]
+        out[:len(part)] = part
+        return {"wav": torch.from_numpy(out)}
+
+
+def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOptions, train: Any,
+            ctx: Context) -> Recipe:
+    from engines.audio.torch_mel import HOP, LogMel, normalize
+    from engines.data.loaders import list_clips
+    from engines.models.vocoder import vocoder_losses
+
+    if not data.source:
+        raise RecipeError("no training data: give --data DIR (or data.source in the config)")
+    logmel = LogMel()
+    n = options.segment_frames * HOP
+
+    def losses(batch: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
+        wav = batch["wav"]
+        logmel.to(wav.device)
+        mel = normalize(logmel(wav)[..., :options.segment_frames])
+        return vocoder_losses(model(mel), wav, logmel, stft_weight=options.stft_weight,
+                              mel_weight=options.mel_weight)
+
+    def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        parts = losses(batch, model)
+        return parts.pop("total"), parts
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        parts = [losses(batch, model) for batch in batches(val, train.batch_size, ctx.device,
+                                                           torch.utils.data.default_collate)]
+        return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
+
+    clips = list_clips(data.source, data.layout, split_name(data.split), data.limit or None)
+    val = None
+    if data.val_split:
+        val_clips = list_clips(data.source, data.layout, split_name(data.val_split), data.val_limit or None)
+        val = AudioSegments(val_clips, n, None)
+    return Recipe(model, config, loss_fn, AudioSegments(clips, n, train.seed),
+                  summarize(data, clips), None, validate if val is not None else None)
+
+
+RECIPES: dict[str, Spec] = {
+    "lipreader": Spec(lipreader, "engines.models.lipreader", "LipReader", "LipReaderConfig"),
+    "asr": Spec(asr, "engines.models.asr", "ASR", "ASRConfig", ASROptions),
+    "identity": Spec(identity, "engines.models.identity", "IdentityEncoder", "IdentityConfig",
+                     IdentityOptions),
+    "melgen": Spec(melgen, "engines.models.melgen", "MelGen", "MelGenConfig", MelGenOptions),
+    "vocoder": Spec(vocoder, "engines.models.vocoder", "Vocoder", "VocoderConfig", VocoderOptions),
+}
+
+
+def build(name: str, sections: dict[str, Any], data: DataOptions, train: Any, ctx: Context) -> Recipe:
+    """The recipe `name` from a training config's `model` and `recipe` sections; the model is built
+    first, from generators seeded by the training seed (so its initial weights are repeatable)."""
+    import importlib
+
+    from engines.train.loop import seed_everything
+
+    spec = RECIPES.get(name)
+    if spec is None:
+        raise RecipeError(f"unknown model {name!r}; known: {', '.join(RECIPES)}")
+    if spec.options is None and sections.get("recipe"):
+        raise RecipeError(f"the {name} recipe takes no options, got {sorted(sections['recipe'])}")
+    try:
+        module = importlib.import_module(spec.module)
+        model_class, config_class = getattr(module, spec.model), getattr(module, spec.config)
+        try:
+            config = checkpoint.config_from_dict(config_class, sections.get("model") or {})
+            options = (checkpoint.config_from_dict(spec.options, sections.get("recipe") or {})
+                       if spec.options is not None else None)
+        except (checkpoint.CheckpointError, TypeError, ValueError) as exc:
+            raise RecipeError(f"{name}: bad model or recipe options: {exc}") from exc
+        seed_everything(derive_seed(train.seed))
+        return spec.build(model_class(config), config, options, data, train, ctx)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("engines"):
+            raise
+        raise RecipeError(f"`voxsight train {name}` needs {exc.name}, which this checkout does not have "
+                          "yet") from exc
+

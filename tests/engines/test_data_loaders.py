@@ -1,0 +1,158 @@
+"""Training samples: the engines' mel, the feature cache, and the loaders for our corpus, GRID and LRS3."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.audio import mel
+from engines.data import loaders
+from engines.data.cache import FeatureCache
+from engines.data.corpus import RunOptions, Settings, synth
+from tests.helpers import SHARED
+
+GRID_DEV = SHARED / "real" / "grid-dev"
+FACES = SHARED / "faces"
+
+
+# ---------------------------------------------------------------- mel
+
+
+def test_mel_matches_librosa_and_has_four_frames_per_video_frame() -> None:
+    import librosa
+
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    basis = librosa.filters.mel(sr=16000, n_fft=640, n_mels=80, fmin=20.0, fmax=8000.0)
+    assert np.allclose(mel.mel_basis(), basis, atol=1e-7)
+    spec = np.abs(librosa.stft(audio, n_fft=640, hop_length=160, win_length=640, window="hann",
+                               pad_mode="reflect"))
+    expected = np.log(np.maximum(basis @ spec, 1e-5))
+    assert mel.log_mel(audio).shape == expected.shape == (80, 101)
+    assert np.allclose(mel.log_mel(audio), expected, atol=1e-3)
+    assert mel.mel_for_frames(audio, 25).shape == (80, 100)
+    assert mel.mel_for_frames(audio[:1000], 3).shape == (80, 12)  # short audio is padded
+
+
+def test_mel_normalisation_maps_floor_and_unity_to_the_ends() -> None:
+    x = np.array([np.log(1e-5), 0.0, -3.0], np.float32)
+    assert np.allclose(mel.normalise(x)[:2], [-1.0, 1.0])
+    assert np.allclose(mel.denormalise(mel.normalise(x)), x, atol=1e-5)
+    silence = mel.log_mel(np.zeros(3200, np.float32))
+    assert np.all(mel.normalise(silence) == -1.0)
+    assert np.isclose(np.abs(mel.peak_normalise(np.array([0.1, -0.5], np.float32))).max(), 1 / 1.1)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_cache_hits_by_content_and_rewrites_unreadable_files(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.bin"
+    clip.write_bytes(b"video bytes")
+    cache = FeatureCache(tmp_path / "cache", version="v1")
+    made = []
+
+    def make() -> dict[str, np.ndarray]:
+        made.append(1)
+        return {"x": np.arange(4)}
+
+    assert np.array_equal(cache.get([clip], make)["x"], np.arange(4))
+    assert np.array_equal(cache.get([clip], make)["x"], np.arange(4))
+    assert (cache.hits, cache.misses, len(made)) == (1, 1, 1)
+    moved = tmp_path / "elsewhere.bin"
+    shutil.copy(clip, moved)
+    cache.get([moved], make)  # same content, other name: a hit
+    assert len(made) == 1
+    assert FeatureCache(tmp_path / "cache", version="v2").key([clip]) != cache.key([clip])
+    cache.path(cache.key([clip])).write_bytes(b"truncated")
+    cache.get([clip], make)
+    assert (cache.rewrites, len(made)) == (1, 2)
+    clip.write_bytes(b"edited video")
+    cache.get([clip], make)
+    assert len(made) == 3
+
+
+# ---------------------------------------------------------------- GRID
+
+
+@pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"no real GRID clips at {GRID_DEV}")
+def test_grid_loader_reads_the_real_clips_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = []
+    real_decode = loaders.decode_video
+
+    def counting(path: Path, fps: float = loaders.FPS):
+        decoded.append(path)
+        return real_decode(path, fps)
+
+    monkeypatch.setattr(loaders, "decode_video", counting)
+    samples = loaders.load(GRID_DEV, tmp_path / "cache")
+    assert [s.ref.layout for s in samples] == ["grid"] * 3
+    texts = {s.ref.id: s.ref.text for s in samples}
+    assert texts["bbaf2n"] == "bin blue at f two now" and texts["lbax4n"] == "lay blue at x four now"
+    for s in samples:
+        n = s.n_frames
+        assert n == 75  # 3 s at 25 fps
+        assert s.mouth_rois.shape == (n, 88, 88) and s.mouth_rois.dtype == np.uint8
+        assert s.lip_geometry.shape == (n, 82) and s.valid.mean() > 0.95
+        assert s.mel.shape == (80, 4 * n)
+        assert s.face_crop.shape == (112, 112, 3) and s.face_crop.std() > 10
+        assert s.lip_geometry[:, 80].max() > 0.05  # the mouth opens while speaking
+    assert len(decoded) == 3
+    again = loaders.load(GRID_DEV, tmp_path / "cache")
+    first = [again[i] for i in range(len(again))]
+    assert len(decoded) == 3 and again.cache.hits == 3 and again.cache.misses == 0
+    assert np.array_equal(first[0].mouth_rois, samples[0].mouth_rois)
+
+
+# ---------------------------------------------------------------- our corpus and LRS3
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-clip corpus of ours (one process, no noisy copies)."""
+    if not FACES.is_dir():
+        pytest.skip(f"no face photos at {FACES}")
+    out = tmp_path_factory.mktemp("rendered") / "corpus"
+    synth(out, Settings(seed=11, faces=str(FACES), noisy=("babble",)), RunOptions(clips=1, jobs=1,
+                                                                                   progress=False))
+    return out
+
+
+def test_corpus_loader_gives_identity_split_and_noisy_copies(rendered: Path, tmp_path: Path) -> None:
+    (ref,) = loaders.list_clips(rendered)
+    assert ref.layout == "corpus" and ref.split in ("train", "val", "test") and ref.identity
+    assert ref.audio.suffix == ".wav" and set(ref.noisy) == {"babble"} and ref.noisy["babble"].is_file()
+    sample = loaders.SampleSet([ref], tmp_path / "cache")[0]
+    import json
+
+    meta = json.loads(ref.video.with_suffix(".json").read_text())
+    assert sample.n_frames == meta["frames"] and sample.mel.shape == (80, 4 * meta["frames"])
+    assert sample.valid.mean() > 0.9  # the tracker sees the rendered face as a face
+    view = loaders.TorchSamples(loaders.SampleSet([ref], tmp_path / "cache"), window=10)
+    item = view[0]
+    assert tuple(item["video"].shape) == (1, 10, 88, 88) and tuple(item["mel"].shape) == (80, 40)
+    assert float(item["mel"].min()) >= -1.0 and tuple(item["face"].shape) == (3, 112, 112)
+    assert item["text"] == meta["text"]
+
+
+def test_lrs3_loader_on_a_fixture_in_its_layout(rendered: Path, tmp_path: Path) -> None:
+    (ref,) = loaders.list_clips(rendered)
+    root = tmp_path / "lrs3"
+    for split in ("pretrain", "trainval", "test"):
+        (root / split).mkdir(parents=True)
+    folder = root / "test" / "0Fi83BHQsMA"
+    folder.mkdir()
+    shutil.copy(ref.video, folder / "00002.mp4")
+    words = ref.text.upper().rstrip(".")
+    (folder / "00002.txt").write_text(f"Text:  {words}\nConf:  4\n\nWORD START END ASDSCORE\n")
+    (lrs3,) = loaders.list_clips(root)
+    assert (lrs3.layout, lrs3.split, lrs3.speaker, lrs3.text) == ("lrs3", "test", "0Fi83BHQsMA", words)
+    assert lrs3.audio == lrs3.video  # the audio comes from the mp4's own track
+    sample = loaders.load(root, tmp_path / "cache", split="test")[0]
+    ours = loaders.SampleSet([ref], tmp_path / "cache")[0]
+    assert sample.n_frames == ours.n_frames and sample.mel.shape == (80, 4 * sample.n_frames)
+    # The AAC track and the clean .wav give nearly the same mel (compression, same timing).
+    voiced = ours.mel.mean(axis=0) > -6
+    assert np.abs(sample.mel[:, voiced] - ours.mel[:, voiced]).mean() < 0.5

@@ -1,0 +1,229 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engines.models.asr import ASR, ASRConfig
+from engines.models.frontend import VisualFrontend, VisualFrontendConfig, normalize_roi
+from engines.models.identity import IdentityConfig, IdentityEncoder
+from engines.models.lipreader import LipReader, LipReaderConfig
+from engines.models.melgen import CondUpsample, MelGen, MelGenConfig, join_condition, timestep_embedding
+from engines.text.charset import VOCAB_SIZE, decode, encode
+from engines.text.ctc import greedy_decode
+
+TINY_FRONTEND = VisualFrontendConfig(channels=(4, 8), geometry_hidden=8, dim=16, dilations=(1, 2, 1))
+
+
+def visual_inputs(batch: int, frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, 88, 88, generator=g), torch.randn(batch, frames, 82, generator=g)
+
+
+
+def test_frontend_shapes_and_roi_normalisation() -> None:
+    model = VisualFrontend(TINY_FRONTEND).eval()
+    roi, geometry = visual_inputs(2, 7)
+    assert model(roi, geometry).shape == (2, 7, 16)
+    assert normalize_roi(torch.full((1, 1, 88, 88), 255, dtype=torch.uint8)).max().item() == pytest.approx(
+        (1 - 0.421) / 0.165)
+    with pytest.raises(ValueError):
+        model(roi[:, :, :80, :80], geometry)
+    with pytest.raises(ValueError):
+        model(roi, geometry[:, :, :10])
+
+
+@pytest.mark.parametrize("lookahead", [0, 2, 4])
+def test_frontend_sees_exactly_its_receptive_field(lookahead: int) -> None:
+    config = dataclasses.replace(TINY_FRONTEND, lookahead_frames=lookahead)
+    model = VisualFrontend(config).eval()
+    past, future = model.receptive_field()
+    assert (past, future) == (config.span - lookahead, lookahead)
+    frames, t = 24, 12
+    roi, geometry = visual_inputs(1, frames)
+    base = model(roi, geometry)
+
+    def changed_at(k: int) -> torch.Tensor:
+        """Outputs that differ from `base` when frame k alone is changed."""
+        r, g = roi.clone(), geometry.clone()
+        r[:, k] += 1.0
+        g[:, k] -= 1.0
+        return (model(r, g) - base).abs().amax(dim=2)[0] > 1e-6
+
+    # Frame k changes exactly the outputs k - future ... k + past.
+    for k in (t - past - 1, t - past, t, t + future, t + future + 1):
+        if 0 <= k < frames:
+            diff = changed_at(k)
+            expected = torch.zeros(frames, dtype=torch.bool)
+            expected[max(0, k - future): k + past + 1] = True
+            assert torch.equal(diff, expected), f"frame {k}"
+
+
+def test_frontend_streaming_window_matches_whole_clip() -> None:
+    model = VisualFrontend(TINY_FRONTEND).eval()
+    past, future = model.receptive_field()
+    roi, geometry = visual_inputs(1, 30)
+    whole = model(roi, geometry)
+    frames = model.frame_features(roi, geometry)
+    start, stop = 10, 16  # outputs wanted; the window adds the context the receptive field needs
+    window = model.temporal(frames[:, start - past: stop + future])
+    torch.testing.assert_close(window[:, past: past + stop - start], whole[:, start:stop])
+
+
+def test_frontend_rejects_lookahead_beyond_its_span() -> None:
+    with pytest.raises(ValueError):
+        VisualFrontendConfig(dilations=(1,), kernel_size=3, lookahead_frames=3)
+
+
+def test_lipreader_shapes_state_and_config_round_trip() -> None:
+    config = LipReaderConfig(frontend=TINY_FRONTEND, hidden=24)
+    model = LipReader(config).eval()
+    roi, geometry = visual_inputs(2, 10)
+    out = model(roi, geometry)
+    assert out.log_probs.shape == (2, 10, VOCAB_SIZE)
+    assert out.visual.shape == (2, 10, 16) and out.hidden.shape == (2, 10, 24)
+    assert out.state.shape == (1, 2, 24)
+    torch.testing.assert_close(out.log_probs.exp().sum(-1), torch.ones(2, 10))
+    first = model.read(out.visual[:, :4])
+    second = model.read(out.visual[:, 4:], first.state)  # a streaming chunk carries the GRU state
+    torch.testing.assert_close(torch.cat((first.log_probs, second.log_probs), 1), out.log_probs)
+
+
+@pytest.mark.parametrize("config", [VisualFrontendConfig(), LipReaderConfig(frontend=TINY_FRONTEND),
+                                    ASRConfig(), IdentityConfig(), MelGenConfig(), MelGenConfig.lipvoicer()])
+def test_configs_survive_a_json_checkpoint(config: object) -> None:
+    plain = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples come back as lists
+    assert type(config)(**plain) == config
+
+
+def test_lipreader_overfits_one_sentence() -> None:
+    config = LipReaderConfig(frontend=dataclasses.replace(TINY_FRONTEND, dim=32), hidden=64, dropout=0.0)
+    model = LipReader(config)
+    roi, geometry = visual_inputs(1, 20, seed=1)
+    target = torch.tensor([encode("bin blue")])
+    lengths = torch.tensor([20]), torch.tensor([target.shape[1]])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = F.ctc_loss(model(roi, geometry).log_probs.transpose(0, 1), target, *lengths)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        assert decode(greedy_decode(model(roi, geometry).log_probs[0])) == "bin blue"
+
+
+def test_timestep_embedding_is_diffwaves_sinusoid() -> None:
+    emb = timestep_embedding(torch.tensor([0, 1, 2.5]), 128)
+    assert emb.shape == (3, 128)
+    torch.testing.assert_close(emb[0], torch.cat((torch.zeros(64), torch.ones(64))))
+    # frequencies 10^(-4k/63): the first is 1, the last 1e-4
+    assert emb[1, 0].item() == pytest.approx(math.sin(1.0))
+    assert emb[2, 63].item() == pytest.approx(math.sin(2.5e-4), rel=1e-4)
+    assert emb[2, 127].item() == pytest.approx(math.cos(2.5e-4))
+
+
+def test_asr_subsamples_by_four_and_hears_the_step() -> None:
+    model = ASR(ASRConfig(channels=32, num_layers=2)).eval()
+    mel = torch.randn(2, 80, 100, requires_grad=True)
+    log_probs = model(mel, torch.tensor([0, 300]))
+    assert log_probs.shape == (2, 25, VOCAB_SIZE)
+    assert model(torch.randn(1, 80, 98)).shape == (1, 25, VOCAB_SIZE)
+    same_mel = mel[:1].expand(2, -1, -1)
+    by_step = model(same_mel, torch.tensor([0, 300]))
+    assert not torch.allclose(by_step[0], by_step[1])  # the step embedding reaches the output
+    # what ASR guidance needs: the CTC loss's gradient with respect to the mel
+    target = torch.tensor([encode("bin blue")] * 2)
+    loss = F.ctc_loss(log_probs.transpose(0, 1), target, torch.tensor([25, 25]), torch.tensor([8, 8]))
+    (grad,) = torch.autograd.grad(loss, mel)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_identity_embeddings_are_unit_vectors() -> None:
+    model = IdentityEncoder(IdentityConfig(channels=(8, 16))).eval()
+    faces = torch.rand(3, 3, 112, 112)
+    emb = model(faces)
+    assert emb.shape == (3, 128)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
+    assert not torch.allclose(emb[0], emb[1])
+    with pytest.raises(ValueError):
+        model(torch.rand(1, 3, 96, 96))
+
+
+TINY_MELGEN = MelGenConfig(num_res_layers=3, res_channels=16, skip_channels=12, step_embed_mid=32,
+                           step_embed_out=32, cond_dim=20, cond_channels=20, dilation_cycle=2)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_cond_upsample_is_lipvoicers_transposed_conv(stride: int) -> None:
+    up = CondUpsample(stride)
+    x = torch.randn(2, 1, 9, 6)
+    expected = F.conv_transpose2d(x, up.weight, up.bias, stride=(1, stride), padding=(1, stride // 2))
+    assert up(x).shape == (2, 1, 9, 6 * stride)
+    torch.testing.assert_close(up(x), expected)
+
+
+def test_melgen_predicts_zero_at_init_and_keeps_the_shape() -> None:
+    model = MelGen(TINY_MELGEN)
+    x = torch.randn(2, 80, 40)
+    eps = model(x, torch.tensor([3, 399]), torch.randn(2, 10, 20))
+    assert eps.shape == x.shape
+    assert torch.count_nonzero(eps) == 0
+
+
+def test_melgen_gradient_reaches_every_parameter() -> None:
+    model = MelGen(TINY_MELGEN)
+    with torch.no_grad():  # past the zero init, as after the first optimiser step
+        model.final_conv.weight.normal_(std=0.1)
+    x = torch.randn(2, 80, 40)
+    cond = torch.cat((torch.randn(1, 10, 20), model.null_condition(1, 10)))  # one row dropped, as in CFG
+    loss = (model(x, torch.tensor([5, 200]), cond) - torch.randn_like(x)).abs().mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_melgen_condition_paths() -> None:
+    model = MelGen(TINY_MELGEN)
+    with torch.no_grad():
+        model.final_conv.weight.normal_(std=0.1)
+    x, t = torch.randn(2, 80, 38), torch.tensor([7, 7])
+    visual, identity = torch.randn(2, 10, 12), F.normalize(torch.randn(2, 8), dim=1)
+    cond = join_condition(visual, identity)
+    assert cond.shape == (2, 10, 20) and torch.equal(cond[:, 3, 12:], identity)
+    prepared = model.prepare(cond)
+    assert prepared.frames == 40  # 4 mel frames per video frame; the input may be shorter
+    torch.testing.assert_close(model(x, t, prepared), model(x, t, cond))
+    torch.testing.assert_close(model(x, 7, cond), model(x, t, cond))
+    # CFG: conditional and null rows in one batch equal the two separate calls
+    both = model(torch.cat((x[:1], x[:1])), t, torch.cat((cond[:1], model.null_condition(1, 10))))
+    torch.testing.assert_close(both[1:], model(x[:1], t[:1], model.null_condition(1, 10)))
+    assert not torch.allclose(both[0], both[1])
+    with pytest.raises(ValueError):
+        model(torch.randn(2, 80, 44), t, cond)  # longer than the condition
+    with pytest.raises(ValueError):
+        model(x, t, torch.randn(2, 10, 21))
+
+
+def test_melgen_projects_a_condition_of_another_size() -> None:
+    model = MelGen(dataclasses.replace(TINY_MELGEN, cond_dim=9))
+    assert isinstance(model.cond_proj, torch.nn.Linear) and model.null_cond.shape == (9,)
+    assert model(torch.randn(1, 80, 8), 1, torch.randn(1, 2, 9)).shape == (1, 80, 8)
+    fixed = MelGen(dataclasses.replace(TINY_MELGEN, learned_null=False))
+    assert "null_cond" not in dict(fixed.named_parameters())
+
+
+def test_melgen_lipvoicer_size() -> None:
+    config = MelGenConfig.lipvoicer()
+    assert (config.num_res_layers, config.res_channels, config.cond_dim) == (12, 512, 640)
+    with torch.device("meta"):  # shapes only: no memory for 37 M weights
+        model = MelGen(config)
+    wavenet = sum(p.numel() for name, p in model.named_parameters() if name != "null_cond")
+    # LipVoicer's wavenet, ≈ 36.9 M (papers.md §1.1), less its last layer's unused residual 1×1
+    assert wavenet + 512 * 512 + 512 == 36_893_064
+    with pytest.raises(ValueError):
+        MelGenConfig(cond_upsample=(2, 4))

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engines.text.charset import BLANK, CHARSET, SPACE, VOCAB_SIZE, decode, encode
+from engines.text.ctc import GRID_GRAMMAR, WordGrammar, beam_search, greedy_decode
+from engines.text.normalize import cardinal, normalize, ordinal
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Bin blue at F2 now.", "bin blue at f two now"),
+    ("place green in p2, please!", "place green in p two please"),
+    ("Set white with Z0 soon", "set white with z zero soon"),
+    ("It's 25 past 3", "it's twenty five past three"),
+    ("1,250 at 3.5%", "one thousand two hundred fifty at three point five percent"),
+    ("the 21st and the 2nd", "the twenty first and the second"),
+    ("Café crème at 2pm", "cafe creme at two pm"),
+    ("“Hello” — world…", "hello world"),
+    ("rock & roll", "rock and roll"),
+    ("'quoted' don’t", "quoted don't"),
+    ("", ""),
+])
+def test_normalize(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+def test_number_words() -> None:
+    assert cardinal(0) == "zero"
+    assert cardinal(40) == "forty"
+    assert cardinal(117) == "one hundred seventeen"
+    assert cardinal(2024) == "two thousand twenty four"
+    assert cardinal(3_000_005) == "three million five"
+    assert ordinal(40) == "fortieth"
+    assert ordinal(12) == "twelfth"
+    assert ordinal(103) == "one hundred third"
+    with pytest.raises(ValueError):
+        cardinal(-1)
+
+
+def test_charset_encode_decode() -> None:
+    assert CHARSET[BLANK] == "_" and CHARSET[SPACE] == " " and VOCAB_SIZE == 29
+    ids = encode("Bin F2!")
+    assert decode(ids) == "bin f two"
+    assert BLANK not in ids
+    assert decode([BLANK, *ids, BLANK]) == "bin f two"
+    with pytest.raises(ValueError):
+        decode([VOCAB_SIZE])
+
+
+def frames_for(text: str, confuse: dict[int, dict[str, float]] | None = None) -> np.ndarray:
+    """Log-probabilities that spell `text`: two frames per character (a blank frame between
+    repeated characters), a blank frame at both ends; each frame gives 0.8 to its token and shares the
+    rest. `confuse[i]` overrides the distribution of character i's frames."""
+    tokens = [BLANK]
+    for i, ch in enumerate(text):
+        if i and ch == text[i - 1]:
+            tokens.append(BLANK)
+        tokens += [(i, CHARSET.index(ch))] * 2
+    tokens.append(BLANK)
+    rows = []
+    for token in tokens:
+        p = np.full(VOCAB_SIZE, 0.2 / (VOCAB_SIZE - 1))
+        if token == BLANK:
+            p[BLANK] = 0.8
+        else:
+            i, ch_id = token
+            p[ch_id] = 0.8
+            if confuse and i in confuse:
+                p[:] = 0.01
+                for ch, prob in confuse[i].items():
+                    p[CHARSET.index(ch)] = prob
+        rows.append(np.log(p / p.sum()))
+    return np.array(rows)
+
+
+def test_greedy_collapses_repeats_and_drops_blanks() -> None:
+    a, b = CHARSET.index("a"), CHARSET.index("b")
+    path = [a, a, BLANK, a, b, b, BLANK, BLANK, b]
+    lp = np.log(np.full((len(path), VOCAB_SIZE), 0.01))
+    lp[np.arange(len(path)), path] = 0.0
+    assert decode(greedy_decode(lp)) == "aabb"
+    assert decode(greedy_decode(torch.from_numpy(lp))) == "aabb"
+    assert decode(greedy_decode(frames_for("bin blue"))) == "bin blue"
+
+
+def test_beam_sums_paths_where_greedy_does_not() -> None:
+    # Two frames, p(blank) = 0.6 and p(a) = 0.4 each: the best path is "" (0.36), but "a" has three
+    # paths (aa, a_, _a) worth 0.16 + 0.24 + 0.24 = 0.64.
+    p = np.full((2, VOCAB_SIZE), 1e-12)
+    p[:, BLANK], p[:, CHARSET.index("a")] = 0.6, 0.4
+    lp = np.log(p)
+    assert greedy_decode(lp) == []
+    best = beam_search(lp, beam_width=4)[0]
+    assert best.text == "a"
+    assert best.log_prob == pytest.approx(math.log(0.64), abs=1e-6)
+
+
+def test_beam_score_is_the_ctc_probability() -> None:
+    # Three live tokens over 8 frames: few enough prefixes for a beam that never prunes, so each
+    # hypothesis' score must be the exact sum over its CTC paths.
+    rng = np.random.default_rng(0)
+    logits = np.full((8, VOCAB_SIZE), -80.0)
+    live = [BLANK, CHARSET.index("a"), CHARSET.index("b")]
+    logits[:, live] = rng.normal(size=(8, 3)) * 2
+    lp = torch.from_numpy(logits).log_softmax(-1)
+    for hyp in beam_search(lp, beam_width=1000, prune_log_prob=-50.0)[:10]:
+        loss = torch.nn.functional.ctc_loss(lp[:, None], torch.tensor([hyp.ids]), torch.tensor([8]),
+                                            torch.tensor([len(hyp.ids)]), reduction="sum")
+        assert hyp.log_prob == pytest.approx(-loss.item(), abs=1e-5)
+
+
+def test_beam_keeps_repeated_letters_apart() -> None:
+    assert beam_search(frames_for("soon"), beam_width=8)[0].text == "soon"
+
+
+def test_grid_grammar_corrects_a_misread_letter() -> None:
+    text = "bin blue at f two now"
+    misread = frames_for(text, confuse={text.rindex("n"): {"m": 0.5, "n": 0.3}})
+    assert decode(greedy_decode(misread)) == "bin blue at f two mow"
+    assert beam_search(misread, beam_width=8)[0].text == "bin blue at f two mow"
+    best = beam_search(misread, beam_width=8, grammar=GRID_GRAMMAR)[0]
+    assert best.text == text and best.complete
+
+
+def test_grammar_ranks_complete_sentences_first_and_reports_incomplete_ones() -> None:
+    short = frames_for("bin blue")
+    hyps = beam_search(short, beam_width=8, grammar=GRID_GRAMMAR)
+    assert not hyps[0].complete
+    assert hyps[0].text == "bin blue"
+    two_slots = WordGrammar([("bin", "lay"), ("blue", "red")])
+    best = beam_search(short, beam_width=8, grammar=two_slots)[0]
+    assert best.complete and best.text == "bin blue"
+
+
+def test_word_grammar() -> None:
+    assert "set white with z zero soon" in GRID_GRAMMAR
+    assert "set white with w zero soon" not in GRID_GRAMMAR  # no w in GRID's letter slot
+    assert "set white with z zero" not in GRID_GRAMMAR
+    with pytest.raises(ValueError):
+        WordGrammar([("ok",), ("two words",)])
+    with pytest.raises(ValueError):
+        WordGrammar([])
+
+
+def test_decoders_check_shapes() -> None:
+    with pytest.raises(ValueError):
+        greedy_decode(np.zeros((4, VOCAB_SIZE - 1)))
+    with pytest.raises(ValueError):
+        beam_search(np.zeros((4, VOCAB_SIZE)), beam_width=0)

@@ -1,0 +1,261 @@
+"""The generic trainer: it learns, writes curves and checkpoints, resumes after a hard kill exactly where
+an uninterrupted run would be, and trains data-parallel under torchrun (2 CPU processes on gloo).
+
+Run as a module (`python -m tests.engines.test_train OUT ...`), this file is the training process the
+kill and torchrun tests start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from engines.params import param
+from engines.train import checkpoint, distributed, recipes
+from engines.train.cli import main_train
+from engines.train.curves import Curves, read_csv
+from engines.train.loop import TrainConfig, Trainer
+from tests.helpers import REPO, SHARED
+
+
+@dataclasses.dataclass
+class TinyConfig:
+    n_in: int = param(4, "inputs")
+    hidden: int = param(16, "hidden units")
+    dropout: float = param(0.0, "dropout (draws from the global generator)")
+    input_noise: float = param(0.0, "std of noise added to the inputs in training (global generator)")
+
+
+class TinyNet(nn.Module):
+    def __init__(self, config: TinyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.net = nn.Sequential(nn.Linear(config.n_in, config.hidden), nn.Tanh(), nn.Dropout(config.dropout),
+                                 nn.Linear(config.hidden, 1))
+        self.unused = nn.Parameter(torch.ones(1))  # no gradient ever: must stay as it is, in any process
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.config.input_noise:
+            x = x + self.config.input_noise * torch.randn_like(x)
+        return self.net(x)
+
+
+class Points(torch.utils.data.Dataset):
+    """y = tanh(w·x) at 64 fixed random points."""
+
+    def __init__(self, n: int = 64) -> None:
+        g = torch.Generator().manual_seed(1234)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = torch.tanh(self.x @ torch.tensor([[0.8], [-0.5], [0.3], [0.1]]))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def mse(batch: dict[str, torch.Tensor], model: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    err = model(batch["x"]) - batch["y"]
+    return err.square().mean(), {"mae": err.abs().mean()}
+
+
+def make_trainer(out: Path, *, max_steps: int, batch_size: int = 8, noisy: bool = True, ema: float = 0.9,
+                 ckpt_every: int = 10, on_step=None) -> Trainer:
+    config = TinyConfig(dropout=0.1, input_noise=0.05) if noisy else TinyConfig()
+    torch.manual_seed(0)
+    train = TrainConfig(batch_size=batch_size, lr=1e-2, max_steps=max_steps, log_every=5,
+                        ckpt_every=ckpt_every, keep_checkpoints=2, ema_decay=ema, seed=7, out_dir=str(out),
+                        device="cpu", progress=False, warmup_steps=3, schedule="cosine")
+    return Trainer(TinyNet(config), mse, Points(), train, model_config=config, kind="tiny",
+                   validate=lambda model: {"mse": mse(Points()[:], model)[0].item()},
+                   data_summary={"source": "Points", "items": 64}, command="pytest tiny", on_step=on_step)
+
+
+def params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-5, msg=k)
+
+
+def worker(argv: list[str]) -> int:
+    """One training process: --kill-at kills itself (SIGKILL, no cleanup) right after that step."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--max-steps", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--kill-at", type=int)
+    parser.add_argument("--plain", action="store_true", help="no dropout, input noise or EMA")
+    args = parser.parse_args(argv)
+
+    def on_step(trainer: Trainer) -> None:
+        if trainer.step == args.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    trainer = make_trainer(args.out, max_steps=args.max_steps, batch_size=args.batch_size,
+                           noisy=not args.plain, ema=0.0 if args.plain else 0.9, on_step=on_step)
+    trainer.fit(resume=True)
+    distributed.teardown(trainer.ctx)
+    return 0
+
+
+def run_module(*args: str, torchrun: int = 0) -> subprocess.CompletedProcess:
+    python = [sys.executable, "-m"]
+    if torchrun:
+        python += ["torch.distributed.run", "--nproc_per_node", str(torchrun), "--standalone", "-m"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*python, "tests.engines.test_train", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_training_reduces_the_loss_and_writes_curves_and_checkpoints(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, max_steps=60, ckpt_every=20)
+    metrics = trainer.fit()
+    rows = read_csv(tmp_path / "curves.csv")
+    assert [r["step"] for r in rows] == list(range(5, 61, 5))
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    assert {"loss", "mae", "grad_norm", "lr", "val_mse"} <= set().union(*rows)
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert metrics["val_mse"] < rows[0]["loss"]
+    # latest + the 2 newest step checkpoints; latest is the last one; no temporary files left behind
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == [
+        "latest.pt", "step-0000040.pt", "step-0000060.pt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    raw = checkpoint.read(tmp_path / "latest.pt")
+    assert raw["step"] == 60 and raw["command"] == "pytest tiny" and raw["data_seed"] == 7
+    assert raw["kind"] == "tiny" and raw["data"] == {"source": "Points", "items": 64}
+    assert raw["metrics"]["val_mse"] == pytest.approx(metrics["val_mse"])
+    assert raw["extra"]["train_config"]["lr"] == 1e-2 and raw["extra"]["world_size"] == 1
+    ckpt = checkpoint.load(tmp_path / "latest.pt", packages=("tests",))
+    assert ckpt.config == trainer.model_config and not ckpt.model.training
+    assert_same(params(ckpt.model), params(trainer.model))
+
+
+def test_a_folder_holding_a_run_is_only_resumed(tmp_path: Path) -> None:
+    make_trainer(tmp_path, max_steps=10).fit()
+    with pytest.raises(FileExistsError, match="resume"):
+        make_trainer(tmp_path, max_steps=20).fit()
+
+
+def test_kill_and_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = make_trainer(tmp_path / "straight", max_steps=30)
+    straight.fit()
+
+    killed = run_module(str(tmp_path / "resumed"), "--max-steps", "30", "--kill-at", "17")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert checkpoint.read(tmp_path / "resumed" / "latest.pt")["step"] == 10
+    assert max(Curves(tmp_path / "resumed" / "curves.csv").rows) == 15  # logged after the checkpoint
+
+    resumed = make_trainer(tmp_path / "resumed", max_steps=30)
+    resumed.fit(resume=True)
+    assert resumed.step == 30
+    assert_same(params(resumed.model), params(straight.model))
+    assert_same(params(resumed.ema.model), params(straight.ema.model))
+    state_a, state_b = resumed.optimizer.state_dict()["state"], straight.optimizer.state_dict()["state"]
+    assert state_a.keys() == state_b.keys()
+    for i in state_a:
+        assert_same(state_a[i], state_b[i])
+    a, b = read_csv(tmp_path / "straight" / "curves.csv"), read_csv(tmp_path / "resumed" / "curves.csv")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+
+
+def test_torchrun_two_processes_train_like_one_process_with_twice_the_batch(tmp_path: Path) -> None:
+    single = make_trainer(tmp_path / "single", max_steps=20, batch_size=8, noisy=False, ema=0.0)
+    single.fit()
+
+    ddp = run_module(str(tmp_path / "ddp"), "--max-steps", "20", "--batch-size", "4", "--plain", torchrun=2)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert files == ["curves.csv", "curves.png", "latest.pt", "step-0000010.pt", "step-0000020.pt"]
+    raw = checkpoint.read(tmp_path / "ddp" / "latest.pt")
+    assert raw["step"] == 20 and raw["extra"]["world_size"] == 2
+    a, b = read_csv(tmp_path / "single" / "curves.csv"), read_csv(tmp_path / "ddp" / "curves.csv")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4)
+    assert b[-1]["loss"] < b[0]["loss"]
+    assert_same(raw["state_dict"], params(single.model), atol=1e-5)
+    assert raw["state_dict"]["unused"].item() == 1.0
+
+
+def test_processes_split_each_global_batch_and_resume_mid_epoch() -> None:
+    one = list(distributed.ShardedBatchSampler(20, 4, distributed.Context(), seed=3, epoch=1))
+    two = [list(distributed.ShardedBatchSampler(20, 2, distributed.Context(rank=r, world_size=2), seed=3,
+                                                epoch=1)) for r in range(2)]
+    assert [a + b for a, b in zip(*two, strict=True)] == one  # global batch = rank 0's slice, rank 1's
+    assert len(one) == 5 and len({i for b in one for i in b}) == 20
+    assert list(distributed.ShardedBatchSampler(20, 4, distributed.Context(), 3, 1, start=2)) == one[2:]
+    assert list(distributed.ShardedBatchSampler(20, 4, distributed.Context(), 3, 2)) != one
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        distributed.ShardedBatchSampler(3, 2, distributed.Context(rank=0, world_size=2), 0, 0)
+
+
+def test_curves_grow_columns_and_drop_rows_after_a_resume_point(tmp_path: Path) -> None:
+    curves = Curves(tmp_path / "c.csv")
+    curves.add(5, {"loss": 2.0})
+    curves.add(10, {"loss": 1.0})
+    curves.add(10, {"val_cer": 0.5})
+    curves.add(15, {"loss": 0.5})
+    curves.write()
+    again = Curves(tmp_path / "c.csv")
+    assert again.columns == ["step", "loss", "val_cer"]
+    assert again.series("val_cer") == ([10], [0.5])
+    again.truncate(10)
+    assert sorted(again.rows) == [5, 10]
+    assert again.plot(tmp_path / "c.png").stat().st_size > 1000
+
+
+GRID_DEV = SHARED / "real" / "grid-dev"
+
+
+@pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
+def test_voxsight_train_records_its_command_and_config_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["vocoder", "--config", "smoke/vocoder", "--data", str(GRID_DEV), "--out", str(out),
+            "--no-progress"]
+    assert main_train([*args, "--max-steps", "2"]) == 0
+    raw = checkpoint.read(out / "latest.pt")
+    assert raw["step"] == 2 and raw["command"] == "voxsight train " + " ".join(args) + " --max-steps 2"
+    assert raw["extra"]["config"]["recipe"] == {"segment_frames": 16}
+    assert raw["extra"]["config"]["config_file"].endswith("configs/smoke/vocoder.yaml")
+    assert raw["data"]["clips"] == 3 and raw["data"]["layout"] == "grid" and raw["data_seed"] == 0
+    assert {"train_loss", "val_mel", "val_stft"} <= set(raw["metrics"])
+    assert main_train([*args, "--resume"]) == 0
+    assert checkpoint.read(out / "latest.pt")["step"] == 4  # the config's max_steps
+
+
+def test_voxsight_train_explains_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main_train(["vocoder", "--config", "smoke/vocoder", "--out", str(tmp_path / "a")]) == 2
+    assert "no training data" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("model: {}\ntrian: {}\n")
+    assert main_train(["vocoder", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown section(s) ['trian']" in capsys.readouterr().err
+    missing = dataclasses.replace(recipes.RECIPES["vocoder"], module="engines.models.nonexistent")
+    monkeypatch.setitem(recipes.RECIPES, "vocoder", missing)
+    assert main_train(["vocoder", "--config", "smoke/vocoder", "--out", str(tmp_path / "b")]) == 2
+    assert "needs engines.models.nonexistent" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    from tests.engines.test_train import worker as _worker  # classes named by module, not __main__
+
+    sys.exit(_worker(sys.argv[1:]))
