@@ -87,7 +87,7 @@ def main() -> int:
     # Imported only now, pinned: MediaPipe's threads inherit the affinity.
     from engines.face.mesh import FaceMesh
     from node.params import build
-    from node.tracker import FacePipeline, TrackerNodeParams
+    from node.tracker import TrackerNodeParams, make_pipeline
 
     paths = sorted(GRID.glob("*.mpg"))
     if not paths:
@@ -100,7 +100,7 @@ def main() -> int:
         mesh_ms, found = _time(lambda f, _t, mesh=mesh: len(mesh.detect(f)), frames, args.repeat,
                                f"mesh {faces} face(s) {size}")
         mesh.close()
-        pipeline = FacePipeline(build(TrackerNodeParams, {"max_faces": 4}))
+        pipeline = make_pipeline(build(TrackerNodeParams, {"max_faces": 4}))
         full_ms, _ = _time(lambda f, t, p=pipeline: p.process(f, t)[0], frames, args.repeat,
                            f"tracker {faces} face(s) {size}")
         pipeline.close()

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from engines.face.smoothing import jitter
 from node.params import ParamError, build, parse_assignment
-from node.tracker import FacePipeline, TrackerNodeParams, draw_overlay
+from node.tracker import TrackerNodeParams, draw_overlay, make_pipeline
 from streams.sources import SourceError, VideoFileSource
 
 
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
         if args.policy:
             overrides["policy"] = args.policy
         params = build(TrackerNodeParams, overrides)
-        pipeline = FacePipeline(params)
+        pipeline = make_pipeline(params)
     except (ParamError, ValueError) as exc:
         print(f"voxsight track: {exc}", file=sys.stderr)
         return 2

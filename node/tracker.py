@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engines.face.mesh import LIPS_INNER, LIPS_OUTER, FaceMesh
-from engines.face.selection import NO_TARGET, SelectionParams, TargetSelector
+from engines.face.mesh import LIPS_INNER, LIPS_OUTER
+from engines.face.pipeline import FacePipeline
+from engines.face.selection import NO_TARGET, SelectionParams
 from engines.face.smoothing import OneEuroParams
-from engines.face.tracking import FaceTracker, TrackerParams, TrackState
+from engines.face.tracking import TrackerParams, TrackState
 from node.params import merge, param
 from node.runtime import Node
 from streams.messages import FaceTrack, FaceTracks, Image
@@ -58,29 +59,12 @@ def _part(params: object, cls: type) -> typing.Any:
     return cls(**{f.name: getattr(params, f.name) for f in dataclasses.fields(cls)})
 
 
-class FacePipeline:
-    """Face mesh → tracker → target selection over frames: what the node and `voxsight track` run."""
-
-    def __init__(self, params: typing.Any) -> None:
-        self.tracker = FaceTracker(_part(params, TrackerParams), _part(params, OneEuroParams),
-                                   crop_size=params.crop_size)
-        self.selector = TargetSelector(_part(params, SelectionParams))
-        self.mesh = FaceMesh(max_faces=params.max_faces, min_detection=params.min_detection,
-                             min_tracking=params.min_tracking)
-        self._last_t: float | None = None
-
-    def process(self, bgr: np.ndarray, t_s: float) -> tuple[int, list[TrackState], int]:
-        """(faces detected, live tracks, target id) for one BGR frame at time `t_s` (seconds)."""
-        if self._last_t is not None and t_s <= self._last_t:
-            t_s = self._last_t + 1e-3  # a clock that steps back must not stall the motion model
-        self._last_t = t_s
-        observations = self.mesh.detect(bgr)
-        tracks = self.tracker.update(bgr, observations, t_s)
-        target = self.selector.update(tracks, t_s, (bgr.shape[1], bgr.shape[0]))
-        return len(observations), tracks, target
-
-    def close(self) -> None:
-        self.mesh.close()
+def make_pipeline(params: typing.Any) -> FacePipeline:
+    """The face pipeline configured from the node's (merged) parameters."""
+    return FacePipeline(_part(params, TrackerParams), _part(params, OneEuroParams),
+                        _part(params, SelectionParams), max_faces=params.max_faces,
+                        min_detection=params.min_detection, min_tracking=params.min_tracking,
+                        crop_size=params.crop_size)
 
 
 def to_message(tracks: list[TrackState], target: int) -> list[FaceTrack]:
@@ -125,7 +109,7 @@ class TrackerNode(Node):
             (p.no_input_s <= 0, "no_input_s must be > 0"),
         ) if bad]
         try:
-            self.pipeline = FacePipeline(p)
+            self.pipeline = make_pipeline(p)
         except (ValueError, TypeError) as exc:
             problems.append(str(exc))
         if problems:

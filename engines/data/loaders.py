@@ -141,18 +141,15 @@ def _chosen(tracks: list, target: int) -> object | None:
 
 def track_video(path: Path, max_faces: int = 1) -> dict[str, np.ndarray]:
     """mouth_rois, lip_geometry, valid, face_crop of a video (module docstring)."""
-    from engines.face.mesh import FaceMesh
-    from engines.face.selection import SelectionParams, TargetSelector
-    from engines.face.tracking import FaceTracker
+    from engines.face.pipeline import FacePipeline
+    from engines.face.selection import SelectionParams
 
-    tracker = FaceTracker(crop_size=FACE_SIZE)
-    selector = TargetSelector(SelectionParams(policy="largest"))
     rois, geometry, valid, crops = [], [], [], []
-    with FaceMesh(max_faces=max_faces) as mesh:
+    with FacePipeline(selection=SelectionParams(policy="largest"), max_faces=max_faces,
+                      crop_size=FACE_SIZE) as pipeline:
         for k, bgr in enumerate(decode_video(path)):
-            t_s = k / FPS
-            tracks = tracker.update(bgr, mesh.detect(bgr), t_s)
-            state = _chosen(tracks, selector.update(tracks, t_s, (bgr.shape[1], bgr.shape[0])))
+            _, tracks, target = pipeline.process(bgr, k / FPS)
+            state = _chosen(tracks, target)
             seen = state is not None and state.state != "coasting"
             valid.append(seen)
             rois.append(state.mouth_roi if seen else None)
