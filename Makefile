@@ -26,6 +26,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/supervisor.py
 	$(BIN)/python bench/tracker.py
 	$(BIN)/python bench/eval.py
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/corpus.py
+	$(BIN)/python bench/corpus_audio.py
+	$(BIN)/python bench/vocoder.py
+	$(BIN)/python bench/models.py
+	$(BIN)/python bench/samplers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
