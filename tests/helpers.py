@@ -14,7 +14,7 @@ from typing import TypeVar
 import zmq
 
 from streams.endpoints import bus_endpoints
-from streams.messages import Diagnostic
+from streams.messages import Diagnostic, Message
 from streams.pubsub import Subscriber
 
 T = TypeVar("T")
@@ -55,17 +55,24 @@ def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
     return proc.returncode
 
 
+def next_message(sub: Subscriber, predicate: Callable[[Message], bool] = lambda m: True,
+                 timeout_s: float = 15.0, what: str = "a matching message") -> Message:
+    """The next message on an open subscription that satisfies `predicate`."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        got = sub.recv(left)
+        if got and predicate(got[1]):
+            return got[1]
+    raise AssertionError(f"no {what} within {timeout_s} s")
+
+
 def wait_heartbeat(bus: str, node: str, timeout_s: float = 15.0,
                    predicate: Callable[[Diagnostic], bool] = lambda d: True) -> Diagnostic:
-    """The first heartbeat from `node` on `bus` that satisfies `predicate`."""
+    """The first heartbeat from `node` on `bus` that satisfies `predicate` (a fresh subscription)."""
     ctx = zmq.Context.instance()
     sub = Subscriber(ctx, bus_endpoints(bus)[1], ["diagnostics"], msg_type=Diagnostic)
     try:
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            got = sub.recv(left)
-            if got and got[1].node == node and predicate(got[1]):
-                return got[1]
-        raise AssertionError(f"no heartbeat from {node!r} on {bus} within {timeout_s} s")
+        return next_message(sub, lambda d: d.node == node and predicate(d), timeout_s,
+                            f"heartbeat from {node!r} on {bus}")
     finally:
         sub.close()

@@ -15,7 +15,7 @@ from streams.endpoints import bus_endpoints
 from streams.messages import Diagnostic, Image
 from streams.pubsub import Subscriber
 from streams.sources import PatternSource
-from tests.helpers import REPO, stop, voxsight, wait_heartbeat
+from tests.helpers import REPO, next_message, stop, voxsight, wait_heartbeat
 
 PATTERN_CLIP = REPO / "launch" / "media" / "pattern.mp4"
 
@@ -40,12 +40,8 @@ def subscribe(bus: str) -> Iterator:
 
 
 def _next_from(diags: Subscriber, node: str, predicate, timeout_s: float = 15.0) -> Diagnostic:
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        got = diags.recv(left)
-        if got and got[1].node == node and predicate(got[1]):
-            return got[1]
-    raise AssertionError(f"no matching heartbeat from {node!r} within {timeout_s} s")
+    return next_message(diags, lambda d: d.node == node and predicate(d), timeout_s,
+                        f"heartbeat from {node!r}")
 
 
 def _collect_until_exit(sub: Subscriber, proc: subprocess.Popen, timeout_s: float = 60.0) -> list:

@@ -15,7 +15,7 @@ from node.runtime import Node
 from streams.endpoints import bus_endpoints
 from streams.messages import Diagnostic, Transcript
 from streams.pubsub import Publisher, Subscriber
-from tests.helpers import stop, voxsight, wait_for, wait_heartbeat
+from tests.helpers import next_message, stop, voxsight, wait_for, wait_heartbeat
 
 
 @dataclass
@@ -115,11 +115,8 @@ def test_a_node_process_stops_cleanly_on_signals(bus: str, sig: int) -> None:
 
     def next_state(want: str) -> Diagnostic:
         # one subscription throughout: once it has seen "active" it is joined, so nothing after is missed
-        def got() -> Diagnostic | None:
-            r = beats.recv(0.2)
-            return r[1] if r and r[1].node == "tone" and r[1].state == want else None
-
-        return wait_for(got, timeout_s=30, what=f"tone heartbeat with state {want}")
+        return next_message(beats, lambda d: d.node == "tone" and d.state == want, 30,
+                            f"tone heartbeat with state {want}")
 
     try:
         next_state("active")

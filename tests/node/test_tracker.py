@@ -17,7 +17,7 @@ from node import track
 from streams.endpoints import bus_endpoints
 from streams.messages import Diagnostic, FaceTracks, Image, Message
 from streams.pubsub import EVENTS, Publisher, Subscriber
-from tests.helpers import SHARED, stop, voxsight, wait_heartbeat
+from tests.helpers import SHARED, next_message, stop, voxsight, wait_heartbeat
 
 GRID = SHARED / "real" / "grid-dev"
 CLIPS = sorted(GRID.glob("*.mpg")) if GRID.is_dir() else []
@@ -40,12 +40,7 @@ def listen(bus: str) -> Iterator[Callable[[str, type[Message]], Subscriber]]:
 
 
 def _next(sub: Subscriber, predicate: Callable[[Message], bool], timeout_s: float = 20.0) -> Message:
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        got = sub.recv(left)
-        if got and predicate(got[1]):
-            return got[1]
-    raise AssertionError(f"no matching message within {timeout_s} s")
+    return next_message(sub, predicate, timeout_s)
 
 
 def _start_tracker(bus: str, *params: str):
