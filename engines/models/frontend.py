@@ -1,8 +1,9 @@
 """The visual front end: mouth ROI + lip geometry per video frame → features (B, T, D) at 25 fps.
 
 Per frame (no temporal context, so cacheable frame by frame):
-    ROI (88×88, normalised) → strided 2-D conv stages (each halves the size; GroupNorm, GELU) →
-    average-pooled to 3×3 → Linear; lip geometry (82) → LayerNorm → MLP; both joined → Linear → LayerNorm.
+    ROI (88×88, normalised) → average-pooled by `roi_pool` → strided 2-D conv stages (each halves the
+    size; GroupNorm, GELU) → average-pooled to 3×3 → Linear; lip geometry (82) → LayerNorm → MLP;
+    both joined → Linear → LayerNorm.
 Over time: residual 1-D conv blocks that are causal (left padding only), run on the per-frame features
 shifted by `lookahead_frames`: output t = causal stack at t + L, so it sees frames ≤ t + L and never
 later; the clip end is padded with L zero frames. `receptive_field()` = (past, future) frames.
@@ -33,8 +34,9 @@ def normalize_roi(roi_u8: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class VisualFrontendConfig:
     roi_size: int = param(88, "mouth ROI side in pixels")
+    roi_pool: int = param(2, "average-pool the ROI by this factor before the CNN (CPU cost falls ~4x per 2)")
     geometry_dim: int = param(82, "lip geometry features per frame (engines.face.lips)")
-    channels: tuple[int, ...] = param((16, 32, 48, 64), "per-frame CNN stage widths (each halves the ROI)")
+    channels: tuple[int, ...] = param((16, 32, 48), "per-frame CNN stage widths (each halves the ROI)")
     geometry_hidden: int = param(64, "lip geometry MLP width")
     dim: int = param(128, "output feature size D")
     kernel_size: int = param(3, "temporal conv kernel")
@@ -45,6 +47,8 @@ class VisualFrontendConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "dilations", tuple(self.dilations))
+        if self.roi_pool < 1 or self.roi_size % self.roi_pool:
+            raise ValueError(f"roi_pool must be a divisor of roi_size {self.roi_size}, got {self.roi_pool}")
         if self.lookahead_frames < 0:
             raise ValueError(f"lookahead_frames must be >= 0, got {self.lookahead_frames}")
         if self.lookahead_frames > self.span:
@@ -62,7 +66,8 @@ class FrameEncoder(nn.Module):
 
     def __init__(self, config: VisualFrontendConfig) -> None:
         super().__init__()
-        stages, c_in = [], 1
+        stages: list[nn.Module] = [nn.AvgPool2d(config.roi_pool)] if config.roi_pool > 1 else []
+        c_in = 1
         for i, c in enumerate(config.channels):
             k = 5 if i == 0 else 3
             stages += [nn.Conv2d(c_in, c, k, stride=2, padding=k // 2), nn.GroupNorm(min(8, c), c), nn.GELU()]

@@ -152,8 +152,13 @@ class CondUpsample(nn.Module):
         """(B, 1, C, T) → (B, 1, C, sT)."""
         w = self.weight[0, 0].flip(0)  # a transposed conv is a correlation with the flipped kernel
         kernel = (w[:, self._taps] * self._mask).permute(1, 0, 2)[:, None]  # (s, 1, 3, 3)
-        y = F.conv2d(x, kernel, padding=1)  # (B, s, C, T): phase r of every output pair
-        b, s, c, t = y.shape
+        # The 3×3 one-input-channel convolution as nine shifted copies: oneDNN's backward for this shape
+        # is ~40x slower than the arithmetic (73 ms vs 2 ms for a 16×256×25 condition on one core).
+        b, _, c, t = x.shape
+        padded = F.pad(x[:, 0], (1, 1, 1, 1))
+        shifted = torch.stack([padded[:, i:i + c, j:j + t] for i in range(3) for j in range(3)], dim=1)
+        y = torch.einsum("bkct,sk->bsct", shifted, kernel.reshape(self.stride, 9))  # (B, s, C, T)
+        s = self.stride
         return y.permute(0, 2, 3, 1).reshape(b, 1, c, t * s) + self.bias
 
 

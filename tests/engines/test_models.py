@@ -16,7 +16,8 @@ from engines.models.melgen import CondUpsample, MelGen, MelGenConfig, join_condi
 from engines.text.charset import VOCAB_SIZE, decode, encode
 from engines.text.ctc import greedy_decode
 
-TINY_FRONTEND = VisualFrontendConfig(channels=(4, 8), geometry_hidden=8, dim=16, dilations=(1, 2, 1))
+TINY_FRONTEND = VisualFrontendConfig(channels=(4, 8), roi_pool=1, geometry_hidden=8, dim=16,
+                                     dilations=(1, 2, 1))
 
 
 def visual_inputs(batch: int, frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
