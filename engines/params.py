@@ -6,6 +6,7 @@ a node can expose an engine's parameters as its own with `merge` instead of decl
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from collections.abc import Sequence
@@ -28,3 +29,23 @@ def merge(name: str, *parts: type) -> type:
             seen.add(f.name)
             specs.append((f.name, hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata)))
     return dataclasses.make_dataclass(name, specs)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per field of a params dataclass (argparse), typed, with its default, help and choices."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        flag = f"--{f.name.replace('_', '-')}"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata.get("help"))
+            continue
+        parser.add_argument(flag, type=kind if kind in (int, float, str) else str, default=f.default,
+                            choices=f.metadata.get("choices"),
+                            help=f"{f.metadata.get('help', '')} (default: {f.default})")
+
+
+def from_arguments(cls: type, args: Any) -> Any:
+    """The params dataclass `cls` from parsed arguments made by `add_arguments`."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("engines.data.cli", "synth: make the synthetic audio-visual corpus"),
     "train": ("engines.train.cli", "train a model from a YAML config (resumable; torchrun: many processes)"),
     "models": ("engines.train.cli", "list the shipped model weights"),
+    "lip2speech": ("engines.synth.cli", "speech for the face in a silent video (offline, whole video)"),
     "export": ("node.export", "write the models' ONNX graphs and check them against PyTorch"),
     "engines": ("node.export", "build | list: TensorRT engines of the models' graphs, in the engine cache"),
 }

@@ -8,7 +8,8 @@
     voxsight engines list [--cache DIR]
 
 export: writes DIR/GRAPH.onnx for every graph of the chosen models (engines.synth.graphs: a lip reader
-gives `frame` and `reader`, melgen `denoiser`, then `vocoder`, `asr`) and runs each in ONNX Runtime
+gives `frame`, `temporal` and `reader`, melgen `denoiser`, then `vocoder`, `asr`) and runs each in ONNX
+Runtime
 against PyTorch, at the example shape and at another batch and length, printing the largest absolute
 difference per output; exit 1 if one exceeds the tolerance.
 Weights: each model's shipped weights by its name (engines/weights/MODEL.pt); `--weights MODEL=REF` for

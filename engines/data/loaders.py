@@ -250,7 +250,7 @@ class TorchSamples:
     video (1, T, 88, 88) normalised ROIs (engines.face.align.normalise_roi), mel (80, 4T) in [-1, 1]
     (engines.audio.mel.normalise), lips (T, 82), face (3, 112, 112) in [0, 1], valid (T,), and the
     strings text, speaker, id. `window` > 0 cuts a random window of that many frames (shorter clips
-    whole); `seed` makes the windows repeatable."""
+    whole; `start` is its first frame); `seed` makes the windows repeatable."""
 
     def __init__(self, samples: SampleSet, window: int = 0, seed: int = 0) -> None:
         self.samples = samples
@@ -275,5 +275,5 @@ class TorchSamples:
             "lips": torch.from_numpy(s.lip_geometry[lo:hi]),
             "face": torch.from_numpy(s.face_crop.astype(np.float32) / 255.0).permute(2, 0, 1),
             "valid": torch.from_numpy(s.valid[lo:hi]),
-            "text": s.ref.text or "", "speaker": s.ref.speaker or "", "id": s.ref.id,
+            "text": s.ref.text or "", "speaker": s.ref.speaker or "", "id": s.ref.id, "start": lo,
         }

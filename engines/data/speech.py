@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.data.phonemes import PAUSE, Phone, espeak_phones, format_pho, retime, tidy
-from engines.data.text import speakable
+from engines.data.phonemes import PAUSE, Phone, espeak_phones, format_pho, phone_class, retime, tidy
+from engines.data.text import is_grid, speakable
 from engines.data.voices import Voice
 
 SAMPLE_RATE = 16000
@@ -38,6 +38,19 @@ PEAK = 0.95
 # 140 wpm pocketsphinx makes about a third fewer GRID errors on the mbrola voices than at 175.
 BASE_WPM = 140
 MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/local/share/mbrola"))
+# GRID letter → (vowel, continuant consonant) duration factors for the letter word. espeak-ng says the
+# letter as briefly as an unstressed syllable, where GRID's talkers draw it out, and nearly every
+# pocketsphinx-GRID error on the mbrola voices was a letter (v→b, o→a/l/r, f→a, u→q). Each letter's
+# factors were chosen by pocketsphinx on 10 sentences × 12 voice settings per letter, and on the whole
+# bank they take the WER from 2.5 % to 1.3 % (bench/corpus_audio.py --bank). Plosives and affricates
+# keep their length (a longer b closure is heard as v); letters not listed are heard as well or better
+# unchanged (b g i l m q x y z: a longer l is heard as o, a longer "i" as "y").
+LETTER_STRETCH: dict[str, tuple[float, float]] = {
+    "a": (1.6, 1.0), "c": (2.0, 1.6), "d": (2.5, 1.0), "e": (2.0, 1.0), "f": (2.0, 1.0), "h": (2.5, 1.0),
+    "j": (2.0, 1.0), "k": (2.0, 1.0), "n": (2.0, 1.6), "o": (2.5, 1.0), "p": (2.5, 1.0), "r": (2.0, 1.6),
+    "s": (2.0, 1.6), "t": (2.5, 1.0), "u": (2.5, 2.0), "v": (2.5, 2.0),
+}
+LETTER_SLOT = 3   # the letter's place in a GRID sentence
 
 
 class SynthesisError(RuntimeError):
@@ -116,11 +129,54 @@ def mbrola_render(phones: list[Phone], database: str) -> np.ndarray:
 
 
 def _mbrola(text: str, voice: Voice) -> tuple[np.ndarray, list[Phone]]:
+    phones = espeak_phones(speakable(text, "espeak"), voice.name, BASE_WPM)
+    if is_grid(text):
+        phones = stretch_letter(phones, text, voice.name)
     scaled = [Phone(p.symbol, 0.0, p.dur_s / voice.rate_factor,
                     tuple((pct, hz * voice.pitch_factor) for pct, hz in p.pitch))
-              for p in espeak_phones(speakable(text, "espeak"), voice.name, BASE_WPM)]
+              for p in phones]
     phones = pad_phones(scaled)
     return mbrola_render(phones, voice.name), phones
+
+
+def stretch_letter(phones: list[Phone], sentence: str, voice_name: str) -> list[Phone]:
+    """`phones` of GRID `sentence` with its letter word lengthened by LETTER_STRETCH (start times redone).
+
+    The timeline changes before mbrola renders it, so audio and video stay in sync by construction.
+    """
+    factors = LETTER_STRETCH.get(sentence.split()[LETTER_SLOT])
+    if factors is None:
+        return phones
+    first, end = _letter_span(sentence, voice_name)
+    out, k = [], 0
+    for p in phones:
+        if p.symbol != PAUSE:
+            if first <= k < end:
+                p = Phone(p.symbol, 0.0, p.dur_s * _stretch(p.symbol, factors), p.pitch)
+            k += 1
+        out.append(p)
+    return retime(out, phones[0].start_s if phones else 0.0)
+
+
+def _stretch(symbol: str, factors: tuple[float, float]) -> float:
+    kind = phone_class(symbol)
+    if kind.kind in ("vowel", "diphthong"):
+        return factors[0]
+    return 1.0 if kind.manner in ("plosive", "flap", "affricate") else factors[1]
+
+
+def _letter_span(sentence: str, voice_name: str) -> tuple[int, int]:
+    """[first, end) of the GRID letter's phones among the sentence's sounding phones: espeak-ng gives a
+    word the same number of phones whatever follows it, so the words before the letter, and those up to
+    it, spoken alone count them."""
+    words = speakable(sentence, "espeak").split()
+    return (_sounding_phones(" ".join(words[:LETTER_SLOT]), voice_name),
+            _sounding_phones(" ".join(words[:LETTER_SLOT + 1]), voice_name))
+
+
+@functools.cache
+def _sounding_phones(text: str, voice_name: str) -> int:
+    return sum(p.symbol != PAUSE for p in espeak_phones(text, voice_name, BASE_WPM))
 
 
 # --- raw espeak-ng -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from engines.models.frontend import VisualFrontend, VisualFrontendConfig
@@ -37,6 +38,19 @@ class LipReaderOutput(NamedTuple):
     state: Tensor  # (layers, B, hidden) GRU state after the last frame
 
 
+CONDITION_FEATURES = ("visual", "reader")
+
+
+def condition_features(out: LipReaderOutput, kind: str) -> Tensor:
+    """MelGen's visual condition (B, T, ·) from a lip reader's output: the front-end features ("visual")
+    or those joined with the GRU outputs ("reader"), which carry the reader's phonetic context."""
+    if kind == "visual":
+        return out.visual
+    if kind == "reader":
+        return torch.cat((out.visual, out.hidden), dim=2)
+    raise ValueError(f"condition features must be one of {CONDITION_FEATURES}, got {kind!r}")
+
+
 class LipReader(nn.Module):
     def __init__(self, config: LipReaderConfig | None = None) -> None:
         super().__init__()
@@ -55,3 +69,7 @@ class LipReader(nn.Module):
     def forward(self, roi: Tensor, geometry: Tensor, state: Tensor | None = None) -> LipReaderOutput:
         """Mouth ROIs (B, T, 88, 88) and lip geometry (B, T, 82) → LipReaderOutput."""
         return self.read(self.frontend(roi, geometry), state)
+
+    def condition_dim(self, kind: str) -> int:
+        """Size of `condition_features(·, kind)` per frame."""
+        return self.config.frontend.dim + (self.config.hidden if kind == "reader" else 0)

@@ -1,8 +1,9 @@
 """The networks the synthesizer runs, as GraphSpecs for engines.backends (torch, ONNX Runtime, TensorRT).
 
     frame     roi (B, T, 88, 88) normalised, lips (B, T, 82) → features (B, T, D)   front end, per frame
-    reader    frames (B, T, D), state (layers, B, H) → log_probs (B, T, V), visual (B, T, D), next_state
-              the front end's temporal stack, then the lip reader's GRU and CTC head
+    temporal  frames (B, T, D) → visual (B, T, D)              the front end's causal temporal stack
+    reader    visual (B, T, D), state (layers, B, H) → log_probs (B, T, V), hidden (B, T, H), next_state
+              the lip reader's GRU and CTC head (a stream carries the state from window to window)
     denoiser  x (B, 80, F), t (B,) float, cond (B, T, C) → eps (B, 80, F), F = 4T          MelGen
     vocoder   mel_norm (B, 80, F) → wav (B, 160 F)
     asr       mel (B, 80, F), t (B,) → log_probs (B, ⌈F/4⌉, V)                           forward only
@@ -123,22 +124,37 @@ def frame_graph(frontend: VisualFrontend, sizes: GraphSizes = DEFAULT_SIZES) -> 
 # ---------------------------------------------------------------- reader
 
 
+class TemporalGraph(nn.Module):
+    def __init__(self, frontend: VisualFrontend) -> None:
+        super().__init__()
+        self.frontend = frontend
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.frontend.temporal(frames)
+
+
+def temporal_graph(frontend: VisualFrontend, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:
+    example = (_randn(sizes.batch, sizes.frames, frontend.config.dim),)
+    return GraphSpec("temporal", TemporalGraph(frontend), example, ("frames",), ("visual",),
+                     {"frames": BT, "visual": BT}, sizes.bounds())
+
+
 class ReaderGraph(nn.Module):
     def __init__(self, lipreader: LipReader) -> None:
         super().__init__()
         self.lipreader = lipreader
 
-    def forward(self, frames: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        out = self.lipreader.read(self.lipreader.frontend.temporal(frames), state)
-        return out.log_probs, out.visual, out.state
+    def forward(self, visual: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.lipreader.read(visual, state)
+        return out.log_probs, out.hidden, out.state
 
 
 def reader_graph(lipreader: LipReader, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:
     c = lipreader.config
     example = (_randn(sizes.batch, sizes.frames, c.frontend.dim), _randn(c.gru_layers, sizes.batch, c.hidden))
-    return GraphSpec("reader", ReaderGraph(lipreader), example, ("frames", "state"),
-                     ("log_probs", "visual", "next_state"),
-                     {"frames": BT, "state": {1: "batch"}, "log_probs": BT, "visual": BT,
+    return GraphSpec("reader", ReaderGraph(lipreader), example, ("visual", "state"),
+                     ("log_probs", "hidden", "next_state"),
+                     {"visual": BT, "state": {1: "batch"}, "log_probs": BT, "hidden": BT,
                       "next_state": {1: "batch"}}, sizes.bounds())
 
 
@@ -247,9 +263,10 @@ def asr_graph(asr: ASR, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:
 
 # ---------------------------------------------------------------- per model
 
-#: the graphs of each exportable model kind (a lip reader gives two: per frame, then over time)
+#: the graphs of each exportable model kind (a lip reader gives three: per frame, over time, the GRU)
 MODEL_GRAPHS: dict[str, tuple[Callable[[nn.Module, GraphSizes], GraphSpec], ...]] = {
-    "lipreader": (lambda m, s: frame_graph(m.frontend, s), reader_graph),
+    "lipreader": (lambda m, s: frame_graph(m.frontend, s), lambda m, s: temporal_graph(m.frontend, s),
+                  reader_graph),
     "melgen": (denoiser_graph,),
     "vocoder": (vocoder_graph,),
     "asr": (asr_graph,),

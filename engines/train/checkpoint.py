@@ -298,6 +298,29 @@ def load_shipped(name: str, map_location: str | torch.device = "cpu",
     return load(path, map_location)
 
 
+def load_ref(ref: str | Path, kind: str | None = None,
+             map_location: str | torch.device = "cpu") -> Checkpoint:
+    """A checkpoint given as a file path or as the name of shipped weights; with `kind`, it must hold a
+    model of that kind."""
+    ckpt = load(ref, map_location) if Path(ref).is_file() else load_shipped(str(ref), map_location)
+    if kind is not None and ckpt.kind != kind:
+        raise CheckpointError(f"{ref} holds a {ckpt.kind!r} model, not a {kind!r}")
+    return ckpt
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short hash of a model's weights at float16 precision, so a training checkpoint and its float16
+    export hash alike: a MelGen records the digest of the lip reader whose features it was trained on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        value = tensor.detach().cpu()
+        h.update((value.half() if value.is_floating_point() else value).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def load_model(name: str, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model of the shipped checkpoint NAME, in eval mode."""
     return load_shipped(name, map_location).model

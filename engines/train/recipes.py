@@ -21,9 +21,9 @@ item), so runs are repeatable and resumable (engines.train.loop).
                noise-aware guidance ASR
     identity   face crop → unit embedding, trained to tell the training identities apart (a cosine
                classifier head that is not shipped)
-    melgen     ε-prediction on mel windows, conditioned on the visual features of a trained lip reader's
-               front end and the embedding of a trained identity encoder (both frozen), with condition
-               dropout for classifier-free guidance
+    melgen     ε-prediction on mel windows, conditioned on a trained lip reader's features (front end, or
+               front end and GRU states, computed once over whole clips) and the embedding of a trained
+               identity encoder (both frozen), with condition dropout for classifier-free guidance
     vocoder    normalised mel of a random audio segment → waveform, multi-resolution STFT + mel L1
 """
 
@@ -178,7 +178,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             "targets": torch.tensor([i for seq in ids for i in seq], dtype=torch.long),
             "target_lengths": torch.tensor([len(seq) for seq in ids], dtype=torch.long),
             "text": [it["text"] for it in items], "speaker": [it["speaker"] for it in items],
-            "id": [it["id"] for it in items]}
+            "id": [it["id"] for it in items], "start": torch.tensor([it["start"] for it in items])}
 
 
 def batches(dataset: Dataset, batch_size: int, device: torch.device,
@@ -220,10 +220,10 @@ def ctc_cer(log_probs: torch.Tensor, batch: dict[str, Any], lengths: torch.Tenso
 
 def load_frozen(ref: str, kind: str) -> nn.Module:
     """A trained model to condition on: a checkpoint path, or the name of shipped weights."""
-    ckpt = checkpoint.load(ref) if Path(ref).is_file() else checkpoint.load_shipped(ref)
-    if ckpt.kind != kind:
-        raise RecipeError(f"{ref} holds a {ckpt.kind!r} model, not a {kind!r}")
-    return ckpt.model.eval().requires_grad_(False)
+    try:
+        return checkpoint.load_ref(ref, kind).model.eval().requires_grad_(False)
+    except checkpoint.CheckpointError as exc:
+        raise RecipeError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------- lip reader
@@ -382,26 +382,45 @@ def identity(model: nn.Module, config: Any, options: IdentityOptions, data: Data
 
 @dataclass
 class MelGenOptions:
-    lipreader: str = param("lipreader", "trained lip reader whose front end gives the visual features "
+    lipreader: str = param("lipreader", "trained lip reader whose features MelGen hears "
                                         "(checkpoint path or shipped name)")
     identity: str = param("identity", "trained identity encoder (checkpoint path or shipped name)")
+    features: str = param("reader", "lip-reader features: 'visual' (front end) or 'reader' (front end and "
+                                    "GRU states)", choices=("visual", "reader"))
     cond_drop_prob: float = param(0.2, "probability of training a sample on the null condition (CFG)")
     loss: str = param("l1", "ε-prediction loss (LipVoicer: l1)", choices=("l1", "l2"))
 
 
-class Conditioner(nn.Module):
-    """MelGen's condition from a batch: frozen front-end features joined with the identity embedding."""
+class ConditionCache:
+    """MelGen's condition (T, C) of every clip, computed once over the whole clip by the frozen lip reader
+    and identity encoder, so a training window hears the GRU states of the whole utterance (as a stream
+    does, carrying them from window to window) and the frozen networks never run twice."""
 
-    def __init__(self, frontend: nn.Module, identity_encoder: nn.Module) -> None:
-        super().__init__()
-        self.frontend, self.identity = frontend, identity_encoder
+    def __init__(self, samples: Any, lipreader: nn.Module, identity_encoder: nn.Module, kind: str,
+                 progress: bool = True) -> None:
+        from tqdm import tqdm
 
-    @torch.no_grad()
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        from engines.data.loaders import TorchSamples
+        from engines.models.lipreader import condition_features
         from engines.models.melgen import join_condition
 
-        self.to(batch["video"].device)  # frozen: not moved by the trainer; a no-op once there
-        return join_condition(self.frontend(batch["video"], batch["lips"]), self.identity(batch["face"]))
+        items = TorchSamples(samples, window=0)
+        self.conds: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for i in tqdm(range(len(items)), unit="clip", desc="melgen condition", disable=not progress):
+                it = items[i]
+                out = lipreader(it["video"], it["lips"][None])
+                visual = condition_features(out, kind)
+                self.conds[it["id"]] = join_condition(visual, identity_encoder(it["face"][None]))[0].half()
+
+    def window(self, ids: Sequence[str], starts: Sequence[int], frames: int) -> torch.Tensor:
+        """(B, frames, C): each clip's condition from its window start, zero past the clip's end."""
+        first = self.conds[ids[0]]
+        out = torch.zeros((len(ids), frames, first.shape[1]))
+        for row, clip, start in zip(out, ids, starts, strict=True):
+            part = self.conds[clip][int(start):int(start) + frames]
+            row[:len(part)] = part.float()
+        return out
 
 
 def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOptions, train: Any,
@@ -409,29 +428,38 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
     from engines.diffusion.sampling import diffusion_loss
     from engines.diffusion.schedule import DiffusionSchedule
 
-    conditioner = Conditioner(load_frozen(options.lipreader, "lipreader").frontend,
-                              load_frozen(options.identity, "identity")).eval()
-    cond_dim = conditioner.frontend.config.dim + conditioner.identity.config.embed_dim
+    reader = load_frozen(options.lipreader, "lipreader")
+    identity_encoder = load_frozen(options.identity, "identity")
+    cond_dim = reader.condition_dim(options.features) + identity_encoder.config.embed_dim
     if cond_dim != config.cond_dim:
-        raise RecipeError(f"the lip reader's features and the identity embedding make {cond_dim} values per "
-                          f"frame; set model.cond_dim: {cond_dim}")
+        raise RecipeError(f"the lip reader's {options.features!r} features and the identity embedding make "
+                          f"{cond_dim} values per frame; set model.cond_dim: {cond_dim}")
     schedule = DiffusionSchedule()
     samples = load_samples(data, data.split, data.limit, ctx)
-    val = (Windows(load_samples(data, data.val_split, data.val_limit, ctx), data.window, 0)
-           if data.val_split else None)
+    conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main)
+    val = val_conds = None
+    if data.val_split:
+        val_samples = load_samples(data, data.val_split, data.val_limit, ctx)
+        val = Windows(val_samples, data.window, 0)
+        val_conds = ConditionCache(val_samples, reader, identity_encoder, options.features, ctx.main)
+
+    def condition(batch: dict[str, Any], cache: ConditionCache) -> torch.Tensor:
+        return cache.window(batch["id"], batch["start"].tolist(), batch["lips"].shape[1]).to(ctx.device)
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
-        return diffusion_loss(model, batch["mel"], conditioner(batch), schedule, options.cond_drop_prob,
+        return diffusion_loss(model, batch["mel"], condition(batch, conds), schedule, options.cond_drop_prob,
                               model.null_cond, options.loss), {}
 
     def validate(model: nn.Module) -> dict[str, float]:
         generator = torch.Generator(ctx.device).manual_seed(0)
-        losses = [diffusion_loss(model, batch["mel"], conditioner(batch), schedule, 0.0, None, options.loss,
-                                 generator=generator).item()
+        losses = [diffusion_loss(model, batch["mel"], condition(batch, val_conds), schedule, 0.0, None,
+                                 options.loss, generator=generator).item()
                   for batch in batches(val, train.batch_size, ctx.device)]
         return {"loss": float(np.mean(losses))}
 
-    summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "identity": options.identity}
+    summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "identity": options.identity,
+               "features": options.features, "lipreader_digest": checkpoint.weights_digest(reader),
+               "identity_digest": checkpoint.weights_digest(identity_encoder)}
     return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed), summary,
                   collate, validate if val is not None else None)
 

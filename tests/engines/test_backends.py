@@ -524,7 +524,7 @@ def test_every_graph_matches_pytorch_in_onnxruntime_at_two_batches_and_lengths(
 
 def test_the_graphs_compute_what_their_models_do(models: dict[str, nn.Module]) -> None:
     reader, melgen, vocoder, asr = (models[k] for k in ("lipreader", "melgen", "vocoder", "asr"))
-    frame, lip = model_graphs("lipreader", reader)
+    frame, temporal, lip = model_graphs("lipreader", reader)
     roi, lips = frame.example_inputs
     frames, state = lip.example_inputs
     x, t, cond = model_graphs("melgen", melgen)[0].example_inputs
@@ -532,8 +532,10 @@ def test_the_graphs_compute_what_their_models_do(models: dict[str, nn.Module]) -
     [asr_spec] = model_graphs("asr", asr)
     with torch.no_grad():
         torch.testing.assert_close(frame.module(roi, lips), reader.frontend.frame_features(roi, lips))
-        out = reader.read(reader.frontend.temporal(frames), state)
-        torch.testing.assert_close(lip.module(frames, state), (out.log_probs, out.visual, out.state))
+        visual = reader.frontend.temporal(frames)
+        torch.testing.assert_close(temporal.module(frames), visual)
+        out = reader.read(visual, state)
+        torch.testing.assert_close(lip.module(visual, state), (out.log_probs, out.hidden, out.state))
         torch.testing.assert_close(model_graphs("melgen", melgen)[0].module(x, t, cond), melgen(x, t, cond))
         mel = voc.example_inputs[0]
         torch.testing.assert_close(voc.module(mel), vocoder(mel), atol=1e-6, rtol=1e-4)

@@ -71,12 +71,13 @@ def test_export_writes_the_graphs_of_a_checkpoint_and_of_shipped_weights_with_th
                  "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert sorted(p.name for p in out.glob("*.onnx")) == ["frame.onnx", "reader.onnx", "vocoder.onnx"]
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["frame.onnx", "reader.onnx", "temporal.onnx",
+                                                          "vocoder.onnx"]
     for path in out.glob("*.onnx"):
         onnx.checker.check_model(str(path))
     rows = parity_rows(printed)
-    assert set(rows) == {("frame", "features"), ("reader", "log_probs"), ("reader", "visual"),
-                         ("reader", "next_state"), ("vocoder", "wav")}
+    assert set(rows) == {("frame", "features"), ("temporal", "visual"), ("reader", "log_probs"),
+                         ("reader", "hidden"), ("reader", "next_state"), ("vocoder", "wav")}
     assert all(diff <= 1e-3 and status == "ok" for diff, status in rows.values()), printed
     assert "tolerance 0.001: all within" in printed
 

@@ -1,0 +1,275 @@
+"""The lip-to-speech synthesizer: mouth ROIs, lip geometry and a face crop in; lip-read text, mel and
+speech out. One class serves the offline command (a whole utterance at once) and the streaming node
+(windows with a carried lip-reader state and a fixed past), so both run the same steps:
+
+    frame features (front end, per frame) → reader (temporal stack + GRU: CTC log-probs and the features
+    MelGen hears) → text (CTC decoding) → condition (features + identity embedding) → mel (few-step
+    sampler, classifier-free guidance w1, ASR guidance w2 toward the lip-read text) → waveform (vocoder,
+    or Griffin-Lim)
+
+The frame, reader, denoiser and vocoder networks run on the chosen backend (engines.backends: PyTorch,
+ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face and the guidance ASR
+always runs in PyTorch, because guidance needs its gradient (engines/synth/graphs.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engines.audio.mel import MELS_PER_FRAME
+from engines.audio.torch_mel import GriffinLim
+from engines.diffusion.guidance import GuidedDenoiser
+from engines.diffusion.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
+from engines.diffusion.schedule import DiffusionSchedule
+from engines.face.align import normalise_roi
+from engines.models.lipreader import LipReaderOutput, condition_features
+from engines.models.melgen import MelGen, join_condition
+from engines.params import param
+from engines.synth.models import SynthModels
+from engines.text.charset import decode, encode
+from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim,
+                                               "dpmpp_2m": sample_dpmpp_2m}
+DECODERS = ("greedy", "beam", "grid")
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    nfe: int = param(4, "network evaluations per generated window (the 400-step reference: --sampler ddpm "
+                        "--nfe 400)")
+    sampler: str = param("dpmpp_2m", "diffusion sampler", choices=tuple(SAMPLERS))
+    w1: float = param(2.0, "classifier-free guidance weight (LipVoicer: 2); 0 turns it off")
+    w2: float = param(1.5, "ASR guidance weight toward the lip-read text (LipVoicer: 1.5); 0 turns it off")
+    asr_t_max: float = param(270.0, "ASR guidance acts on steps t ≤ this, of 400 (LipVoicer: 270)")
+    decode: str = param("beam", "lip-read text decoding: greedy, beam (open vocabulary), grid (the GRID "
+                                "command grammar)", choices=DECODERS)
+    beam_width: int = param(16, "CTC beam width")
+    backend: str = param("torch", "network backend: torch, onnxruntime, tensorrt or auto (best available; "
+                                  "falls back with a warning)",
+                         choices=("torch", "onnxruntime", "tensorrt", "auto"))
+    precision: str = param("fp32", "fp32 or fp16 (GPU backends)", choices=("fp32", "fp16"))
+    seed: int = param(0, "seed of the sampler's noise (the same input gives the same speech)")
+
+    def __post_init__(self) -> None:
+        if self.nfe < 1:
+            raise ValueError(f"nfe must be >= 1, got {self.nfe}")
+        if self.sampler != "ddpm" and self.nfe > 50:
+            raise ValueError(f"{self.sampler} is a few-step sampler: nfe {self.nfe} > 50 (use ddpm)")
+        if self.w1 < 0 or self.w2 < 0:
+            raise ValueError(f"guidance weights must be >= 0, got w1 {self.w1}, w2 {self.w2}")
+
+
+@dataclass
+class Features:
+    """A face's per-frame inputs at 25 fps (engines.data.loaders.track_video gives them for a file)."""
+    mouth_rois: np.ndarray  # (T, 88, 88) uint8
+    lip_geometry: np.ndarray  # (T, 82) float32
+    face_crop: np.ndarray  # (112, 112, 3) uint8 RGB
+    valid: np.ndarray | None = None  # (T,) bool: the face was seen (else the nearest seen frame's values)
+
+    def __post_init__(self) -> None:
+        t = len(self.mouth_rois)
+        if self.mouth_rois.ndim != 3 or self.lip_geometry.shape[0] != t:
+            raise ValueError(f"expected mouth ROIs (T, H, W) and lip geometry (T, G) of equal T, got "
+                             f"{self.mouth_rois.shape} and {self.lip_geometry.shape}")
+        if not np.isfinite(self.lip_geometry).all():
+            raise ValueError("lip geometry has NaN or Inf values")
+        if t == 0:
+            raise ValueError("no frames")
+
+    @classmethod
+    def from_tracks(cls, tracked: dict[str, np.ndarray]) -> Features:
+        return cls(tracked["mouth_rois"], tracked["lip_geometry"], tracked["face_crop"], tracked.get("valid"))
+
+
+@dataclass
+class Reading:
+    """The lip reader's output for some frames: CTC log-probabilities (T, V), MelGen's features (1, T, C)
+    and the GRU state after the last frame (carry it to the next window)."""
+    log_probs: Tensor
+    features: Tensor
+    state: Tensor
+
+
+@dataclass
+class SynthResult:
+    wav: np.ndarray  # float32 at 16 kHz
+    text: str  # the lip-read text
+    mel: Tensor  # (80, 4T) normalised mel
+    seconds: dict[str, float] = field(default_factory=dict)  # compute time per stage
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.wav) / 16000
+
+
+class Synthesizer:
+    """Runs SynthModels with SynthParams; `backends` says which backend runs each network."""
+
+    def __init__(self, models: SynthModels, params: SynthParams | None = None,
+                 device: str | torch.device = "cpu", cache_dir: str | None = None) -> None:
+        self.models, self.params = models, params or SynthParams()
+        self.device = torch.device(device)
+        self.schedule = DiffusionSchedule()
+        self.griffin_lim = GriffinLim() if models.vocoder is None else None
+        self.seconds: dict[str, float] = {}
+        self._frame, self._temporal, self._reader, self._denoiser, self._vocoder = self._graphs(cache_dir)
+
+    # ------------------------------------------------------------ networks
+
+    def _graphs(self, cache_dir: str | None) -> tuple[Callable[..., Any], ...]:
+        m, p = self.models, self.params
+        if p.backend == "torch":
+            self.backends = dict.fromkeys(("frame", "temporal", "reader", "denoiser", "vocoder"), "torch")
+            frontend = m.lipreader.frontend
+            vocoder = m.vocoder if m.vocoder is not None else self.griffin_lim
+            return (frontend.frame_features, frontend.temporal, self._torch_reader,
+                    PreparedDenoiser(m.melgen), vocoder)
+        from engines.backends import compile_graph
+        from engines.synth import graphs
+
+        specs = [graphs.frame_graph(m.lipreader.frontend), graphs.temporal_graph(m.lipreader.frontend),
+                 graphs.reader_graph(m.lipreader), graphs.denoiser_graph(m.melgen)]
+        if m.vocoder is not None:
+            specs.append(graphs.vocoder_graph(m.vocoder))
+        compiled = [compile_graph(s, p.backend, self.device, p.precision, cache_dir) for s in specs]
+        self.backends = {g.name: g.backend for g in compiled}
+        if m.vocoder is None:
+            self.backends["vocoder"] = "griffin-lim"
+            compiled.append(self.griffin_lim)
+        frame, temporal, reader, denoiser, vocoder = compiled
+
+        def read(visual: Tensor, state: Tensor) -> LipReaderOutput:
+            log_probs, hidden, next_state = reader(visual, state)
+            return LipReaderOutput(log_probs, visual, hidden, next_state)
+
+        return frame, temporal, read, denoiser, vocoder
+
+    def _torch_reader(self, visual: Tensor, state: Tensor) -> LipReaderOutput:
+        return self.models.lipreader.read(visual, state)
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with torch.no_grad():
+            yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    # ------------------------------------------------------------ steps
+
+    def frame_features(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray) -> Tensor:
+        """Per-frame front-end features (1, T, D) of uint8 ROIs (T, 88, 88) and lip geometry (T, 82)."""
+        with self._timed("frame"):
+            roi = torch.from_numpy(normalise_roi(mouth_rois)).to(self.device)[None]
+            lips = torch.from_numpy(np.asarray(lip_geometry, np.float32)).to(self.device)[None]
+            return self._frame(roi, lips)
+
+    def initial_state(self) -> Tensor:
+        c = self.models.lipreader.config
+        return torch.zeros(c.gru_layers, 1, c.hidden, device=self.device)
+
+    def read(self, frames: Tensor, state: Tensor | None = None, start: int = 0, count: int | None = None,
+             ) -> Reading:
+        """The lip reader from GRU `state` (None: the start of an utterance) over the outputs start ..
+        start + count of the temporal stack run on per-frame features (1, T, D). Offline: the whole clip.
+        Streaming: a window holding each output's receptive field (`receptive_field()`), and the state
+        carried from the previous window, so every frame passes the GRU exactly once."""
+        with self._timed("reader"):
+            visual = self._temporal(frames)[:, start:None if count is None else start + count]
+            out = self._reader(visual, self.initial_state() if state is None else state)
+            return Reading(out.log_probs[0], condition_features(out, self.models.features), out.state)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(past, future) video frames one temporal-stack output depends on."""
+        return self.models.lipreader.frontend.receptive_field()
+
+    def identity(self, face_crop: np.ndarray) -> Tensor:
+        """The identity embedding (1, E) of an RGB face crop (112, 112, 3) uint8."""
+        with self._timed("identity"):
+            face = torch.from_numpy(np.ascontiguousarray(face_crop)).to(self.device).permute(2, 0, 1)
+            return self.models.identity(face[None].float() / 255.0)
+
+    def decode(self, log_probs: Tensor) -> str:
+        """The lip-read text of CTC log-probabilities (T, V)."""
+        with self._timed("decode"):
+            p = self.params
+            if p.decode == "greedy":
+                return decode(greedy_decode(log_probs))
+            grammar = GRID_GRAMMAR if p.decode == "grid" else None
+            hyps = beam_search(log_probs.float().cpu(), p.beam_width, grammar)
+            return hyps[0].text if hyps else ""
+
+    def condition(self, features: Tensor, identity: Tensor) -> Tensor:
+        return join_condition(features, identity)
+
+    def generate(self, cond: Tensor, text: str, *, known: tuple[Tensor, Tensor] | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """A normalised mel (1, 80, 4T) for a condition (1, T, C), guided toward `text`; `known` (mask,
+        values) in-paints a fixed part (a stream's past)."""
+        p, m = self.params, self.models
+        with self._timed("mel"):
+            ids = encode(text)
+            w2 = p.w2 if ids and m.asr is not None else 0.0
+            denoiser = GuidedDenoiser(self._denoiser, self.schedule, cond, m.melgen.null_cond, p.w1,
+                                      asr=m.asr, text=ids or None, w2=w2, asr_t_max=p.asr_t_max)
+            if generator is None:
+                generator = torch.Generator(self.device).manual_seed(p.seed)
+            x = torch.randn((1, m.melgen.config.n_mels, MELS_PER_FRAME * cond.shape[1]), generator=generator,
+                            device=self.device)
+            mask, values = known if known is not None else (None, None)
+            mel = SAMPLERS[p.sampler](denoiser, x, self.schedule, p.nfe, fixed_mask=mask, fixed_values=values,
+                                      generator=generator, clip_x0=True)
+            return mel.clamp(-1.0, 1.0)
+
+    def vocode(self, mel: Tensor) -> np.ndarray:
+        """16 kHz float32 speech of a normalised mel (1, 80, F)."""
+        with self._timed("vocoder"):
+            return self._vocoder(mel)[0].float().cpu().numpy()
+
+    # ------------------------------------------------------------ a whole utterance
+
+    def synthesize(self, features: Features) -> SynthResult:
+        """Speech for a whole utterance (offline)."""
+        self.seconds = {}
+        reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
+        text = self.decode(reading.log_probs)
+        cond = self.condition(reading.features, self.identity(features.face_crop))
+        mel = self.generate(cond, text)
+        wav = self.vocode(mel)
+        if features.valid is not None and not features.valid.all():
+            wav = silence_unseen(wav, features.valid)
+        return SynthResult(wav, text, mel[0], dict(self.seconds))
+
+
+class PreparedDenoiser:
+    """MelGen as a `(x, t, cond) -> ε̂` callable that computes the condition path once per condition
+    (a sampler calls it nfe times with the same condition)."""
+
+    def __init__(self, melgen: MelGen) -> None:
+        self.melgen = melgen
+        self._cond: Tensor | None = None
+        self._prepared: Any = None
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        if cond is not self._cond:
+            self._cond, self._prepared = cond, self.melgen.prepare(cond)
+        return self.melgen(x, t, self._prepared)
+
+
+def silence_unseen(wav: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The speech with the spans of frames where no face was seen set to silence (never speech made up
+    from a face that was not there)."""
+    per_frame = len(wav) // len(valid)
+    gate = np.repeat(valid.astype(np.float32), per_frame)
+    out = wav.copy()
+    out[:len(gate)] *= gate
+    return out
