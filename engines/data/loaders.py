@@ -111,6 +111,8 @@ def decode_video(path: Path, fps: float = FPS) -> Iterator[np.ndarray]:
 
     period = 1.0 / fps
     with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         start, previous, slot = None, None, 0

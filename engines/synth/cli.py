@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     for model in ("lipreader", "melgen", "identity", "asr", "vocoder"):
         p.add_argument(f"--{model}", default=model,
                        help=f"{model} weights: a shipped name or a checkpoint path (default: {model})"
-                       + ("; 'griffin-lim' for the zero-weight vocoder" if model == "vocoder" else ""))
+                       + ("; 'griffin-lim' for the zero-weight vocoder" if model == "vocoder" else "")
+                       + ("; not loaded with --w2 0" if model == "asr" else ""))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_arguments(p, SynthParams)
     return p
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.video.is_file():
             raise ValueError(f"{args.video}: no such file")
         params = from_arguments(SynthParams, args)
-        models = SynthModels.load(args.lipreader, args.melgen, args.identity, args.asr, args.vocoder,
-                                  args.device)
+        # the guidance ASR is only loaded to guide: --w2 0 runs without its weights
+        models = SynthModels.load(args.lipreader, args.melgen, args.identity, args.asr if params.w2 else None,
+                                  args.vocoder, args.device)
         synthesizer = Synthesizer(models, params, args.device)
         from engines.data.loaders import track_video
 

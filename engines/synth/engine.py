@@ -14,6 +14,7 @@ always runs in PyTorch, because guidance needs its gradient (engines/synth/graph
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,8 @@ from engines.params import param
 from engines.synth.models import SynthModels
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
+
+log = logging.getLogger(__name__)
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim,
                                                "dpmpp_2m": sample_dpmpp_2m}
@@ -64,6 +67,10 @@ class SynthParams:
             raise ValueError(f"nfe must be >= 1, got {self.nfe}")
         if self.sampler != "ddpm" and self.nfe > 50:
             raise ValueError(f"{self.sampler} is a few-step sampler: nfe {self.nfe} > 50 (use ddpm)")
+        if self.beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
+        if not 0 <= self.asr_t_max < 400:
+            raise ValueError(f"asr_t_max must be in [0, 400), got {self.asr_t_max}")
         if self.w1 < 0 or self.w2 < 0:
             raise ValueError(f"guidance weights must be >= 0, got w1 {self.w1}, w2 {self.w2}")
 
@@ -81,6 +88,10 @@ class Features:
         if self.mouth_rois.ndim != 3 or self.lip_geometry.shape[0] != t:
             raise ValueError(f"expected mouth ROIs (T, H, W) and lip geometry (T, G) of equal T, got "
                              f"{self.mouth_rois.shape} and {self.lip_geometry.shape}")
+        if self.mouth_rois.dtype != np.uint8:
+            raise ValueError(f"expected uint8 mouth ROIs, got {self.mouth_rois.dtype}")
+        if self.valid is not None and self.valid.shape != (t,):
+            raise ValueError(f"expected one valid flag per frame ({t}), got {self.valid.shape}")
         if not np.isfinite(self.lip_geometry).all():
             raise ValueError("lip geometry has NaN or Inf values")
         if t == 0:
@@ -127,13 +138,25 @@ class Synthesizer:
     # ------------------------------------------------------------ networks
 
     def _graphs(self, cache_dir: str | None) -> tuple[Callable[..., Any], ...]:
+        if self.params.backend != "torch":
+            try:
+                return self._compiled_graphs(cache_dir)
+            except ValueError as exc:  # a model the graph builders cannot take: fall back, loudly
+                log.warning("the %s backend cannot take these models (%s); running them in PyTorch",
+                            self.params.backend, exc)
+        return self._torch_graphs()
+
+    def _torch_graphs(self) -> tuple[Callable[..., Any], ...]:
+        m = self.models
+        self.backends = dict.fromkeys(("frame", "temporal", "reader", "denoiser"), "torch")
+        self.backends["vocoder"] = "torch" if m.vocoder is not None else "griffin-lim"
+        frontend = m.lipreader.frontend
+        vocoder = m.vocoder if m.vocoder is not None else self.griffin_lim
+        return (frontend.frame_features, frontend.temporal, self._torch_reader, PreparedDenoiser(m.melgen),
+                vocoder)
+
+    def _compiled_graphs(self, cache_dir: str | None) -> tuple[Callable[..., Any], ...]:
         m, p = self.models, self.params
-        if p.backend == "torch":
-            self.backends = dict.fromkeys(("frame", "temporal", "reader", "denoiser", "vocoder"), "torch")
-            frontend = m.lipreader.frontend
-            vocoder = m.vocoder if m.vocoder is not None else self.griffin_lim
-            return (frontend.frame_features, frontend.temporal, self._torch_reader,
-                    PreparedDenoiser(m.melgen), vocoder)
         from engines.backends import compile_graph
         from engines.synth import graphs
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engines.models.lipreader import CONDITION_FEATURES
 from engines.train import checkpoint
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,26 @@ class SynthModels:
                 if strict:
                     raise ModelMismatch(message)
                 log.warning(message)
+        features = summary.get("features", "visual")
+        check_condition(loaded["melgen"].model, loaded["lipreader"].model, loaded["identity"].model, features)
         models = {k: c.model.eval().requires_grad_(False) for k, c in loaded.items()}
         return cls(lipreader=models["lipreader"], melgen=models["melgen"], identity=models["identity"],
-                   asr=models.get("asr"), vocoder=models.get("vocoder"),
-                   features=summary.get("features", "visual"),
+                   asr=models.get("asr"), vocoder=models.get("vocoder"), features=features,
                    sources={k: str(c.path) for k, c in loaded.items()})
 
     def describe(self) -> dict[str, Any]:
         """What runs, for logs and reports."""
         return {**self.sources, "features": self.features,
                 "vocoder": self.sources.get("vocoder", GRIFFIN_LIM), "asr": self.sources.get("asr", "none")}
+
+
+def check_condition(melgen: nn.Module, lipreader: nn.Module, identity: nn.Module, features: str) -> None:
+    """ModelMismatch unless the lip reader's `features` and the identity embedding make the condition the
+    MelGen takes: with other sizes it could never run, whatever `strict` says."""
+    if features not in CONDITION_FEATURES:
+        raise ModelMismatch(f"the MelGen hears lip-reader features {features!r}, which this code lacks "
+                            f"(known: {', '.join(CONDITION_FEATURES)})")
+    made = lipreader.condition_dim(features) + identity.config.embed_dim
+    if made != melgen.config.cond_dim:
+        raise ModelMismatch(f"the MelGen takes {melgen.config.cond_dim} condition values per frame, but the "
+                            f"lip reader's {features!r} features and the identity embedding make {made}")

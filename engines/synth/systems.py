@@ -1,6 +1,7 @@
 """Our models as `voxsight eval` systems (engines.eval.systems.System), e.g.
 
     voxsight eval CORPUS --split test --system engines.synth.systems:lip2speech,nfe=4,w2=0
+    voxsight eval CORPUS --split test --system engines.synth.systems:lip2speech_stream,nfe=4,hop_frames=5
     voxsight eval CORPUS --split test --system engines.synth.systems:vocoder
 
 Video features come from the training feature cache when `cache` names it (a clip's features are then
@@ -20,17 +21,14 @@ from engines.clipsets import Clip
 
 def _features(clip: Clip, cache: str | None) -> dict[str, np.ndarray]:
     from engines.data.cache import FeatureCache
-    from engines.data.loaders import FEATURES_VERSION, extract, track_video
+    from engines.data.loaders import FEATURES_VERSION, ClipRef, extract, track_video
 
     if clip.video is None:
         raise ValueError(f"clip {clip.id} has no video")
     if not cache:
         return track_video(clip.video)
-    files = [clip.video] if clip.audio == clip.video else [clip.video, clip.audio]
-    from engines.data.loaders import ClipRef
-
     ref = ClipRef(clip.id, "list", clip.video, clip.audio, clip.text, clip.speaker, clip.speaker)
-    return FeatureCache(Path(cache), FEATURES_VERSION).get(files, lambda: extract(ref))
+    return FeatureCache(Path(cache), FEATURES_VERSION).get(ref.files, lambda: extract(ref))
 
 
 class Lip2Speech:
@@ -56,7 +54,8 @@ class Lip2Speech:
 
 def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
                asr: str = "asr", vocoder: str = "vocoder", cache: str = "", **params: Any) -> Lip2Speech:
-    """Factory: model names or checkpoint paths, then any SynthParams field (nfe, w1, w2, sampler, ...)."""
+    """Factory: model names or checkpoint paths (the ASR only for w2 > 0), then any SynthParams field (nfe,
+    w1, w2, sampler, ...)."""
     from engines.synth.engine import Synthesizer, SynthParams
     from engines.synth.models import SynthModels
 
@@ -64,8 +63,52 @@ def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: s
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"unknown lip2speech options {unknown}; known: {sorted(known)}")
-    models = SynthModels.load(lipreader, melgen, identity, asr or None, vocoder)
-    return Lip2Speech(Synthesizer(models, SynthParams(**params)), cache or None, "generated")
+    synth_params = SynthParams(**params)
+    models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder)
+    return Lip2Speech(Synthesizer(models, synth_params), cache or None, "generated")
+
+
+class StreamedLip2Speech(Lip2Speech):
+    """The streaming synthesizer fed each clip's features frame by frame, as the live node feeds it; the
+    clip's text is its utterances' final texts."""
+
+    def __init__(self, streamer: Any, cache: str | None, name: str) -> None:
+        super().__init__(streamer.synthesizer, cache, name)
+        self.streamer = streamer
+        self.about = f"lip2speech streamed {streamer.params}, {self.about.removeprefix('lip2speech ')}"
+
+    def generate(self, clip: Clip) -> np.ndarray:
+        from engines.synth.engine import Features
+        from engines.synth.streaming import frames_of, stream
+
+        chunks = stream(self.streamer, frames_of(Features.from_tracks(_features(clip, self.cache))))
+        self.texts[clip.id] = " ".join(c.text for c in chunks if c.final_text and c.text)
+        for chunk in chunks:
+            for stage, s in chunk.seconds.items():
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + s
+        wav = np.concatenate([c.wav for c in chunks])
+        self.speech_s += len(wav) / 16000
+        return wav
+
+
+def lip2speech_stream(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
+                      asr: str = "asr", vocoder: str = "vocoder", cache: str = "",
+                      **params: Any) -> StreamedLip2Speech:
+    """Factory: as `lip2speech`, plus any StreamParams field (hop_frames, melgen_lookahead_frames, ...)."""
+    from engines.synth.engine import Synthesizer, SynthParams
+    from engines.synth.models import SynthModels
+    from engines.synth.streaming import StreamingSynthesizer, StreamParams
+
+    kinds = {kind: {f.name for f in dataclasses.fields(kind)} for kind in (SynthParams, StreamParams)}
+    unknown = sorted(set(params).difference(*kinds.values()))
+    if unknown:
+        raise ValueError(f"unknown lip2speech_stream options {unknown}; known: "
+                         f"{sorted(set().union(*kinds.values()))}")
+    synth_params, stream_params = (kind(**{k: v for k, v in params.items() if k in names})
+                                   for kind, names in kinds.items())
+    models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder)
+    streamer = StreamingSynthesizer(Synthesizer(models, synth_params), stream_params)
+    return StreamedLip2Speech(streamer, cache or None, "streamed")
 
 
 class Resynthesis:

@@ -249,10 +249,12 @@ def read(path: Path | str, map_location: str | torch.device = "cpu", *, mmap: bo
 
 
 def build_model(raw: dict[str, Any], packages: tuple[str, ...] = MODEL_PACKAGES) -> tuple[nn.Module, Any]:
-    """The model (eval mode, weights loaded) and its config from a raw checkpoint dict."""
+    """The model (eval mode, weights loaded) and its config from a raw checkpoint dict; a training
+    checkpoint that keeps an EMA gives the EMA weights, as its validation and its export do."""
     config = config_from_dict(import_class(raw["config_class"], packages), raw["config"])
     model = import_class(raw["model_class"], packages)(config)
-    model.load_state_dict(raw["state_dict"])  # copies and casts: float16 exports load into float32
+    ema = (raw.get("training") or {}).get("ema")
+    model.load_state_dict(ema if ema is not None else raw["state_dict"])  # float16 exports load as float32
     return model.eval(), config
 
 

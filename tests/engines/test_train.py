@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from engines.params import param
 from engines.train import checkpoint, distributed, recipes
-from engines.train.cli import main_train
+from engines.train.cli import CONFIGS, main_train
 from engines.train.curves import Curves, read_csv
 from engines.train.loop import TrainConfig, Trainer
 from tests.helpers import REPO, SHARED
@@ -254,6 +256,45 @@ def test_voxsight_train_explains_what_is_missing(tmp_path: Path, capsys: pytest.
     assert main_train(["vocoder", "--config", "smoke/vocoder", "--out", str(tmp_path / "b")]) == 2
     assert "needs engines.models.nonexistent" in capsys.readouterr().err
 
+
+
+def smoke_config(tmp_path: Path, model: str, **recipe: str) -> Path:
+    """The smoke config of MODEL with its feature cache in tmp_path, one extraction process and `recipe`
+    options replaced."""
+    sections = yaml.safe_load((CONFIGS / "smoke" / f"{model}.yaml").read_text())
+    sections["data"] = {**sections["data"], "cache": str(tmp_path / "features"), "jobs": 1}
+    if recipe:
+        sections["recipe"] = {**sections.get("recipe", {}), **recipe}
+    path = tmp_path / f"{model}.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+@pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
+def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_which(tmp_path: Path) -> None:
+    from engines.synth.models import SynthModels
+
+    data = tmp_path / "grid"  # the clips under GRID speaker folders: the identity encoder needs two
+    for i, video in enumerate(sorted(GRID_DEV.glob("*.mpg"))):
+        link = data / f"s{1 + i % 2}" / video.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(video.resolve())
+    runs = {model: tmp_path / "runs" / model for model in ("lipreader", "identity", "melgen")}
+    trained = {kind: str(runs[kind] / "latest.pt") for kind in ("lipreader", "identity")}
+    for model, recipe in (("lipreader", {}), ("identity", {}), ("melgen", trained)):
+        config = smoke_config(tmp_path, model, **recipe)
+        assert main_train([model, "--config", str(config), "--data", str(data), "--out", str(runs[model]),
+                           "--device", "cpu", "--no-progress"]) == 0
+
+    raw = checkpoint.read(runs["melgen"] / "latest.pt")
+    assert raw["step"] == 4 and raw["data"]["features"] == "reader" and raw["data"]["clips"] == 3
+    for kind, path in trained.items():
+        assert raw["data"][kind] == path
+        assert raw["data"][f"{kind}_digest"] == checkpoint.weights_digest(checkpoint.load(path).model)
+    assert math.isfinite(raw["metrics"]["train_loss"]) and math.isfinite(raw["metrics"]["val_loss"])
+    models = SynthModels.load(trained["lipreader"], str(runs["melgen"] / "latest.pt"), trained["identity"],
+                              asr=None, vocoder="griffin-lim")  # strict: the digests match
+    assert models.features == "reader"
 
 if __name__ == "__main__":
     from tests.engines.test_train import worker as _worker  # classes named by module, not __main__

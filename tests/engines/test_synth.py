@@ -1,0 +1,340 @@
+"""The offline synthesizer (engines.synth) on tiny randomly initialised models saved as real checkpoints:
+models load together and a MelGen trained on other lip-reader or identity weights is refused; synthesis
+gives finite speech of the clip's length, repeatable by seed, on PyTorch and ONNX Runtime alike; ASR
+guidance acts only when there is text; the GRID decoder keeps to the grammar; reading in two windows with
+the carried state equals reading the whole clip; unseen frames are silent; bad inputs are refused; and
+`voxsight lip2speech` and the eval system run on a real GRID clip."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from torch import nn
+
+from engines.clipsets import VIDEO_EXTS, Clip
+from engines.data.loaders import decode_video
+from engines.eval.systems import make_system
+from engines.models.asr import ASR, ASRConfig
+from engines.models.frontend import VisualFrontendConfig
+from engines.models.identity import IdentityConfig, IdentityEncoder
+from engines.models.lipreader import LipReader, LipReaderConfig
+from engines.models.melgen import MelGen, MelGenConfig
+from engines.models.vocoder import Vocoder, VocoderConfig
+from engines.synth.cli import main as lip2speech_main
+from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
+from engines.synth.models import ModelMismatch, SynthModels
+from engines.text.ctc import GRID_GRAMMAR
+from engines.train import checkpoint
+from tests.helpers import REPO, SHARED
+
+# roi_pool 4 and two stages leave a 6×6 map: ONNX export needs it to be a multiple of the 3×3 pool
+TINY_LIPREADER = LipReaderConfig(frontend=VisualFrontendConfig(roi_pool=4, channels=(4, 8), geometry_hidden=8,
+                                                               dim=16, dilations=(1, 2)), hidden=16)
+TINY_IDENTITY = IdentityConfig(channels=(4, 8, 16), embed_dim=16)
+# cond_dim 48: the lip reader's "reader" features (16 visual + 16 GRU) and the 16-d identity
+TINY_MELGEN = MelGenConfig(num_res_layers=2, res_channels=8, skip_channels=8, step_embed_in=16,
+                           step_embed_mid=16, step_embed_out=16, cond_dim=48, cond_channels=16)
+TINY_ASR = ASRConfig(channels=16, num_layers=2, step_embed_in=16, step_embed_dim=16)
+TINY_VOCODER = VocoderConfig(dim=16, intermediate=32, n_blocks=2)
+SAMPLES_PER_FRAME = 640  # 16 kHz at 25 fps
+GRID_DEV = SHARED / "real" / "grid-dev"
+GRID_VIDEOS = sorted(p for p in GRID_DEV.glob("*") if p.suffix.lower() in VIDEO_EXTS)
+needs_grid = pytest.mark.skipif(not GRID_VIDEOS, reason=f"{GRID_DEV} (real GRID clips) is absent")
+
+
+def save(path: Path, model: nn.Module, kind: str, data_summary: dict | None = None) -> str:
+    return str(checkpoint.save(path, model, model.config, kind=kind, metrics={},
+                               data_summary=data_summary or {}, command="pytest", data_seed=0, step=0))
+
+
+def tiny_melgen() -> MelGen:
+    melgen = MelGen(TINY_MELGEN)
+    nn.init.normal_(melgen.final_conv.weight, std=0.1)  # zero-initialised, ε would be 0 and prove nothing
+    return melgen
+
+
+def melgen_summary(lipreader: nn.Module, identity: nn.Module, features: str = "reader") -> dict[str, str]:
+    """What the melgen recipe records about the models it was trained on."""
+    return {"features": features, "lipreader_digest": checkpoint.weights_digest(lipreader),
+            "identity_digest": checkpoint.weights_digest(identity)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Checkpoint paths of five tiny models trained (here: initialised) to work together."""
+    folder = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    lipreader, identity = LipReader(TINY_LIPREADER), IdentityEncoder(TINY_IDENTITY)
+    summary = melgen_summary(lipreader, identity)
+    return {"lipreader": save(folder / "lipreader.pt", lipreader, "lipreader"),
+            "identity": save(folder / "identity.pt", identity, "identity"),
+            "melgen": save(folder / "melgen.pt", tiny_melgen(), "melgen", summary),
+            "asr": save(folder / "asr.pt", ASR(TINY_ASR), "asr"),
+            "vocoder": save(folder / "vocoder.pt", Vocoder(TINY_VOCODER), "vocoder")}
+
+
+@pytest.fixture(scope="module")
+def models(tiny: dict[str, str]) -> SynthModels:
+    return SynthModels.load(**tiny)
+
+
+def features(frames: int, seed: int = 0, valid: np.ndarray | None = None) -> Features:
+    rng = np.random.default_rng(seed)
+    return Features(rng.integers(0, 256, (frames, 88, 88), dtype=np.uint8),
+                    rng.normal(size=(frames, 82)).astype(np.float32),
+                    rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), valid)
+
+
+def model_args(tiny: dict[str, str]) -> list[str]:
+    return [arg for kind, path in tiny.items() for arg in (f"--{kind}", path)]
+
+
+# ---------------------------------------------------------------- models
+
+
+def test_models_load_from_checkpoint_paths_frozen_with_the_features_the_melgen_heard(
+        models: SynthModels, tiny: dict[str, str]) -> None:
+    assert isinstance(models.lipreader, LipReader) and isinstance(models.melgen, MelGen)
+    assert isinstance(models.identity, IdentityEncoder) and isinstance(models.asr, ASR)
+    assert isinstance(models.vocoder, Vocoder)
+    assert models.features == "reader" and models.sources == tiny
+    for model in (models.lipreader, models.melgen, models.identity, models.asr, models.vocoder):
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert models.describe() == {**tiny, "features": "reader"}
+
+
+def test_griffin_lim_and_no_asr_load_no_weights(tiny: dict[str, str]) -> None:
+    models = SynthModels.load(tiny["lipreader"], tiny["melgen"], tiny["identity"], asr=None,
+                              vocoder="griffin-lim")
+    assert models.vocoder is None and models.asr is None
+    assert models.describe()["vocoder"] == "griffin-lim" and models.describe()["asr"] == "none"
+    result = Synthesizer(models, SynthParams(nfe=2)).synthesize(features(10))
+    assert len(result.wav) == 10 * SAMPLES_PER_FRAME and np.isfinite(result.wav).all()
+
+
+@pytest.mark.parametrize("kind", ["lipreader", "identity"])
+def test_a_melgen_trained_on_other_weights_is_refused_unless_not_strict(
+        kind: str, tiny: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    lipreader, identity = checkpoint.load(tiny["lipreader"]).model, checkpoint.load(tiny["identity"]).model
+    summary = {**melgen_summary(lipreader, identity), f"{kind}_digest": "0123456789abcdef"}
+    other = save(tmp_path / "melgen.pt", tiny_melgen(), "melgen", summary)
+    paths = {**tiny, "melgen": other}
+    with pytest.raises(ModelMismatch, match=f"trained on {kind} weights 0123456789abcdef.*{tiny[kind]}"):
+        SynthModels.load(**paths)
+    with caplog.at_level(logging.WARNING, logger="engines.synth.models"):
+        models = SynthModels.load(**paths, strict=False)
+    assert isinstance(models.melgen, MelGen)
+    assert any("0123456789abcdef" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_a_melgen_whose_condition_the_models_cannot_make_is_refused_even_when_not_strict(
+        tiny: dict[str, str], tmp_path: Path) -> None:
+    lipreader, identity = checkpoint.load(tiny["lipreader"]).model, checkpoint.load(tiny["identity"]).model
+    visual = save(tmp_path / "visual.pt", tiny_melgen(), "melgen",
+                  melgen_summary(lipreader, identity, "visual"))  # 16 visual + 16 identity, not 48
+    with pytest.raises(ModelMismatch, match=r"48 condition values.*'visual' features.*make 32"):
+        SynthModels.load(**{**tiny, "melgen": visual}, strict=False)
+    unknown = save(tmp_path / "unknown.pt", tiny_melgen(), "melgen",
+                   melgen_summary(lipreader, identity, "lips"))
+    with pytest.raises(ModelMismatch, match="'lips'"):
+        SynthModels.load(**{**tiny, "melgen": unknown}, strict=False)
+
+
+def test_a_checkpoint_of_the_wrong_kind_is_refused(tiny: dict[str, str]) -> None:
+    with pytest.raises(checkpoint.CheckpointError, match="not a 'melgen'"):
+        SynthModels.load(**{**tiny, "melgen": tiny["vocoder"]})
+
+
+# ---------------------------------------------------------------- synthesis
+
+
+def test_synthesis_gives_finite_speech_of_the_clips_length_and_repeats_with_its_seed(
+        models: SynthModels) -> None:
+    clip = features(30)
+    result = Synthesizer(models, SynthParams(seed=3)).synthesize(clip)
+    assert result.wav.dtype == np.float32 and result.wav.shape == (30 * SAMPLES_PER_FRAME,)
+    assert np.isfinite(result.wav).all() and np.abs(result.wav).max() > 0
+    assert isinstance(result.text, str) and result.text
+    assert result.mel.shape == (80, 4 * 30) and result.mel.abs().max() <= 1.0
+    assert result.duration_s == pytest.approx(30 / 25)
+    assert set(result.seconds) == {"frame", "reader", "decode", "identity", "mel", "vocoder"}
+    again = Synthesizer(models, SynthParams(seed=3)).synthesize(clip)
+    assert np.array_equal(again.wav, result.wav) and again.text == result.text
+    other = Synthesizer(models, SynthParams(seed=4)).synthesize(clip)
+    assert not np.array_equal(other.wav, result.wav)
+
+
+def test_asr_guidance_changes_the_mel_and_does_nothing_without_text(models: SynthModels) -> None:
+    clip = features(20)
+    guided = Synthesizer(models, SynthParams(w2=1.5)).synthesize(clip)
+    plain = Synthesizer(models, SynthParams(w2=0.0)).synthesize(clip)
+    assert guided.text == plain.text and guided.text  # the mel does not change the lip-read text
+    assert np.isfinite(plain.wav).all() and len(plain.wav) == len(guided.wav)
+    assert not torch.equal(guided.mel, plain.mel)
+
+    synthesizer = Synthesizer(models, SynthParams(w2=1.5))
+    reading = synthesizer.read(synthesizer.frame_features(clip.mouth_rois, clip.lip_geometry))
+    cond = synthesizer.condition(reading.features, synthesizer.identity(clip.face_crop))
+    no_guidance = Synthesizer(models, SynthParams(w2=0.0))
+    assert torch.equal(synthesizer.generate(cond, ""), no_guidance.generate(cond, ""))
+    assert not torch.equal(synthesizer.generate(cond, "bin blue"), no_guidance.generate(cond, "bin blue"))
+
+
+def test_grid_decoding_gives_a_sentence_of_the_grid_grammar(models: SynthModels) -> None:
+    result = Synthesizer(models, SynthParams(decode="grid", nfe=2)).synthesize(features(75))
+    assert result.text in GRID_GRAMMAR, result.text
+
+
+def test_onnxruntime_runs_every_network_and_speaks_like_pytorch(models: SynthModels, tmp_path: Path) -> None:
+    clip = features(25)
+    onnx = Synthesizer(models, SynthParams(backend="onnxruntime"), cache_dir=str(tmp_path))
+    graphs = ("frame", "temporal", "reader", "denoiser", "vocoder")
+    assert onnx.backends == dict.fromkeys(graphs, "onnxruntime")
+    want = Synthesizer(models, SynthParams()).synthesize(clip)
+    got = onnx.synthesize(clip)
+    assert got.text == want.text
+    torch.testing.assert_close(got.mel, want.mel, atol=1e-4, rtol=0)
+    scale = float(np.abs(want.wav).max())
+    assert np.abs(got.wav - want.wav).max() <= 1e-4 * scale
+
+
+def test_reading_in_two_windows_with_the_carried_state_equals_reading_the_whole_clip(
+        models: SynthModels) -> None:
+    synthesizer = Synthesizer(models)
+    clip = features(30)
+    frames = synthesizer.frame_features(clip.mouth_rois, clip.lip_geometry)
+    whole = synthesizer.read(frames)
+    past, future = synthesizer.receptive_field()
+    assert past > 0 and future > 0
+    cut = 13
+    first = synthesizer.read(frames[:, :cut + future], count=cut)  # holds the future of output cut − 1
+    second = synthesizer.read(frames[:, cut - past:], first.state, start=past)  # and the past of output cut
+    torch.testing.assert_close(torch.cat((first.log_probs, second.log_probs)), whole.log_probs)
+    torch.testing.assert_close(torch.cat((first.features, second.features), dim=1), whole.features)
+    torch.testing.assert_close(second.state, whole.state)
+    # the check can fail: a second window without the past differs
+    blind = synthesizer.read(frames[:, cut:], first.state)
+    assert not torch.allclose(blind.log_probs, whole.log_probs[cut:], atol=1e-4)
+
+
+def test_unseen_frames_are_silent(models: SynthModels) -> None:
+    valid = np.ones(12, bool)
+    valid[[0, 5, 6, 11]] = False
+    gate = np.repeat(valid, SAMPLES_PER_FRAME)
+    wav = np.ones(12 * SAMPLES_PER_FRAME, np.float32)
+    silenced = silence_unseen(wav, valid)
+    assert np.array_equal(silenced, gate.astype(np.float32)) and (wav == 1).all()  # the input is kept
+
+    seen = Synthesizer(models).synthesize(features(12))
+    partly = Synthesizer(models).synthesize(features(12, valid=valid))
+    assert np.array_equal(partly.wav, np.where(gate, seen.wav, 0.0).astype(np.float32))
+
+
+def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
+    good = features(5)
+    lips = good.lip_geometry.copy()
+    lips[3, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        Features(good.mouth_rois, lips, good.face_crop)
+    with pytest.raises(ValueError, match="equal T"):
+        Features(good.mouth_rois, good.lip_geometry[:4], good.face_crop)
+    with pytest.raises(ValueError, match=r"\(T, H, W\)"):
+        Features(good.mouth_rois[..., None], good.lip_geometry, good.face_crop)
+    with pytest.raises(ValueError, match="no frames"):
+        Features(good.mouth_rois[:0], good.lip_geometry[:0], good.face_crop)
+    tracked = {"mouth_rois": good.mouth_rois, "lip_geometry": good.lip_geometry, "face_crop": good.face_crop,
+               "valid": np.ones(5, bool)}
+    assert Features.from_tracks(tracked).valid is tracked["valid"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"nfe": 0}, "nfe must be >= 1"),
+    ({"w1": -0.5}, "guidance weights must be >= 0"),
+    ({"w2": -1.0}, "guidance weights must be >= 0"),
+    ({"sampler": "ddim", "nfe": 60}, "few-step sampler"),
+])
+def test_params_refuse_bad_values(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SynthParams(**change)
+    assert SynthParams(sampler="ddpm", nfe=400).nfe == 400  # the reference sampler takes any step count
+
+
+# ---------------------------------------------------------------- voxsight lip2speech
+
+
+@needs_grid
+def test_lip2speech_writes_speech_of_the_videos_length_and_prints_the_text(
+        tiny: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    video = GRID_VIDEOS[0]
+    out = tmp_path / "speech" / "out.wav"
+    assert lip2speech_main([str(video), "-o", str(out), *model_args(tiny), "--nfe", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "lip-read: " in printed and "face seen in" in printed
+    wav, rate = soundfile.read(out, dtype="float32")
+    frames = sum(1 for _ in decode_video(video))
+    assert rate == 16000 and wav.ndim == 1 and len(wav) == frames * SAMPLES_PER_FRAME
+    assert np.isfinite(wav).all()
+
+
+def test_lip2speech_says_clearly_what_is_wrong(tiny: dict[str, str], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.wav"
+    missing = tmp_path / "nothing.mp4"
+    assert lip2speech_main([str(missing), "-o", str(out), *model_args(tiny)]) == 1
+    assert f"{missing}: no such file" in capsys.readouterr().err
+
+    not_video = tmp_path / "text.mp4"
+    not_video.write_text("not a video")
+    assert lip2speech_main([str(not_video), "-o", str(out), *model_args(tiny)]) == 1
+    assert "voxsight lip2speech:" in capsys.readouterr().err
+
+    pattern = REPO / "launch" / "media" / "pattern.mp4"
+    assert lip2speech_main([str(pattern), "-o", str(out), *model_args(tiny), "--nfe", "2"]) == 1
+    assert "no face" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_lip2speech_refuses_a_file_without_video(tiny: dict[str, str], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    audio = tmp_path / "speech.wav"
+    soundfile.write(audio, np.zeros(1600, np.float32), 16000)
+    assert lip2speech_main([str(audio), "-o", str(tmp_path / "out.wav"), *model_args(tiny)]) == 1
+    assert "video" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- eval systems
+
+
+@needs_grid
+def test_the_lip2speech_system_speaks_each_clip_and_records_its_text(tiny: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    video = GRID_VIDEOS[0]
+    clip = Clip(video.stem, audio=video, video=video)
+    options = ",".join(f"{kind}={path}" for kind, path in tiny.items())
+    system = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid")
+    wav = system.generate(clip)
+    frames = sum(1 for _ in decode_video(video))
+    assert wav.dtype == np.float32 and wav.shape == (frames * SAMPLES_PER_FRAME,) and np.isfinite(wav).all()
+    assert system.texts[clip.id] in GRID_GRAMMAR
+    assert system.speech_s == pytest.approx(frames / 25) and system.seconds["mel"] > 0
+
+    cache = tmp_path / "features"
+    cached = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid,cache={cache}")
+    assert np.array_equal(cached.generate(clip), wav)  # the features the cache made are the tracker's
+    assert len(list(cache.rglob("*.npz"))) == 1
+    assert np.array_equal(cached.generate(clip), wav)  # and read back from it
+
+
+def test_the_lip2speech_system_refuses_unknown_options_and_loads_no_asr_without_guidance(
+        tiny: dict[str, str]) -> None:
+    from engines.synth.systems import lip2speech
+
+    with pytest.raises(ValueError, match=r"unknown lip2speech options \['steps'\]"):
+        lip2speech(**tiny, steps=4)
+    system = lip2speech(**{**tiny, "asr": "no-such-asr"}, w2=0)
+    assert system.synthesizer.models.asr is None
