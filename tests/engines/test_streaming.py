@@ -1,0 +1,367 @@
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from engines.audio.mel import SAMPLES_PER_FRAME
+from engines.clipsets import Clip
+from engines.data.cache import FeatureCache
+from engines.data.loaders import FEATURES_VERSION
+from engines.models.asr import ASR, ASRConfig
+from engines.models.frontend import VisualFrontendConfig
+from engines.models.identity import IdentityConfig, IdentityEncoder
+from engines.models.lipreader import LipReader, LipReaderConfig
+from engines.models.melgen import MelGen, MelGenConfig
+from engines.models.vocoder import Vocoder, VocoderConfig
+from engines.synth.engine import Features, Reading, Synthesizer, SynthParams
+from engines.synth.models import SynthModels
+from engines.synth.streaming import (
+    FrameInput,
+    SpeechChunk,
+    StreamingSynthesizer,
+    StreamParams,
+    frames_of,
+    raised_cosine,
+    stream,
+)
+from engines.synth.systems import lip2speech_stream
+from engines.train import checkpoint
+
+FAST = SynthParams(nfe=2, decode="greedy")
+HOP = StreamParams().hop_frames
+
+
+# ---------------------------------------------------------------- tiny models, saved as checkpoints
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("weights")
+    reader = LipReader(LipReaderConfig(VisualFrontendConfig(channels=(4, 8), geometry_hidden=8, dim=16),
+                                       hidden=16))
+    identity = IdentityEncoder(IdentityConfig(channels=(4, 8), embed_dim=8))
+    melgen = MelGen(MelGenConfig(num_res_layers=2, res_channels=8, skip_channels=8, step_embed_in=16,
+                                 step_embed_mid=16, step_embed_out=16, cond_channels=16,
+                                 cond_dim=reader.condition_dim("reader") + 8))
+    nn.init.normal_(melgen.final_conv.weight, std=0.3)  # else ε̂ = 0 and every mel looks alike
+    asr = ASR(ASRConfig(channels=16, num_layers=2, step_embed_in=16, step_embed_dim=16))
+    vocoder = Vocoder(VocoderConfig(dim=16, intermediate=32, n_blocks=2))
+    summaries = {"melgen": {"features": "reader", "lipreader_digest": checkpoint.weights_digest(reader),
+                            "identity_digest": checkpoint.weights_digest(identity)}}
+    paths = {}
+    for kind, model in {"lipreader": reader, "identity": identity, "melgen": melgen, "asr": asr,
+                        "vocoder": vocoder}.items():
+        paths[kind] = str(checkpoint.save(folder / f"{kind}.pt", model, model.config, kind=kind, metrics={},
+                                          data_summary=summaries.get(kind, {}), command="test", data_seed=0,
+                                          step=0))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def models(weights: dict[str, str]) -> SynthModels:
+    return SynthModels.load(**weights)
+
+
+class Recording(Synthesizer):
+    """The real synthesizer, keeping what its reader and MelGen returned."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.readings: list[Reading] = []
+        self.windows: list[tuple[tuple[Tensor, Tensor] | None, Tensor]] = []
+        self.embeddings: list[Tensor] = []
+        self.identities: list[Tensor] = []
+        self.decodes = 0
+
+    def read(self, *args: object, **kwargs: object) -> Reading:
+        reading = super().read(*args, **kwargs)
+        self.readings.append(reading)
+        return reading
+
+    def identity(self, face_crop: np.ndarray) -> Tensor:
+        self.embeddings.append(super().identity(face_crop))
+        return self.embeddings[-1]
+
+    def condition(self, features: Tensor, identity: Tensor) -> Tensor:
+        self.identities.append(identity)
+        return super().condition(features, identity)
+
+    def decode(self, log_probs: Tensor) -> str:
+        self.decodes += 1
+        return super().decode(log_probs)
+
+    def generate(self, cond: Tensor, text: str, **kwargs: object) -> Tensor:
+        mel = super().generate(cond, text, **kwargs)
+        self.windows.append((kwargs.get("known"), mel[0]))
+        return mel
+
+
+def committed_mel(s: StreamingSynthesizer) -> Tensor:
+    """The hop part of each recorded MelGen window of a stream that had a face from its first frame."""
+    hops = []
+    for k, (_, mel) in enumerate(s.synthesizer.windows):
+        context = min(k * HOP, s.params.context_frames)
+        hops.append(mel[:, 4 * context:4 * (context + HOP)])
+    return torch.cat(hops, dim=1)
+
+
+# ---------------------------------------------------------------- input
+
+
+def face_inputs(n: int, seed: int = 0, still: bool = False) -> Features:
+    """n frames of a talking face (random ROIs, a lip opening that moves unless `still`)."""
+    rng = np.random.default_rng(seed)
+    geometry = rng.normal(0.0, 0.1, (n, 82)).astype(np.float32)
+    geometry[:, 80] = 0.0 if still else 0.05 + 0.05 * np.sin(np.arange(n) * 0.9 + seed)
+    return Features(rng.integers(0, 256, (n, 88, 88), dtype=np.uint8), geometry,
+                    rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
+
+
+def no_face(n: int, start_ns: int = 0) -> list[FrameInput]:
+    return [FrameInput(start_ns + k * 40_000_000, -1, None, None, None) for k in range(n)]
+
+
+def wav_of(chunks: list[SpeechChunk]) -> np.ndarray:
+    return np.concatenate([c.wav for c in chunks])
+
+
+def streamer(models: SynthModels, params: SynthParams = FAST, synthesizer: type[Synthesizer] = Synthesizer,
+             **stream_params: object) -> StreamingSynthesizer:
+    return StreamingSynthesizer(synthesizer(models, params), StreamParams(**stream_params))
+
+
+# ---------------------------------------------------------------- timing
+
+
+def test_chunks_are_a_hop_long_stamped_with_their_first_frame_and_flush_emits_the_tail(
+        models: SynthModels) -> None:
+    s = streamer(models)
+    assert s.algorithmic_latency_frames == 5 + 1 + 2  # hop, MelGen's look-ahead, the front end's
+    frames = list(frames_of(face_inputs(23), start_ns=10**12))
+    pushed = [s.push(frame) for frame in frames]
+    # a hop's chunk comes with the frame that completes its look-ahead: frame 5k + 7
+    assert [k for k, out in enumerate(pushed) if out] == [7, 12, 17, 22]
+    chunks = [c for out in pushed for c in out]
+    tail = s.flush()
+    assert len(tail) == 1 and len(tail[0].wav) == 3 * SAMPLES_PER_FRAME  # frames 20, 21, 22
+    assert all(len(c.wav) == HOP * SAMPLES_PER_FRAME and c.wav.dtype == np.float32 for c in chunks)
+    assert [c.stamp_ns for c in chunks + tail] == [frames[k].stamp_ns for k in range(0, 23, HOP)]
+    assert all(c.reason == "speech" and not c.silent and np.abs(c.wav).max() > 0 for c in chunks + tail)
+    assert [c.final_text for c in chunks + tail] == [False] * 4 + [True]
+    assert all(c.compute_s > 0 and c.seconds["mel"] > 0 for c in chunks)
+
+    # after a flush the next frame starts a new stream
+    again = [c for frame in frames[:8] for c in s.push(frame)]
+    assert len(again) == 1 and again[0].stamp_ns == frames[0].stamp_ns
+
+
+def test_the_same_input_gives_the_same_speech(models: SynthModels) -> None:
+    features = face_inputs(17)
+    first = stream(streamer(models), frames_of(features))
+    s = streamer(models)
+    s.warm_up()
+    s.push(next(frames_of(face_inputs(3, seed=5))))
+    s.reset()
+    second = stream(s, frames_of(features))
+    assert len(first) == len(second) == 4
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.wav, b.wav)
+        assert (a.text, a.final_text, a.stamp_ns) == (b.text, b.final_text, b.stamp_ns)
+
+
+def test_the_identity_is_computed_once_per_track_and_refreshed_with_a_running_mean(
+        models: SynthModels) -> None:
+    rng = np.random.default_rng(3)
+    frames = [dataclasses.replace(f, face_crop=rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
+              for f in frames_of(face_inputs(30))]
+    once = streamer(models, synthesizer=Recording)
+    stream(once, frames)
+    assert len(once.synthesizer.embeddings) == 1
+    refreshed = streamer(models, synthesizer=Recording, identity_refresh_s=0.4)  # every 10 frames
+    stream(refreshed, frames)
+    synth = refreshed.synthesizer
+    assert len(synth.embeddings) == 3 and len(synth.identities) == 6
+    mean = torch.nn.functional.normalize(torch.stack(synth.embeddings).sum(0), dim=1)
+    torch.testing.assert_close(synth.identities[-1], mean)
+    assert not torch.allclose(synth.identities[0], mean)
+
+
+def test_the_crossfade_blends_only_the_first_samples_of_each_chunk(models: SynthModels) -> None:
+    features = face_inputs(20)
+    plain = wav_of(stream(streamer(models, crossfade_ms=0.0), frames_of(features)))
+    faded = wav_of(stream(streamer(models), frames_of(features)))
+    n, chunk = StreamParams().crossfade_samples, HOP * SAMPLES_PER_FRAME
+    differs = np.flatnonzero(plain != faded)
+    assert len(differs) and set(differs % chunk) <= set(range(n))  # chunk heads only
+    ramp = raised_cosine(n)  # the first chunk fades in from silence
+    assert ramp[0] < 0.01 and np.all(np.diff(ramp) > 0) and ramp[-1] > 0.99
+    np.testing.assert_allclose(faded[:n], plain[:n] * ramp, rtol=1e-5, atol=1e-7)
+
+
+def test_an_ended_utterance_is_read_again_by_the_decoder_unless_too_long(models: SynthModels) -> None:
+    beam = dataclasses.replace(FAST, decode="beam", beam_width=4)
+    counts = []
+    for longest in (10.0, 0.0):
+        s = streamer(models, beam, synthesizer=Recording, final_decode_max_s=longest)
+        chunks = stream(s, frames_of(face_inputs(20)))
+        assert chunks[-1].final_text and isinstance(chunks[-1].text, str)
+        counts.append(s.synthesizer.decodes - len(s.synthesizer.windows))  # one per window for guidance
+    assert counts == [1, 0]
+
+
+# ---------------------------------------------------------------- silence
+
+
+def test_no_face_is_silence_at_once_and_a_gap_in_a_track_is_silence(models: SynthModels) -> None:
+    s = streamer(models)
+    pushed = [s.push(frame) for frame in no_face(10)]
+    assert [k for k, out in enumerate(pushed) if out] == [4, 9]  # nothing to wait for without a face
+    for chunk in (c for out in pushed for c in out):
+        assert chunk.silent and chunk.reason == "no_face" and not chunk.wav.any() and chunk.text == ""
+    assert s.bad_frames == 0
+
+    frames = list(frames_of(face_inputs(30)))
+    for k in range(10, 15):
+        frames[k] = FrameInput(frames[k].stamp_ns, -1, None, None, None)
+    chunks = stream(streamer(models), frames)
+    assert [c.reason for c in chunks] == ["speech", "speech", "no_face", "speech", "speech", "speech"]
+    assert not chunks[2].wav.any()
+    assert [c.final_text for c in chunks] == [False, False, True, False, False, True]
+
+
+def test_a_still_mouth_is_silence_and_ends_the_utterance(models: SynthModels) -> None:
+    chunks = stream(streamer(models), frames_of(face_inputs(20, still=True)))
+    assert all(c.silent and c.reason == "mouth_still" and not c.wav.any() for c in chunks)
+    assert not any(c.final_text or c.text for c in chunks)
+    assert all("mel" not in c.seconds for c in chunks)  # no MelGen or vocoder work for silence
+
+    talking, still = face_inputs(15), face_inputs(25, still=True)
+    both = Features(np.concatenate([talking.mouth_rois, still.mouth_rois]),
+                    np.concatenate([talking.lip_geometry, still.lip_geometry]), talking.face_crop)
+    chunks = stream(streamer(models, dataclasses.replace(FAST, w2=0.0)), frames_of(both))
+    # the hop after the last movement still sees it (the hop before is in the range): speech
+    assert [c.reason for c in chunks] == ["speech"] * 4 + ["mouth_still"] * 4
+    assert [c.final_text for c in chunks] == [False] * 4 + [True] + [False] * 3
+    assert all(c.text == "" for c in chunks[5:])
+
+
+def test_a_new_track_starts_afresh_as_if_the_old_one_had_never_been_there(models: SynthModels) -> None:
+    old, new = frames_of(face_inputs(15, seed=1), track_id=1), frames_of(face_inputs(15, seed=2), track_id=2,
+                                                                          start_ns=15 * 40_000_000)
+    new = list(new)
+    changed = stream(streamer(models), [*old, *new])
+    fresh = stream(streamer(models), [*no_face(15), *new])
+    assert len(changed) == len(fresh) == 6
+    assert changed[2].final_text and changed[2].reason == "speech"  # the old track's utterance ends
+    for a, b in zip(changed[3:], fresh[3:], strict=True):
+        np.testing.assert_array_equal(a.wav, b.wav)
+        assert (a.text, a.final_text, a.stamp_ns) == (b.text, b.final_text, b.stamp_ns)
+
+
+def test_bad_frames_are_counted_and_treated_as_no_face(models: SynthModels) -> None:
+    frames = list(frames_of(face_inputs(25)))
+    nan = frames[10].lip_geometry.copy()
+    nan[3] = np.nan
+    inf = frames[11].lip_geometry.copy()
+    inf[80] = np.inf
+    bad = {10: {"lip_geometry": nan}, 11: {"lip_geometry": inf},
+           12: {"mouth_roi": frames[12].mouth_roi.astype(np.float32)},
+           13: {"mouth_roi": frames[13].mouth_roi[:40]}, 14: {"face_crop": None}}
+    for k, change in bad.items():
+        frames[k] = dataclasses.replace(frames[k], **change)
+    s = streamer(models)
+    chunks = stream(s, frames)
+    assert s.bad_frames == 5
+    assert s.bad_frame_reasons == {"lip_geometry": 2, "mouth_roi": 2, "face_crop": 1}
+    assert [c.reason for c in chunks] == ["speech", "speech", "no_face", "speech", "speech"]
+    assert not chunks[2].wav.any() and np.isfinite(wav_of(chunks)).all()
+
+
+# ---------------------------------------------------------------- against the offline synthesizer
+
+
+def test_the_streamed_lip_reader_features_equal_the_offline_ones(models: SynthModels) -> None:
+    features = face_inputs(37)
+    s = streamer(models, synthesizer=Recording)
+    stream(s, frames_of(features))
+    synth = s.synthesizer
+    assert len(synth.readings) == 7  # one per window that has new frames to read: every frame once
+    streamed = torch.cat([r.features for r in synth.readings], dim=1)
+    log_probs = torch.cat([r.log_probs for r in synth.readings])
+    offline = synth.read(synth.frame_features(features.mouth_rois, features.lip_geometry))
+    assert streamed.shape == offline.features.shape == (1, 37, 32)
+    torch.testing.assert_close(streamed, offline.features, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(log_probs, offline.log_probs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_streamed_mel_keeps_its_past_fixed(models: SynthModels) -> None:
+    s = streamer(models, synthesizer=Recording)
+    stream(s, frames_of(face_inputs(42)))
+    committed = committed_mel(s)
+    assert committed.shape[1] == 4 * 42
+    for k, (known, mel) in enumerate(s.synthesizer.windows):
+        first = max(0, k * HOP - s.params.context_frames)
+        past = committed[:, 4 * first:4 * k * HOP]
+        assert (known is None) == (k == 0)
+        if known is not None:
+            mask, values = known
+            assert int(mask.sum()) == past.shape[1] and torch.equal(values[0, :, :past.shape[1]], past)
+        assert torch.equal(mel[:, :past.shape[1]], past)  # the window's output keeps it exactly
+
+
+def test_streamed_and_offline_mel_are_alike(models: SynthModels) -> None:
+    # A random MelGen's mel follows its noise, not its condition; this one's ε̂ ignores x_t and is large, so
+    # every sample lands on the same condition-led mel: what remains between streamed and offline is what
+    # streaming changes (window edges, the condition's alignment; one frame off doubles the gap)
+    melgen = copy.deepcopy(models.melgen)
+    nn.init.zeros_(melgen.input_conv.weight)
+    nn.init.normal_(melgen.final_conv.weight, std=20.0)
+    led = dataclasses.replace(models, melgen=melgen)
+    params = dataclasses.replace(FAST, w2=0.0)
+    features = face_inputs(50)
+    s = streamer(led, params, synthesizer=Recording)
+    stream(s, frames_of(features))
+    streamed = committed_mel(s)
+    offline = [Synthesizer(led, dataclasses.replace(params, seed=seed)).synthesize(features).mel
+               for seed in (0, 1)]
+    other = Synthesizer(led, params).synthesize(face_inputs(50, seed=9)).mel
+    assert streamed.shape == offline[0].shape == (80, 200)
+    gap = (streamed - offline[0]).abs().mean()
+    assert gap < 1.5 * (offline[1] - offline[0]).abs().mean()  # as close as another offline sample
+    assert gap < 0.5 * (other - offline[0]).abs().mean()  # and far closer than the mel of other lips
+
+
+# ---------------------------------------------------------------- parameters and the eval system
+
+
+def test_stream_params_refuse_what_cannot_work() -> None:
+    for bad in ({"hop_frames": 0}, {"context_frames": -1}, {"melgen_lookahead_frames": 6},
+                {"crossfade_ms": -1.0}, {"still_threshold": -0.1}, {"identity_refresh_s": 0.0}):
+        with pytest.raises(ValueError):
+            StreamParams(**bad)
+    assert StreamParams().crossfade_samples == 160
+    assert StreamParams(melgen_lookahead_frames=0).crossfade_samples == 0  # it runs into the look-ahead
+
+
+def test_the_eval_system_streams_a_clips_cached_features(weights: dict[str, str], tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not decoded: the features are cached")
+    features = face_inputs(27)
+    FeatureCache(tmp_path / "cache", FEATURES_VERSION).store(
+        FeatureCache(tmp_path / "cache", FEATURES_VERSION).key([video]),
+        {"mouth_rois": features.mouth_rois, "lip_geometry": features.lip_geometry,
+         "face_crop": features.face_crop, "valid": np.ones(27, bool)})
+    system = lip2speech_stream(**weights, cache=str(tmp_path / "cache"), nfe=2, decode="greedy", hop_frames=4)
+    assert system.streamer.params.hop_frames == 4 and system.synthesizer.params.nfe == 2
+    wav = system.generate(Clip("c1", video, video))
+    assert wav.shape == (27 * SAMPLES_PER_FRAME,) and np.abs(wav).max() > 0
+    assert isinstance(system.texts["c1"], str) and system.seconds["mel"] > 0
+    with pytest.raises(ValueError, match="unknown"):
+        lip2speech_stream(**weights, hop=5)
