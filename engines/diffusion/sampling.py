@@ -103,8 +103,10 @@ def sample_dpmpp_2m(denoise_fn: Denoiser, x: torch.Tensor, schedule: DiffusionSc
 def diffusion_loss(model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                    x0: torch.Tensor, cond: torch.Tensor, schedule: DiffusionSchedule,
                    cond_drop_prob: float = 0.2, null_cond: torch.Tensor | None = None, loss: str = "l1", *,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """The ε-prediction loss of one batch (LipVoicer's train_melgen.py `training_loss`).
+                   generator: torch.Generator | None = None, target: str = "eps") -> torch.Tensor:
+    """The ε-prediction loss of one batch (LipVoicer's train_melgen.py `training_loss`), or with
+    target "x0" the same error measured on the clean estimate x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ (for a model
+    that predicts x0 and returns ε̂: every noise level then weighs by its error on the data).
 
     A uniform training time t ∈ {0, …, T−1} and noise per sample; x_t = q_sample(x0, t, noise); the
     condition is replaced by null_cond (broadcast, so a learned null gets its gradient) for each
@@ -113,6 +115,8 @@ def diffusion_loss(model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
     """
     if loss not in ("l1", "l2"):
         raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
+    if target not in ("eps", "x0"):
+        raise ValueError(f"target must be 'eps' or 'x0', got {target!r}")
     if cond_drop_prob > 0.0 and null_cond is None:
         raise ValueError("cond_drop_prob > 0 needs null_cond")
     b = x0.shape[0]
@@ -123,7 +127,12 @@ def diffusion_loss(model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
     if cond_drop_prob > 0.0:
         drop = (torch.rand(b, generator=generator, device=device) < cond_drop_prob).to(cond.device)
         cond = torch.where(drop.reshape(b, *[1] * (cond.dim() - 1)), null_cond.to(cond.dtype), cond)
-    err = model_fn(x_t, t.to(x0.dtype), cond) - noise
+    eps = model_fn(x_t, t.to(x0.dtype), cond)
+    if target == "x0":
+        ab = schedule.alpha_bar_at(t.cpu()).to(x0.device, x0.dtype).reshape(b, *[1] * (x0.dim() - 1))
+        err = (x_t - (1.0 - ab).sqrt() * eps) / ab.sqrt() - x0
+    else:
+        err = eps - noise
     return err.abs().mean() if loss == "l1" else err.square().mean()
 
 

@@ -54,6 +54,10 @@ class MelGenConfig:
     cond_channels: int = param(256, "condition channels in the stack (projected from cond_dim if different)")
     cond_upsample: tuple[int, ...] = param((2, 2), "time strides of the cond upsamplers (product 4)")
     learned_null: bool = param(True, "learn the null condition for CFG (else a fixed zero vector)")
+    prediction: str = param("eps", "what the network predicts: eps (LipVoicer) or x0 (ProDiff-style: its "
+                                   "estimates at high noise are the conditional mean, so 1–4 step sampling "
+                                   "works early in training); forward returns ε̂ either way",
+                            choices=("eps", "x0"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cond_upsample", tuple(self.cond_upsample))
@@ -61,6 +65,8 @@ class MelGenConfig:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         if self.step_embed_in % 2:
             raise ValueError(f"step_embed_in must be even, got {self.step_embed_in}")
+        if self.prediction not in ("eps", "x0"):
+            raise ValueError(f"prediction must be 'eps' or 'x0', got {self.prediction!r}")
         if math.prod(self.cond_upsample) != 4 or any(s % 2 for s in self.cond_upsample):
             raise ValueError(f"cond_upsample must be even strides with product 4, got {self.cond_upsample}")
 
@@ -217,6 +223,21 @@ class MelGen(nn.Module):
         self.final_conv = nn.Conv1d(config.skip_channels, config.n_mels, 1)
         nn.init.zeros_(self.final_conv.weight)  # ε̂ = 0 at init, as LipVoicer's ZeroConv1d
         nn.init.zeros_(self.final_conv.bias)
+        if config.prediction == "x0":
+            from engines.diffusion.schedule import DiffusionSchedule
+
+            # √ᾱ at t = −1 … T−1, for turning the x̂0 the network predicts into the ε̂ samplers take
+            self.register_buffer("sqrt_alpha_bar", DiffusionSchedule()._sqrt_ab.float(), persistent=False)
+
+    def _eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """ε̂ = (x_t − √ᾱ_t x̂0) / √(1 − ᾱ_t), √ᾱ linear between integer times (DiffusionSchedule)."""
+        table = self.sqrt_alpha_bar
+        u = (t.float() + 1.0).clamp(0.0, float(table.shape[0] - 1))
+        lo = u.floor().clamp(max=table.shape[0] - 2)
+        frac = u - lo
+        lo = lo.long()
+        sqrt_ab = (table[lo] * (1.0 - frac) + table[lo + 1] * frac).reshape(-1, 1, 1)
+        return (x_t - sqrt_ab * x0) / (1.0 - sqrt_ab.square()).clamp_min(1e-8).sqrt()
 
     def null_condition(self, batch: int, frames: int) -> Tensor:
         """The null condition (B, T, C) for classifier-free guidance."""
@@ -242,4 +263,7 @@ class MelGen(nn.Module):
             h, s = layer(h, step, term)
             skip = skip + s
         skip = skip * math.sqrt(1.0 / len(self.layers))
-        return self.final_conv(F.relu(self.output_conv(skip)))
+        out = self.final_conv(F.relu(self.output_conv(skip)))
+        if self.config.prediction == "x0":
+            return self._eps_from_x0(x_t, as_steps(t, x_t.shape[0], x_t.device), out)
+        return out

@@ -448,12 +448,12 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
         return diffusion_loss(model, batch["mel"], condition(batch, conds), schedule, options.cond_drop_prob,
-                              model.null_cond, options.loss), {}
+                              model.null_cond, options.loss, target=config.prediction), {}
 
     def validate(model: nn.Module) -> dict[str, float]:
         generator = torch.Generator(ctx.device).manual_seed(0)
         losses = [diffusion_loss(model, batch["mel"], condition(batch, val_conds), schedule, 0.0, None,
-                                 options.loss, generator=generator).item()
+                                 options.loss, generator=generator, target=config.prediction).item()
                   for batch in batches(val, train.batch_size, ctx.device)]
         return {"loss": float(np.mean(losses))}
 

@@ -228,3 +228,31 @@ def test_melgen_lipvoicer_size() -> None:
     assert wavenet + 512 * 512 + 512 == 36_893_064
     with pytest.raises(ValueError):
         MelGenConfig(cond_upsample=(2, 4))
+
+
+def test_melgen_predicting_x0_returns_the_eps_of_its_clean_estimate() -> None:
+    from engines.diffusion.sampling import diffusion_loss
+    from engines.diffusion.schedule import DiffusionSchedule
+
+    torch.manual_seed(0)
+    model = MelGen(MelGenConfig(prediction="x0", num_res_layers=2, res_channels=8, skip_channels=8,
+                                cond_dim=16, cond_channels=16))
+    torch.nn.init.normal_(model.final_conv.weight)
+    raw: dict[str, torch.Tensor] = {}
+
+    def keep(module: torch.nn.Module, inputs: object, out: torch.Tensor) -> None:
+        raw["x0"] = out
+
+    model.final_conv.register_forward_hook(keep)
+    x_t, cond, t = torch.randn(2, 80, 40), torch.randn(2, 10, 16), torch.tensor([3.5, 250.0])
+    eps = model(x_t, t, cond)
+    ab = DiffusionSchedule().alpha_bar_at(t).float().reshape(-1, 1, 1)
+    torch.testing.assert_close((x_t - (1 - ab).sqrt() * eps) / ab.sqrt(), raw["x0"], atol=1e-4, rtol=1e-4)
+    # the x0 loss measures the network's own output against the data
+    x0 = torch.randn(2, 80, 40)
+    generator = torch.Generator().manual_seed(1)
+    loss = diffusion_loss(model, x0, cond, DiffusionSchedule(), 0.0, None, "l1", generator=generator,
+                          target="x0")
+    generator = torch.Generator().manual_seed(1)
+    diffusion_loss(model, x0, cond, DiffusionSchedule(), 0.0, None, "l1", generator=generator)
+    assert loss.item() == pytest.approx((raw["x0"] - x0).abs().mean().item(), rel=1e-3)
