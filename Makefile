@@ -13,9 +13,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut 
 
 .PHONY: demo test bench lint setup system-deps clean
 
+# The live graph (launch/lip2speech_file.yaml) on the bundled clip: out/lip2speech.wav, the lip-read text,
+# whisper's transcript and a latency table. DEMO_ARGS: launch-file overrides, e.g.
+# DEMO_ARGS="lip2speech.backend:=onnxruntime lip2speech.nfe:=2"
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/voxsight launch launch/passthrough.yaml
-	@echo "wrote out/passthrough.wav"
+	$(BIN)/python bench/live.py demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

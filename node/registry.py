@@ -12,6 +12,7 @@ NODE_KINDS: dict[str, str] = {
     "tone": "node.tone:ToneNode",
     "audio_out": "node.audio_out:AudioOutNode",
     "tracker": "node.tracker:TrackerNode",
+    "lip2speech": "node.lip2speech:Lip2SpeechNode",
 }
 
 

@@ -1,0 +1,448 @@
+"""The lip2speech node: speech and lip-read text for the tracker's target face, live.
+
+Subscribes `faces/tracks` (ORDERED: every frame, in order) and hands the target's mouth ROI, lip geometry
+and face crop, frame by frame, to the streaming synthesizer (engines.synth.streaming) running in a worker
+thread, so the event loop (input, heartbeats, stop requests) never waits on a model. Publishes
+
+- `audio/speech`: one AudioChunk (S16LE, 16 kHz, mono) per hop, stamped with the acquisition stamp of the
+  first frame it voices; silent chunks of the same length where there is no target face or its mouth is
+  still, so the audio keeps the video's timing;
+- `text/lipread`: a Transcript each time the current utterance's lip-read text changes (final false) and
+  one when the utterance ends (final true), stamped with the utterance's first frame;
+- `audio/info`: the stream's format, at start and every 2 s.
+
+Input: a message with status ok and a target the tracker saw in that frame gives that face's frame;
+no_face, bad_frame, no target or a coasting one (not seen in this frame) give a frame without a face
+(silence). A target whose arrays the synthesizer cannot use (wrong shape or type) is a frame without a face
+too, counted (`bad_frames`) and warned about; messages that are no valid FaceTracks at all (non-finite
+values included: the codec refuses them) are dropped and counted by the subscription
+(`sub.faces/tracks.malformed`). `no_input` (the camera is gone) ends the input: the frames still pending
+are voiced (flush). Frames the tracker skipped (a gap of up to `max_fill_frames` in the 25 fps stamps) are
+filled by repeating the last frame, so the speech keeps the video's duration; a longer gap, or stamps
+going back, restarts the stream.
+
+Falling behind: at most `max_queue_frames` frames wait; beyond that the oldest whole hops are dropped
+(counted, warned) and the stream restarts on the newer frames, which bounds the latency.
+
+Heartbeat: the last window's compute ms, RTF (compute / audio duration), end-to-end latency (publish time
+− acquisition stamp of the window's first and of its last voiced frame) and stage times; p50/p95 of
+these over the last STATS_WINDOWS windows (RTF and compute over speech windows only: silent ones skip
+the models; latency over live windows only: those a flush voices waited for the input to end); queue
+depth (now and the peak since the last beat); counters of frames, windows, silence reasons, drops,
+restarts and bad frames; the backend of each graph as `backend.GRAPH.NAME` = 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import typing
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engines.audio.mel import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
+from engines.synth.engine import Synthesizer, SynthParams
+from engines.synth.streaming import OPENING, FrameInput, SpeechChunk, StreamingSynthesizer, StreamParams
+from node.params import merge, param
+from node.runtime import Node
+from streams.audio import to_int16
+from streams.messages import AudioChunk, AudioInfo, FaceTracks, Transcript
+from streams.pubsub import EVENTS, ORDERED
+
+TRACKS_TOPIC = "faces/tracks"
+AUDIO_TOPIC = "audio/speech"
+TEXT_TOPIC = "text/lipread"
+INFO_TOPIC = "audio/info"
+INFO_PERIOD_S = 2.0
+STATS_WINDOWS = 150  # 30 s of 200 ms windows
+FRAME_NS = round(1e9 / VIDEO_FPS)
+_JOIN_S = 10.0  # a window in progress may take this long on a slow CPU
+
+
+@dataclass
+class _NodeParams:
+    device: str = param("cpu", "torch device of the models: cpu, cuda or cuda:N")
+    lipreader: str = param("lipreader", "lip reader weights: a shipped name or a checkpoint path")
+    melgen: str = param("melgen", "MelGen weights: a shipped name or a checkpoint path")
+    identity: str = param("identity", "identity encoder weights: a shipped name or a checkpoint path")
+    asr: str = param("asr", "guidance ASR weights: a shipped name or a checkpoint path; '' = no ASR guidance")
+    vocoder: str = param("vocoder", "vocoder weights: a shipped name or a checkpoint path; 'griffin-lim' "
+                                    "for the zero-weight vocoder")
+    cache_dir: str = param("", "cache of compiled backend graphs (TensorRT engines); '' = the default")
+    threads: int = param(0, "torch intra-op threads; 0 = torch's default")
+    max_queue_frames: int = param(25, "frames allowed to wait for the synthesizer; beyond, the oldest hops "
+                                      "are dropped and the stream restarts")
+    max_fill_frames: int = param(12, "frames the tracker skipped that are filled by repeating the last one; "
+                                     "a longer gap restarts the stream")
+    warmup: bool = param(True, "run a few windows of made-up frames before activating, so the first real "
+                               "window does not pay for lazy initialisation")
+
+
+Lip2SpeechParams = merge("Lip2SpeechParams", _NodeParams, SynthParams, StreamParams)
+
+
+def _part(params: object, cls: type) -> typing.Any:
+    return cls(**{f.name: getattr(params, f.name) for f in dataclasses.fields(cls)})
+
+
+# ---------------------------------------------------------------- input: messages → frames
+
+
+def target_frame(msg: FaceTracks) -> FrameInput:
+    """The synthesizer's frame for one FaceTracks message: the target's arrays when the tracker saw it in
+    this frame, else a frame without a face. (The synthesizer checks the arrays: a bad one is no face.)"""
+    track = next((t for t in msg.tracks if t.id == msg.target_id), None) if msg.status == "ok" else None
+    if track is None or track.state == "coasting":
+        return FrameInput(stamp_ns=msg.stamp_ns, track_id=-1, mouth_roi=None, lip_geometry=None,
+                          face_crop=None)
+    return FrameInput(stamp_ns=msg.stamp_ns, track_id=track.id, mouth_roi=track.mouth_roi,
+                      lip_geometry=track.lip_geometry, face_crop=track.face_crop)
+
+
+def fill_gap(last: FrameInput | None, frame: FrameInput, max_fill: int) -> list[FrameInput] | None:
+    """The frames to push for `frame` after `last`: the frames the tracker skipped (copies of `last`, at
+    25 fps stamps), then `frame`; [] for a repeated stamp; None when the gap is longer than `max_fill`
+    frames or the stamps went back (the stream must restart)."""
+    if last is None:
+        return [frame]
+    gap = frame.stamp_ns - last.stamp_ns
+    if gap == 0:
+        return []
+    missing = round(gap / FRAME_NS) - 1
+    if gap < 0 or missing > max_fill:
+        return None
+    step = gap // (missing + 1)
+    return [dataclasses.replace(last, stamp_ns=last.stamp_ns + k * step) for k in range(1, missing + 1)] + [
+        frame]
+
+
+FLUSH = object()  # a queue item: the input ended, voice what is pending
+
+
+class FrameQueue:
+    """Frames waiting for the synthesizer: the event loop puts, the worker takes. Over `limit` items, the
+    oldest whole hops go, and the worker's next `take` says the stream must restart."""
+
+    def __init__(self, limit: int, hop: int) -> None:
+        self.limit, self.hop = limit, hop
+        self.peak = 0
+        self._items: deque[object] = deque()
+        self._cond = threading.Condition()
+        self._dropped_since_take = False
+        self._closed = False
+
+    def put(self, item: object) -> int:
+        """Queue `item`; the number of items dropped to make room."""
+        with self._cond:
+            self._items.append(item)
+            dropped = 0
+            if len(self._items) > self.limit:  # whole hops, but never the newest item
+                over = len(self._items) - self.limit
+                dropped = min(-(-over // self.hop) * self.hop, len(self._items) - 1)
+                for _ in range(dropped):
+                    self._items.popleft()
+                self._dropped_since_take = True
+            self.peak = max(self.peak, len(self._items))
+            self._cond.notify()
+            return dropped
+
+    def take(self) -> tuple[object | None, bool]:
+        """(the oldest item, waiting for one; None once closed), and whether items were dropped since the
+        last take."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed)
+            dropped, self._dropped_since_take = self._dropped_since_take, False
+            return (None if self._closed else self._items.popleft()), dropped
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def depth(self, reset_peak: bool = False) -> tuple[int, int]:
+        """(items waiting, the most that waited since the last reset)."""
+        with self._cond:
+            depth, peak = len(self._items), self.peak
+            if reset_peak:
+                self.peak = depth
+            return depth, peak
+
+
+class Rolling:
+    """p50 and p95 of the last `size` values of each named figure."""
+
+    def __init__(self, size: int = STATS_WINDOWS) -> None:
+        self.size = size
+        self._values: dict[str, deque[float]] = {}
+
+    def add(self, name: str, value: float) -> None:
+        self._values.setdefault(name, deque(maxlen=self.size)).append(value)
+
+    def summary(self) -> dict[str, float]:
+        out = {}
+        for name, values in self._values.items():
+            p50, p95 = np.percentile(np.fromiter(values, float), [50, 95])
+            out[f"{name}.p50"], out[f"{name}.p95"] = float(p50), float(p95)
+        return out
+
+
+# ---------------------------------------------------------------- the node
+
+
+class Lip2SpeechNode(Node):
+    kind = "lip2speech"
+    Params = Lip2SpeechParams
+
+    def on_configure(self) -> None:
+        p = self.params
+        self._thread: threading.Thread | None = None
+        problems = [msg for bad, msg in (
+            (p.max_queue_frames < 1, "max_queue_frames must be >= 1"),
+            (p.max_fill_frames < 0, "max_fill_frames must be >= 0"),
+            (p.threads < 0, "threads must be >= 0"),
+        ) if bad]
+        try:
+            synth_params, stream_params = _part(p, SynthParams), _part(p, StreamParams)
+        except (ValueError, TypeError) as exc:
+            problems.append(str(exc))
+        if problems:
+            self.fail(f"bad parameters: {'; '.join(problems)}")
+            return
+        if p.threads:
+            torch.set_num_threads(p.threads)
+        synthesizer = self._load(synth_params)
+        if synthesizer is None:
+            return
+        self._stream = StreamingSynthesizer(synthesizer, stream_params)
+        self._hop = stream_params.hop_frames
+        self._backends = dict(synthesizer.backends)
+        self.log.info("models %s; backends %s; algorithmic latency %d frames",
+                      synthesizer.models.describe(), self._backends, self._stream.algorithmic_latency_frames)
+        for key in ("frames", "bad_frames", "filled_frames", "repeated_frames", "stamp_jumps", "drops",
+                    "dropped_frames", "restarts", "flushes", "windows", "speech_windows", "synth_errors",
+                    "compute_s_total", "speech_compute_s_total", "speech_s_total", "transcripts",
+                    "final_transcripts"):
+            self.count(key, 0)
+        self._queue = FrameQueue(p.max_queue_frames, self._hop)
+        self._stats_lock = threading.Lock()
+        self._rolling = Rolling()
+        self._window: dict[str, float] = {}
+        # event loop only
+        self._last: FrameInput | None = None
+        self._pending = 0  # frames queued since the last flush
+        self._clock_offset_ns = 0  # monotonic − wall clock, from the input's stamps
+        self._frame_id = ""
+        # worker only
+        self._pushed: deque[int] = deque(maxlen=8 * STATS_WINDOWS)  # stamps pushed, to find a window's end
+        self._text = ""
+        self._utterance_ns = 0
+        self._utterance_end_ns = 0
+        if p.warmup:
+            self._warm_up()
+        self._audio = self.create_publisher(AUDIO_TOPIC, ORDERED)
+        self._texts = self.create_publisher(TEXT_TOPIC, EVENTS)
+        self._info = self.create_publisher(INFO_TOPIC, EVENTS)
+        self.create_subscription(TRACKS_TOPIC, FaceTracks, self._on_tracks, ORDERED)
+        self.create_timer(INFO_PERIOD_S, self._publish_info)
+
+    def _load(self, synth_params: SynthParams) -> Synthesizer | None:
+        """The synthesizer, or None after a clear stop (missing or mismatched weights, bad device)."""
+        from engines.synth.models import SynthModels
+
+        p = self.params
+        try:
+            models = SynthModels.load(p.lipreader, p.melgen, p.identity, p.asr or None, p.vocoder, p.device)
+            return Synthesizer(models, synth_params, p.device, p.cache_dir or None)
+        except (OSError, ValueError, RuntimeError) as exc:  # missing file, CheckpointError, ModelMismatch
+            self.fail(f"cannot load the synthesizer: {exc} (weights come from engines/weights or "
+                      f"$VOXSIGHT_WEIGHTS by name, or from the checkpoint paths given as parameters)")
+            return None
+
+    def _warm_up(self) -> None:
+        """Made-up frames with a moving mouth through every stage, then forget them."""
+        rng = np.random.default_rng(0)
+        shapes = self._stream.shapes
+        started = time.perf_counter()
+        chunks: list[SpeechChunk] = []
+        frames = self._stream.algorithmic_latency_frames + 2 * self._hop
+        for k in range(frames):
+            geometry = rng.normal(0.0, 0.05, shapes["lip_geometry"]).astype(np.float32)
+            geometry[OPENING] = 0.15 + 0.15 * np.sin(k)
+            chunks += self._stream.push(FrameInput(
+                stamp_ns=(k + 1) * FRAME_NS, track_id=0, lip_geometry=geometry,
+                mouth_roi=rng.integers(0, 256, shapes["mouth_roi"], np.uint8),
+                face_crop=rng.integers(0, 256, shapes["face_crop"], np.uint8)))
+        chunks += self._stream.flush()  # which also forgets them
+        self.log.info("warm-up: %d frames, %d speech window(s) in %.2f s", frames,
+                      sum(not c.silent for c in chunks), time.perf_counter() - started)
+
+    def on_activate(self) -> None:
+        self._publish_info()
+        self._thread = threading.Thread(target=self._work, daemon=True, name="synthesizer")
+        self._thread.start()
+
+    def on_deactivate(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.close()
+        self._thread.join(_JOIN_S)
+        if self._thread.is_alive():
+            self.log.warning("the synthesizer is still busy after %.0f s; leaving it", _JOIN_S)
+
+    def _publish_info(self) -> None:
+        self._info.publish(AudioInfo(sample_rate=SAMPLE_RATE, channels=1, format="S16LE",
+                                     chunk_samples=self._hop * SAMPLES_PER_FRAME, topic=self._audio.topic))
+
+    # ------------------------------------------------------------ event loop: input
+
+    def _on_tracks(self, msg: FaceTracks) -> None:
+        if msg.status == "no_input":  # the camera is gone: voice what is pending, start afresh later
+            if self._pending:
+                self._enqueue(FLUSH)
+                self._pending, self._last = 0, None
+                self.count("flushes")
+            return
+        if msg.mono_ns:
+            self._clock_offset_ns = msg.mono_ns - msg.stamp_ns
+        self._frame_id = msg.frame_id
+        frame = target_frame(msg)
+        frames = fill_gap(self._last, frame, self.params.max_fill_frames)
+        if frames is None:
+            self.warn("stamp_jumps", "frame stamps jumped %.0f ms: the stream restarts",
+                      (frame.stamp_ns - self._last.stamp_ns) / 1e6)
+            self._enqueue(FLUSH)
+            frames = [frame]
+        elif not frames:
+            self.warn("repeated_frames", "frame stamp %d repeated: ignored", frame.stamp_ns)
+            return
+        self.count("frames")
+        self.count("filled_frames", len(frames) - 1)
+        self._last = frame
+        for f in frames:
+            self._enqueue(f)
+
+    def _enqueue(self, item: object) -> None:
+        dropped = self._queue.put(item)
+        self._pending += item is not FLUSH
+        if dropped:
+            self.count("dropped_frames", dropped)
+            self.warn("drops", "the synthesizer fell behind by more than %d frames: dropped the oldest %d; "
+                      "the stream restarts", self.params.max_queue_frames, dropped)
+
+    # ------------------------------------------------------------ worker: synthesis and output
+
+    def _work(self) -> None:
+        while True:
+            item, dropped = self._queue.take()
+            if dropped:
+                self._restart()
+            if item is None:
+                return
+            try:
+                if item is FLUSH:
+                    chunks = self._stream.flush()
+                else:
+                    assert isinstance(item, FrameInput)
+                    bad = dict(self._stream.bad_frame_reasons)
+                    chunks = self._stream.push(item)
+                    self._pushed.append(item.stamp_ns)
+                    self._count_bad(item, bad)
+            except Exception as exc:  # an engine bug must not take the node down: count it, start afresh
+                self.warn("synth_errors", "the synthesizer failed (%s: %s): the stream restarts",
+                          type(exc).__name__, exc)
+                self._restart()
+                continue
+            for chunk in chunks:
+                self._publish(chunk, live=item is not FLUSH)
+            if item is FLUSH and self._text:
+                self._publish_text(self._text, final=True)
+
+    def _count_bad(self, frame: FrameInput, before: dict[str, int]) -> None:
+        """Warn when the synthesizer refused `frame`'s arrays (misshapen, wrong type, not finite)."""
+        bad = [name for name, n in self._stream.bad_frame_reasons.items() if n > before.get(name, 0)]
+        if bad:
+            self.warn("bad_frames", "frame %d: the target's %s unusable: voiced as no face", frame.stamp_ns,
+                      " and ".join(bad))
+
+    def _restart(self) -> None:
+        """Forget the stream (after a drop or a failure); the utterance read so far ends there."""
+        self._stream.reset()
+        self.count("restarts")
+        if self._text:
+            self._publish_text(self._text, final=True)
+
+    def _publish(self, chunk: SpeechChunk, live: bool) -> None:
+        frames = len(chunk.wav) // SAMPLES_PER_FRAME
+        if frames:  # (a flush may end with the utterance's text alone)
+            now = time.time_ns()
+            self._audio.publish(AudioChunk(
+                samples=to_int16(chunk.wav.reshape(-1, 1)), sample_rate=SAMPLE_RATE, channels=1,
+                format="S16LE", stamp_ns=chunk.stamp_ns, mono_ns=chunk.stamp_ns + self._clock_offset_ns,
+                frame_id=self._frame_id))
+            self._record(chunk, frames, now, live)
+        if not chunk.silent:
+            self._utterance_ns = self._utterance_ns or chunk.stamp_ns
+            self._utterance_end_ns = chunk.stamp_ns + frames * FRAME_NS
+        if chunk.final_text and (chunk.text or self._text):
+            self._publish_text(chunk.text or self._text, final=True)
+        elif chunk.text and chunk.text != self._text:
+            self._publish_text(chunk.text, final=False)
+
+    def _publish_text(self, text: str, final: bool) -> None:
+        stamp = self._utterance_ns or self._utterance_end_ns or time.time_ns()
+        self._texts.publish(Transcript(text=text, final=final, stamp_ns=stamp, frame_id=self._frame_id,
+                                       end_stamp_ns=max(self._utterance_end_ns, stamp)))
+        self.count("final_transcripts" if final else "transcripts")
+        self._text = "" if final else text
+        if final:
+            self._utterance_ns = self._utterance_end_ns = 0
+
+    def _last_frame_stamp(self, chunk: SpeechChunk, frames: int) -> int:
+        """The acquisition stamp of the last frame `chunk` voices."""
+        pushed = self._pushed
+        for i in range(len(pushed) - 1, -1, -1):
+            if pushed[i] == chunk.stamp_ns:
+                return pushed[min(i + frames - 1, len(pushed) - 1)]
+        return chunk.stamp_ns + (frames - 1) * FRAME_NS
+
+    def _record(self, chunk: SpeechChunk, frames: int, now_ns: int, live: bool) -> None:
+        """Figures of one window; the latency only of `live` ones (a flush's waited for the input's end)."""
+        audio_s = frames / VIDEO_FPS
+        window = {"compute_ms": chunk.compute_s * 1e3, "rtf": chunk.compute_s / audio_s,
+                  "latency_first_ms": (now_ns - chunk.stamp_ns) / 1e6,
+                  "latency_last_ms": (now_ns - self._last_frame_stamp(chunk, frames)) / 1e6,
+                  "silent": float(chunk.silent),
+                  **{f"stage.{k}_ms": v * 1e3 for k, v in chunk.seconds.items()}}
+        with self._stats_lock:
+            self._window = window
+            if live:
+                self._rolling.add("latency_first_ms", window["latency_first_ms"])
+                self._rolling.add("latency_last_ms", window["latency_last_ms"])
+            if not chunk.silent:
+                self._rolling.add("speech.compute_ms", window["compute_ms"])
+                self._rolling.add("speech.rtf", window["rtf"])
+        self.count("windows")
+        self.count("compute_s_total", chunk.compute_s)
+        if chunk.silent:
+            self.count(f"silent.{chunk.reason}")
+        else:
+            self.count("speech_windows")
+            self.count("speech_compute_s_total", chunk.compute_s)
+            self.count("speech_s_total", audio_s)
+
+    def diagnostic_values(self) -> dict[str, float]:
+        values = super().diagnostic_values()
+        if not hasattr(self, "_queue"):
+            return values
+        depth, peak = self._queue.depth(reset_peak=True)
+        values.update({"queue_depth": depth, "queue_peak": peak, "hop_frames": self._hop,
+                       "algorithmic_latency_ms": self._stream.algorithmic_latency_frames * FRAME_NS / 1e6})
+        with self._stats_lock:
+            values.update({f"window.{k}": v for k, v in self._window.items()})
+            values.update(self._rolling.summary())
+        values.update({f"backend.{graph}.{name}": 1.0 for graph, name in self._backends.items()})
+        return values
