@@ -1,7 +1,7 @@
 """`voxsight lip2speech VIDEO -o OUT.wav`: speech for the target face of a silent video, offline (the whole
 video at once). Prints the lip-read text and the compute time per stage.
 
-    voxsight lip2speech clip.mp4 -o speech.wav [--nfe 4] [--w1 2] [--w2 1.5] [--backend onnxruntime]
+    voxsight lip2speech clip.mp4 -o speech.wav [--nfe 4] [--w1 1] [--w2 0.1] [--backend onnxruntime]
                        [--decode grid] [--vocoder griffin-lim] [--melgen runs/melgen/latest.pt]
 """
 

@@ -50,9 +50,15 @@ class SynthParams:
     nfe: int = param(4, "network evaluations per generated window (the 400-step reference: --sampler ddpm "
                         "--nfe 400)")
     sampler: str = param("dpmpp_2m", "diffusion sampler", choices=tuple(SAMPLERS))
-    w1: float = param(2.0, "classifier-free guidance weight (LipVoicer: 2); 0 turns it off")
-    w2: float = param(1.5, "ASR guidance weight toward the lip-read text (LipVoicer: 1.5); 0 turns it off")
+    w1: float = param(1.0, "classifier-free guidance weight (LipVoicer: 2; 1 is better at 4 steps here)")
+    w2: float = param(0.1, "ASR guidance weight toward the lip-read text: the fraction of the clean "
+                           "estimate each guided step moves (guidance_step x0); LipVoicer: 1.5 with "
+                           "guidance_step eps; 0 turns it off")
     asr_t_max: float = param(270.0, "ASR guidance acts on steps t ≤ this, of 400 (LipVoicer: 270)")
+    guidance_step: str = param("x0", "size ASR guidance's push in the clean estimate (x0, for few steps) or "
+                                     "as LipVoicer in ε (eps, for ~400 steps)", choices=("x0", "eps"))
+    asr_input: str = param("x_t", "what the guidance ASR hears: x_t at its step (LipVoicer) or the clean "
+                                  "estimate at t = 0 (x0)", choices=("x_t", "x0"))
     decode: str = param("beam", "lip-read text decoding: greedy, beam (open vocabulary), grid (the GRID "
                                 "command grammar)", choices=DECODERS)
     beam_width: int = param(16, "CTC beam width")
@@ -243,7 +249,8 @@ class Synthesizer:
             ids = encode(text)
             w2 = p.w2 if ids and m.asr is not None else 0.0
             denoiser = GuidedDenoiser(self._denoiser, self.schedule, cond, m.melgen.null_cond, p.w1,
-                                      asr=m.asr, text=ids or None, w2=w2, asr_t_max=p.asr_t_max)
+                                      asr=m.asr, text=ids or None, w2=w2, asr_t_max=p.asr_t_max,
+                                      asr_input=p.asr_input, step=p.guidance_step)
             if generator is None:
                 generator = torch.Generator(self.device).manual_seed(p.seed)
             x = torch.randn((1, m.melgen.config.n_mels, MELS_PER_FRAME * cond.shape[1]), generator=generator,

@@ -469,6 +469,27 @@ def test_asr_guidance_is_norm_scaled_and_only_below_asr_t_max() -> None:
     assert GuidedDenoiser(_cond_model, DiffusionSchedule(T=200), cond).asr_t_max == 135
 
 
+def test_asr_guidance_step_in_x0_moves_the_clean_estimate_by_w2_of_its_norm() -> None:
+    asr, x = ToyASR(2), torch.randn(3, 2, 8, dtype=torch.float64)
+    cond = torch.randn(3, 3, 2, dtype=torch.float64)
+    t = torch.full((3,), 200.0, dtype=torch.float64)
+    guided = GuidedDenoiser(_cond_model, SCHEDULE, cond, asr=asr, text=[1, 2], w2=0.1, step="x0",
+                            asr_input="x0")
+    plain = GuidedDenoiser(_cond_model, SCHEDULE, cond)
+    ab = SCHEDULE.alpha_bar_at(t).reshape(-1, 1, 1)
+
+    def x0(eps: torch.Tensor) -> torch.Tensor:
+        return (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+    with torch.no_grad():
+        moved, still = x0(guided(x, t)), x0(plain(x, t))
+    torch.testing.assert_close(torch.linalg.vector_norm(moved - still, dim=(1, 2)),
+                               0.1 * torch.linalg.vector_norm(still, dim=(1, 2)))
+    assert bool((_ctc(asr, moved, [[1, 2]] * 3) < _ctc(asr, still, [[1, 2]] * 3)).all())
+    with pytest.raises(ValueError, match="step"):
+        GuidedDenoiser(_cond_model, SCHEDULE, cond, step="x1")
+
+
 def test_asr_guidance_with_bad_text() -> None:
     asr, x, cond = ToyASR(2), torch.randn(2, 2, 8, dtype=torch.float64), torch.zeros(2, 1, 1)
     t = torch.full((2,), 10.0, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""The demo graph end to end: launch/passthrough.yaml, as `make demo` runs it, with the topic tools
+"""The passthrough graph end to end: launch/passthrough.yaml (session 1's demo), with the topic tools
 watching it live."""
 
 from __future__ import annotations
