@@ -112,7 +112,7 @@ def fill_gap(last: FrameInput | None, frame: FrameInput, max_fill: int) -> list[
     gap = frame.stamp_ns - last.stamp_ns
     if gap == 0:
         return []
-    missing = round(gap / FRAME_NS) - 1
+    missing = max(0, round(gap / FRAME_NS) - 1)  # a frame early (a jittery or re-timed source): none missing
     if gap < 0 or missing > max_fill:
         return None
     step = gap // (missing + 1)

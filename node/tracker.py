@@ -115,6 +115,7 @@ class TrackerNode(Node):
         if problems:
             self.fail(f"bad parameters: {'; '.join(problems)}")
             return
+        self.pipeline.mesh.warm_up()  # else the first frames are dropped while the graph is built
         for key in ("frames", "faces", "no_face_frames", "bad_frames", "grayscale_frames", "no_input"):
             self.counters[key] = 0
         self._tracks = self.create_publisher(TRACKS_TOPIC, ORDERED)  # synthesizers need every frame

@@ -149,6 +149,15 @@ class FaceMesh:
         self._settled = False  # the graph has produced a face: its one-time log lines are out
         self._previous: list[FaceObservation] = []
 
+    def warm_up(self) -> None:
+        """Build the graph and run it once on a blank frame now, so the first real frame does not pay
+        for it (≈0.6 s here: frames a live tracker would drop while it waits)."""
+        if self._graph is None:
+            self._graph = self._new_graph()
+        with _native_stderr_to_log():
+            self._graph.process({"image": np.zeros((2 * MIN_SIDE, 2 * MIN_SIDE, 3), np.uint8)})
+        self._size, self._settled, self._previous = None, False, []
+
     def _new_graph(self) -> SolutionBase:
         # Imported here: mediapipe takes 1-3 s to import, and the constants of this package (lip
         # indices, alignment) are needed by processes that never run a face mesh.
@@ -170,7 +179,7 @@ class FaceMesh:
         height, width = rgb.shape[:2]
         if min(height, width) < MIN_SIDE:
             return []
-        if self._graph is not None and not self.static and self._size != (width, height):
+        if self._graph is not None and not self.static and self._size not in (None, (width, height)):
             self._close_graph()
         if self._graph is None:
             self._graph = self._new_graph()

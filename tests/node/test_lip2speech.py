@@ -320,6 +320,8 @@ def test_fill_gap_repeats_the_last_frame_on_the_25_fps_grid() -> None:
     assert fill_gap(None, last, 3) == [last]
     assert fill_gap(last, _frame(last.stamp_ns + FRAME_NS + 3_000_000), 3)[0].stamp_ns == (
         last.stamp_ns + FRAME_NS + 3_000_000)  # jitter is not a gap
+    early = _frame(last.stamp_ns + FRAME_NS // 3)  # a frame far too early is pushed, not divided by zero
+    assert fill_gap(last, early, 3) == [early]
     filled = fill_gap(last, _frame(last.stamp_ns + 3 * FRAME_NS), 3)
     assert [f.stamp_ns - last.stamp_ns for f in filled] == [FRAME_NS, 2 * FRAME_NS, 3 * FRAME_NS]
     assert filled[0].track_id == last.track_id
