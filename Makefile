@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/vocoder.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/samplers.py
+	$(BIN)/python bench/lip2speech.py ../shared/real/grid-dev --limit 3
+	$(BIN)/python bench/live.py bench --minutes 10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
