@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                             help=f"{f.metadata.get('help', '')} (default: {f.default})")
 
 
-def from_arguments(cls: type, args: Any) -> Any:
-    """The params dataclass `cls` from parsed arguments made by `add_arguments`."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+def part(params: Any, cls: type) -> Any:
+    """The params dataclass `cls` from any object holding its fields: a `merge`d params instance, or
+    arguments parsed by `add_arguments`."""
+    return cls(**{f.name: getattr(params, f.name) for f in dataclasses.fields(cls)})

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import typing
 from collections import deque
 from dataclasses import dataclass
 
@@ -47,7 +46,7 @@ import torch
 from engines.audio.mel import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from engines.synth.engine import Synthesizer, SynthParams
 from engines.synth.streaming import OPENING, FrameInput, SpeechChunk, StreamingSynthesizer, StreamParams
-from node.params import merge, param
+from node.params import merge, param, part
 from node.runtime import Node
 from streams.audio import to_int16
 from streams.messages import AudioChunk, AudioInfo, FaceTracks, Transcript
@@ -83,10 +82,6 @@ class _NodeParams:
 
 
 Lip2SpeechParams = merge("Lip2SpeechParams", _NodeParams, SynthParams, StreamParams)
-
-
-def _part(params: object, cls: type) -> typing.Any:
-    return cls(**{f.name: getattr(params, f.name) for f in dataclasses.fields(cls)})
 
 
 # ---------------------------------------------------------------- input: messages → frames
@@ -206,7 +201,7 @@ class Lip2SpeechNode(Node):
             (p.threads < 0, "threads must be >= 0"),
         ) if bad]
         try:
-            synth_params, stream_params = _part(p, SynthParams), _part(p, StreamParams)
+            synth_params, stream_params = part(p, SynthParams), part(p, StreamParams)
         except (ValueError, TypeError) as exc:
             problems.append(str(exc))
         if problems:

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from engines.params import merge, param
+from engines.params import merge, param, part
 
-__all__ = ["ParamError", "RawText", "build", "describe", "merge", "param", "parse_assignment"]
+__all__ = ["ParamError", "RawText", "build", "describe", "merge", "param", "parse_assignment", "part"]
 
 
 class ParamError(ValueError):

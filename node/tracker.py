@@ -18,7 +18,6 @@ tracking, smoothing and selection engines (`voxsight run tracker --help-params`)
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import typing
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from engines.face.pipeline import FacePipeline
 from engines.face.selection import NO_TARGET, SelectionParams
 from engines.face.smoothing import OneEuroParams
 from engines.face.tracking import TrackerParams, TrackState
-from node.params import merge, param
+from node.params import merge, param, part
 from node.runtime import Node
 from streams.messages import FaceTrack, FaceTracks, Image
 from streams.pubsub import ORDERED, SENSOR
@@ -55,14 +54,10 @@ class _NodeParams:
 TrackerNodeParams = merge("TrackerNodeParams", _NodeParams, TrackerParams, OneEuroParams, SelectionParams)
 
 
-def _part(params: object, cls: type) -> typing.Any:
-    return cls(**{f.name: getattr(params, f.name) for f in dataclasses.fields(cls)})
-
-
 def make_pipeline(params: typing.Any) -> FacePipeline:
     """The face pipeline configured from the node's (merged) parameters."""
-    return FacePipeline(_part(params, TrackerParams), _part(params, OneEuroParams),
-                        _part(params, SelectionParams), max_faces=params.max_faces,
+    return FacePipeline(part(params, TrackerParams), part(params, OneEuroParams),
+                        part(params, SelectionParams), max_faces=params.max_faces,
                         min_detection=params.min_detection, min_tracking=params.min_tracking,
                         crop_size=params.crop_size)
 

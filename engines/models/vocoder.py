@@ -97,15 +97,20 @@ class Vocoder(nn.Module):
         overlap = c.n_fft // c.hop // 2
         return convs - c.lookahead + overlap - 1, c.lookahead + overlap
 
-    def spectrum(self, mel_norm: Tensor) -> Tensor:
-        """(B, n_fft/2 + 1, F) complex spectrum the network predicts."""
+    def spectrum_parts(self, mel_norm: Tensor) -> tuple[Tensor, Tensor]:
+        """Real and imaginary parts (B, n_fft/2 + 1, F) of the spectrum the network predicts (apart, for
+        exporters without complex tensors)."""
         x = self.embed(F.pad(mel_norm, self.embed_pad))
         x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
         log_magnitude, phase = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).chunk(2, dim=1)
         magnitude = torch.exp(torch.clamp(log_magnitude, max=self.config.max_log_magnitude))
-        return torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+
+    def spectrum(self, mel_norm: Tensor) -> Tensor:
+        """(B, n_fft/2 + 1, F) complex spectrum the network predicts."""
+        return torch.complex(*self.spectrum_parts(mel_norm))
 
     def forward(self, mel_norm: Tensor) -> Tensor:
         c = self.config

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engines.params import add_arguments, from_arguments
+from engines.params import add_arguments, part
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.video.is_file():
             raise ValueError(f"{args.video}: no such file")
-        params = from_arguments(SynthParams, args)
+        params = part(args, SynthParams)
         # the guidance ASR is only loaded to guide: --w2 0 runs without its weights
         models = SynthModels.load(args.lipreader, args.melgen, args.identity, args.asr if params.w2 else None,
                                   args.vocoder, args.device)

@@ -222,16 +222,7 @@ class VocoderGraph(nn.Module):
         self.istft = OverlapAddISTFT(c.n_fft, c.hop, vocoder.window)
 
     def forward(self, mel_norm: Tensor) -> Tensor:
-        # Vocoder.spectrum up to its complex result, which ONNX cannot hold (the parity tests keep the
-        # two in step)
-        v = self.vocoder
-        x = v.embed(F.pad(mel_norm, v.embed_pad))
-        x = v.norm(x.transpose(1, 2)).transpose(1, 2)
-        for block in v.blocks:
-            x = block(x)
-        log_magnitude, phase = v.head(v.final_norm(x.transpose(1, 2))).transpose(1, 2).chunk(2, dim=1)
-        magnitude = torch.exp(torch.clamp(log_magnitude, max=v.config.max_log_magnitude))
-        return self.istft(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        return self.istft(*self.vocoder.spectrum_parts(mel_norm))  # ONNX holds no complex tensors
 
 
 def vocoder_graph(vocoder: Vocoder, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:
