@@ -253,9 +253,14 @@ def build_model(raw: dict[str, Any], packages: tuple[str, ...] = MODEL_PACKAGES)
     checkpoint that keeps an EMA gives the EMA weights, as its validation and its export do."""
     config = config_from_dict(import_class(raw["config_class"], packages), raw["config"])
     model = import_class(raw["model_class"], packages)(config)
-    ema = (raw.get("training") or {}).get("ema")
-    model.load_state_dict(ema if ema is not None else raw["state_dict"])  # float16 exports load as float32
+    model.load_state_dict(weights(raw))  # float16 exports load as float32
     return model.eval(), config
+
+
+def weights(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A raw checkpoint's model weights: the EMA's when a training checkpoint keeps one."""
+    ema = (raw.get("training") or {}).get("ema")
+    return ema if ema is not None else raw["state_dict"]
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu", *,

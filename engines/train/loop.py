@@ -68,6 +68,8 @@ class TrainConfig:
     keep_checkpoints: int = param(3, "step-numbered checkpoints to keep besides latest.pt (0: all)")
     num_workers: int = param(0, "data-loading processes per training process")
     seed: int = param(0, "seed of the data order and of every random draw in training")
+    init_from: str = param("", "start a new run from these weights (a checkpoint path or shipped name of the "
+                               "same model config), to fine-tune them; optimizer and step start afresh")
     out_dir: str = param("runs/train", "folder of checkpoints and curves")
     device: str = param("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     precision: str = param("fp32", "autocast precision of the forward pass", choices=("fp32", "bf16"))
@@ -215,6 +217,18 @@ class Trainer:
         self.metrics = dict(raw["metrics"])
         self.curves.truncate(self.step)
 
+    def start_from(self, ref: str) -> None:
+        """Load the weights of a trained model of the same kind and config (fine-tuning)."""
+        path = Path(ref) if Path(ref).is_file() else checkpoint.shipped_path(ref)
+        raw = checkpoint.read(path, self.ctx.device)
+        if raw["kind"] != self.kind:
+            raise checkpoint.CheckpointError(f"{ref} holds a {raw['kind']!r} model, not {self.kind!r}")
+        if raw["config"] != checkpoint.config_dict(self.model_config):
+            raise checkpoint.CheckpointError(f"{ref} was trained with another model config than this run's")
+        for model in (self.model, *([self.ema.model] if self.ema is not None else [])):
+            model.load_state_dict(checkpoint.weights(raw))
+        log.info("starting from the weights of %s (step %d)", ref, raw["step"])
+
     def _checkpoint(self) -> None:
         if self.ctx.main:
             numbered = self.out_dir / f"step-{self.step:07d}.pt"
@@ -297,10 +311,14 @@ class Trainer:
         if resume and latest.is_file():
             self.restore(latest)
             log.info("resumed %s from step %d", latest, self.step)
-        elif latest.is_file() or self.curves.rows:
-            if not resume:
-                raise FileExistsError(f"{self.out_dir} holds a run already: resume it or use another folder")
-            self.curves.truncate(0)  # the run stopped before its first checkpoint: it starts over
+        else:
+            if latest.is_file() or self.curves.rows:
+                if not resume:
+                    raise FileExistsError(f"{self.out_dir} holds a run already: resume it or use another "
+                                          "folder")
+                self.curves.truncate(0)  # the run stopped before its first checkpoint: it starts over
+            if c.init_from:
+                self.start_from(c.init_from)
         per_epoch = len(self.dataset) // (c.batch_size * self.ctx.world_size)
         sums: dict[str, float] = {}
         count = 0

@@ -16,7 +16,8 @@ Data come from engines.data.loaders: features are cached there (process 0 extrac
 before training while the others wait). Random windows and augmentations are drawn from (seed, epoch,
 item), so runs are repeatable and resumable (engines.train.loop).
 
-    lipreader  mouth ROIs + lip geometry → CTC over characters (whole utterances: the text is the clip's)
+    lipreader  mouth ROIs + lip geometry → CTC over characters (whole utterances: the text is the clip's),
+               its options the per-clip augmentations of engines.train.augment
     asr        mel (clean at t = 0, or noised to x_t by the diffusion schedule) → CTC, as LipVoicer's
                noise-aware guidance ASR
     identity   face crop → unit embedding, trained to tell the training identities apart (a cosine
@@ -44,6 +45,7 @@ from torch.utils.data import Dataset
 
 from engines.params import param
 from engines.train import checkpoint, distributed
+from engines.train.augment import LipAugment, augment_lips
 from engines.train.distributed import Context, derive_seed
 
 
@@ -133,14 +135,15 @@ def summarize(data: DataOptions, clips: Sequence[Any]) -> dict[str, Any]:
 
 
 class Windows(Dataset):
-    """engines.data.loaders.TorchSamples items whose random window depends on (seed, epoch, index) only,
-    not on the order items are read in or on which worker reads them."""
+    """engines.data.loaders.TorchSamples items whose random window (and augmentation, when given) depends
+    on (seed, epoch, index) only, not on the order items are read in or on which worker reads them."""
 
-    def __init__(self, samples: Any, window: int, seed: int) -> None:
+    def __init__(self, samples: Any, window: int, seed: int, augment: LipAugment | None = None) -> None:
         from engines.data.loaders import TorchSamples
 
         self.items = TorchSamples(samples, window=window)
         self.seed, self.epoch = seed, 0
+        self.augment = augment if augment is not None and augment.active else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -149,8 +152,9 @@ class Windows(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        self.items.rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
-        return self.items[index]
+        self.items.rng = rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+        item = self.items[index]
+        return augment_lips(item, self.augment, rng) if self.augment is not None else item
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -229,7 +233,7 @@ def load_frozen(ref: str, kind: str) -> nn.Module:
 # ---------------------------------------------------------------- lip reader
 
 
-def lipreader(model: nn.Module, config: Any, options: None, data: DataOptions, train: Any,
+def lipreader(model: nn.Module, config: Any, options: LipAugment, data: DataOptions, train: Any,
               ctx: Context) -> Recipe:
     samples = load_samples(data, data.split, data.limit, ctx)
     val = Windows(load_samples(data, data.val_split, data.val_limit, ctx), 0, 0) if data.val_split else None
@@ -247,7 +251,7 @@ def lipreader(model: nn.Module, config: Any, options: None, data: DataOptions, t
             errors, chars = errors + e, chars + c
         return {"loss": float(np.mean(losses)), "cer": errors / max(1, chars)}
 
-    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed),
+    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed, options),
                   summarize(data, samples.clips), collate, validate if val is not None else None)
 
 
@@ -540,7 +544,7 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
 
 
 RECIPES: dict[str, Spec] = {
-    "lipreader": Spec(lipreader, "engines.models.lipreader", "LipReader", "LipReaderConfig"),
+    "lipreader": Spec(lipreader, "engines.models.lipreader", "LipReader", "LipReaderConfig", LipAugment),
     "asr": Spec(asr, "engines.models.asr", "ASR", "ASRConfig", ASROptions),
     "identity": Spec(identity, "engines.models.identity", "IdentityEncoder", "IdentityConfig",
                      IdentityOptions),

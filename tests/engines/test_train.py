@@ -155,6 +155,21 @@ def test_a_folder_holding_a_run_is_only_resumed(tmp_path: Path) -> None:
         make_trainer(tmp_path, max_steps=20).fit()
 
 
+def test_a_new_run_can_start_from_trained_weights_of_the_same_config(tmp_path: Path) -> None:
+    make_trainer(tmp_path / "first", max_steps=10).fit()
+    trained = params(checkpoint.load(tmp_path / "first" / "latest.pt", packages=("tests",)).model)
+    tuned = make_trainer(tmp_path / "tuned", max_steps=4)
+    tuned.config = dataclasses.replace(tuned.config, init_from=str(tmp_path / "first" / "latest.pt"), lr=0.0)
+    tuned.fit()
+    assert tuned.step == 4 and checkpoint.read(tmp_path / "tuned" / "latest.pt")["step"] == 4
+    assert_same(params(tuned.model), trained)  # learning rate 0: the weights it started from
+    assert_same(params(tuned.ema.model), trained)
+    other = make_trainer(tmp_path / "other", max_steps=4, noisy=False)  # another model config
+    other.config = dataclasses.replace(other.config, init_from=str(tmp_path / "first" / "latest.pt"))
+    with pytest.raises(checkpoint.CheckpointError, match="another model config"):
+        other.fit()
+
+
 def test_kill_and_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = make_trainer(tmp_path / "straight", max_steps=30)
     straight.fit()
