@@ -273,6 +273,24 @@ def test_voxsight_train_explains_what_is_missing(tmp_path: Path, capsys: pytest.
 
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_training_config_reads_into_its_recipe(path: Path) -> None:
+    """A config is named MODEL or MODEL-VARIANT; each of its sections must fill its dataclass."""
+    import importlib
+
+    from engines.train.cli import read_config
+
+    spec = recipes.RECIPES[path.stem.split("-")[0]]
+    sections = read_config(path)
+    checkpoint.config_from_dict(TrainConfig, sections["train"])
+    checkpoint.config_from_dict(recipes.DataOptions, sections["data"])
+    checkpoint.config_from_dict(getattr(importlib.import_module(spec.module), spec.config), sections["model"])
+    if spec.options is not None:
+        checkpoint.config_from_dict(spec.options, sections["recipe"])
+    else:
+        assert not sections["recipe"]
+
+
 def smoke_config(tmp_path: Path, model: str, **recipe: str) -> Path:
     """The smoke config of MODEL with its feature cache in tmp_path, one extraction process and `recipe`
     options replaced."""
