@@ -19,7 +19,7 @@ from engines.face.align import ROI_MEAN, ROI_STD
 from engines.params import param
 
 
-@dataclass
+@dataclass(frozen=True)
 class LipAugment:
     gain: float = param(0.0, "scale the ROI's contrast about its mean by a factor in [1/(1+g), 1+g]")
     brightness: float = param(0.0, "shift the ROI's brightness by up to ± this (pixel values in [0, 1])")

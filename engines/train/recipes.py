@@ -138,12 +138,14 @@ class Windows(Dataset):
     """engines.data.loaders.TorchSamples items whose random window (and augmentation, when given) depends
     on (seed, epoch, index) only, not on the order items are read in or on which worker reads them."""
 
-    def __init__(self, samples: Any, window: int, seed: int, augment: LipAugment | None = None) -> None:
+    def __init__(self, samples: Any, window: int, seed: int, augment: LipAugment | None = None,
+                 variants: int = 1) -> None:
         from engines.data.loaders import TorchSamples
 
         self.items = TorchSamples(samples, window=window)
         self.seed, self.epoch = seed, 0
         self.augment = augment if augment is not None and augment.active else None
+        self.variants = variants  # each item names one of this many precomputed conditions (ConditionCache)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -154,6 +156,8 @@ class Windows(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         self.items.rng = rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
         item = self.items[index]
+        if self.variants > 1:
+            item["variant"] = int(rng.integers(self.variants))
         return augment_lips(item, self.augment, rng) if self.augment is not None else item
 
 
@@ -182,7 +186,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             "targets": torch.tensor([i for seq in ids for i in seq], dtype=torch.long),
             "target_lengths": torch.tensor([len(seq) for seq in ids], dtype=torch.long),
             "text": [it["text"] for it in items], "speaker": [it["speaker"] for it in items],
-            "id": [it["id"] for it in items], "start": torch.tensor([it["start"] for it in items])}
+            "id": [it["id"] for it in items], "start": torch.tensor([it["start"] for it in items]),
+            "variant": torch.tensor([it.get("variant", 0) for it in items])}
 
 
 def batches(dataset: Dataset, batch_size: int, device: torch.device,
@@ -393,36 +398,53 @@ class MelGenOptions:
                                     "GRU states)", choices=("visual", "reader"))
     cond_drop_prob: float = param(0.2, "probability of training a sample on the null condition (CFG)")
     loss: str = param("l1", "ε-prediction loss (LipVoicer: l1)", choices=("l1", "l2"))
+    condition_variants: int = param(1, "conditions per training clip: the plain one and N − 1 from lip "
+                                       "inputs changed as `augment` says; each training window hears one "
+                                       "at random, so MelGen learns to bear how a new face shifts the lip "
+                                       "reader's features")
+    augment: LipAugment = param(LipAugment(), "augmentations of the extra condition variants")  # noqa: RUF009
 
 
 class ConditionCache:
     """MelGen's condition (T, C) of every clip, computed once over the whole clip by the frozen lip reader
     and identity encoder, so a training window hears the GRU states of the whole utterance (as a stream
-    does, carrying them from window to window) and the frozen networks never run twice."""
+    does, carrying them from window to window) and the frozen networks never run twice. With `variants`
+    > 1 each clip also keeps conditions of augmented lip inputs (variant 0 is the plain one), drawn from
+    (seed, variant, clip index)."""
 
     def __init__(self, samples: Any, lipreader: nn.Module, identity_encoder: nn.Module, kind: str,
-                 progress: bool = True) -> None:
+                 progress: bool = True, variants: int = 1, augment: LipAugment | None = None,
+                 seed: int = 0) -> None:
         from tqdm import tqdm
 
         from engines.data.loaders import TorchSamples
         from engines.models.lipreader import condition_features
         from engines.models.melgen import join_condition
 
+        if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
+            raise RecipeError(f"condition_variants {variants} needs >= 1, and augmentations when above 1")
         items = TorchSamples(samples, window=0)
         self.conds: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for i in tqdm(range(len(items)), unit="clip", desc="melgen condition", disable=not progress):
                 it = items[i]
-                out = lipreader(it["video"], it["lips"][None])
-                visual = condition_features(out, kind)
-                self.conds[it["id"]] = join_condition(visual, identity_encoder(it["face"][None]))[0].half()
+                identity = identity_encoder(it["face"][None])
+                conds = []
+                for v in range(variants):
+                    seen = it if v == 0 else augment_lips(it, augment, np.random.default_rng(
+                        derive_seed(seed, v, i)))
+                    visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
+                    conds.append(join_condition(visual, identity)[0].half())
+                self.conds[it["id"]] = torch.stack(conds)
 
-    def window(self, ids: Sequence[str], starts: Sequence[int], frames: int) -> torch.Tensor:
-        """(B, frames, C): each clip's condition from its window start, zero past the clip's end."""
+    def window(self, ids: Sequence[str], starts: Sequence[int], frames: int,
+               variants: Sequence[int] | None = None) -> torch.Tensor:
+        """(B, frames, C): each clip's condition (of its variant; default the plain one) from its window
+        start, zero past the clip's end."""
         first = self.conds[ids[0]]
-        out = torch.zeros((len(ids), frames, first.shape[1]))
-        for row, clip, start in zip(out, ids, starts, strict=True):
-            part = self.conds[clip][int(start):int(start) + frames]
+        out = torch.zeros((len(ids), frames, first.shape[2]))
+        for row, clip, start, variant in zip(out, ids, starts, variants or [0] * len(ids), strict=True):
+            part = self.conds[clip][int(variant), int(start):int(start) + frames]
             row[:len(part)] = part.float()
         return out
 
@@ -440,7 +462,8 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
                           f"{cond_dim} values per frame; set model.cond_dim: {cond_dim}")
     schedule = DiffusionSchedule()
     samples = load_samples(data, data.split, data.limit, ctx)
-    conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main)
+    conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main,
+                           options.condition_variants, options.augment, train.seed)
     val = val_conds = None
     if data.val_split:
         val_samples = load_samples(data, data.val_split, data.val_limit, ctx)
@@ -448,7 +471,8 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
         val_conds = ConditionCache(val_samples, reader, identity_encoder, options.features, ctx.main)
 
     def condition(batch: dict[str, Any], cache: ConditionCache) -> torch.Tensor:
-        return cache.window(batch["id"], batch["start"].tolist(), batch["lips"].shape[1]).to(ctx.device)
+        return cache.window(batch["id"], batch["start"].tolist(), batch["lips"].shape[1],
+                            batch["variant"].tolist()).to(ctx.device)
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
         return diffusion_loss(model, batch["mel"], condition(batch, conds), schedule, options.cond_drop_prob,
@@ -464,7 +488,8 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
     summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "identity": options.identity,
                "features": options.features, "lipreader_digest": checkpoint.weights_digest(reader),
                "identity_digest": checkpoint.weights_digest(identity_encoder)}
-    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed), summary,
+    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed,
+                                                  variants=options.condition_variants), summary,
                   collate, validate if val is not None else None)
 
 

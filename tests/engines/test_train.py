@@ -314,7 +314,8 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
         link.symlink_to(video.resolve())
     runs = {model: tmp_path / "runs" / model for model in ("lipreader", "identity", "melgen")}
     trained = {kind: str(runs[kind] / "latest.pt") for kind in ("lipreader", "identity")}
-    for model, recipe in (("lipreader", {}), ("identity", {}), ("melgen", trained)):
+    variants = {"condition_variants": 2, "augment": {"brightness": 0.3, "shift": 0.05}}
+    for model, recipe in (("lipreader", {}), ("identity", {}), ("melgen", {**trained, **variants})):
         config = smoke_config(tmp_path, model, **recipe)
         assert main_train([model, "--config", str(config), "--data", str(data), "--out", str(runs[model]),
                            "--device", "cpu", "--no-progress"]) == 0
@@ -328,6 +329,23 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     models = SynthModels.load(trained["lipreader"], str(runs["melgen"] / "latest.pt"), trained["identity"],
                               asr=None, vocoder="griffin-lim")  # strict: the digests match
     assert models.features == "reader"
+
+    # Its conditions: per clip the plain one and one from augmented lips, the plain one as inference has it.
+    from engines.data import loaders
+    from engines.train.augment import LipAugment
+
+    samples = loaders.load(str(data), str(tmp_path / "features"), split=None)
+    cache = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False,
+                                   variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
+    clip = samples.clips[0].id
+    plain = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False)
+    frames = plain.conds[clip].shape[1]
+    assert cache.conds[clip].shape == (2, frames, raw["config"]["cond_dim"])
+    torch.testing.assert_close(cache.window([clip], [0], frames, [0]), plain.window([clip], [0], frames))
+    assert not torch.allclose(cache.window([clip], [0], frames, [1]), plain.window([clip], [0], frames))
+    with pytest.raises(recipes.RecipeError, match="augmentations"):
+        recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2)
+
 
 if __name__ == "__main__":
     from tests.engines.test_train import worker as _worker  # classes named by module, not __main__
