@@ -20,7 +20,7 @@ from tqdm import tqdm
 from engines.eval import mel
 from engines.eval.clips import Clip
 from engines.eval.judges import Judge, Metric, RefClip, Scores
-from engines.eval.stats import Summary, mean_ci, ratio_ci
+from engines.eval.stats import Summary, mean_ci, paired_mean_ci, paired_ratio_ci, ratio_ci
 from engines.eval.systems import MissingOutput, System
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,32 @@ class Results:
             out[system] = {}
             for m in self.metrics:
                 if m.ratio:
-                    num, den = m.ratio
-                    out[system][m.key] = ratio_ci([v.get(num, np.nan) for v in values],
-                                                  [v.get(den, np.nan) for v in values])
+                    out[system][m.key] = ratio_ci(*_columns(values, m.ratio))
                 else:
-                    out[system][m.key] = mean_ci([_number(v.get(m.key)) for v in values])
+                    out[system][m.key] = mean_ci(*_columns(values, (m.key,)))
         return out
+
+    def shared(self, a: str, b: str) -> list[str]:
+        """The clips both systems have an output for, in clip order."""
+        return [c.id for c in self.clips if c.id in self.rows[a] and c.id in self.rows[b]]
+
+    def paired(self, a: str, b: str) -> dict[str, Summary]:
+        """metric key → A − B over the clips both systems have, with its paired 95 % CI (stats.py)."""
+        ids = self.shared(a, b)
+        values_a = [self.rows[a][i] for i in ids]
+        values_b = [self.rows[b][i] for i in ids]
+        out: dict[str, Summary] = {}
+        for m in self.metrics:
+            if m.ratio:
+                out[m.key] = paired_ratio_ci(*_columns(values_a, m.ratio), *_columns(values_b, m.ratio))
+            else:
+                out[m.key] = paired_mean_ci(*_columns(values_a, (m.key,)), *_columns(values_b, (m.key,)))
+        return out
+
+
+def _columns(values: list[Scores], keys: tuple[str, ...]) -> list[list[float]]:
+    """Per-clip numbers under each key (NaN where a clip has none)."""
+    return [[_number(v.get(key)) for v in values] for key in keys]
 
 
 def _number(value: object) -> float:

@@ -1,6 +1,7 @@
-"""The report: report.md (summary tables, per-clip transcripts, problems, timing, the command line),
-report.json (everything, per clip), wer.png (per-clip WER) and mel/CLIP.png (each row's log-mel under
-the reference's, with the mouth opening against the reference's energy curve).
+"""The report: report.md (summary tables, paired differences of the rows asked for, per-clip transcripts,
+problems, timing, the command line), report.json (everything, per clip), wer.png (per-clip WER) and
+mel/CLIP.png (each row's log-mel under the reference's, with the mouth opening against the reference's
+energy curve).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,18 +27,20 @@ MAX_PLOTTED_CLIPS = 40  # bars per chart, so it stays readable
 PER_CLIP = ("stoi", "estoi", "dnsmos_ovrl", "av_offset_ms", "f0_err_st", "spk_id")  # beside the transcripts
 
 
-def _fmt(m: Metric, s: Summary, row_n: int) -> str:
+def _fmt(m: Metric, s: Summary, row_n: int, delta: bool = False) -> str:
+    """value ± half the CI; a difference (`delta`) is signed, and in percentage points for a percentage."""
     if math.isnan(s.value):
         return "–"
-    scale, unit = (100.0, " %") if m.percent else (1.0, "")
-    text = f"{s.value * scale:.{m.digits}f}{unit}"
+    scale, unit = (100.0, " pts" if delta else " %") if m.percent else (1.0, "")
+    text = f"{s.value * scale:{'+' if delta else ''}.{m.digits}f}{unit}"
     if not math.isnan(s.half_width):
         text += f" ± {s.half_width * scale:.{m.digits}f}"
     return text + (f" (n={s.n})" if s.n != row_n else "")
 
 
 def summary_tables(results: Results) -> str:
-    """The summary tables in markdown: one row per system, each cell the value ± half its 95 % CI."""
+    """The summary tables in markdown: one numbered row per system (the numbers `--compare` takes), each
+    cell the value ± half its 95 % CI."""
     summary = results.summary()
     parts = []
     for group, title in GROUPS:
@@ -44,13 +48,31 @@ def summary_tables(results: Results) -> str:
         if not metrics:
             continue
         header = " | ".join(m.label + ARROWS[m.better] for m in metrics)
-        lines = [f"**{title}**", "", f"| system | n | {header} |", "|---|---|" + "---|" * len(metrics)]
-        for system in results.systems:
+        lines = [f"**{title}**", "", f"| # | system | n | {header} |", "|---" * (3 + len(metrics)) + "|"]
+        for number, system in enumerate(results.systems, 1):
             n = len(results.rows[system])
             cells = [_fmt(m, summary[system][m.key], n) for m in metrics]
-            lines.append(_row(system, n, *cells))
+            lines.append(_row(number, system, n, *cells))
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+PAIRED_NOTE = ("A − B over the clips both have; ↓ lower is better, ↑ higher, so negative Δ WER = A better. "
+               "± half the 95 % interval: a paired bootstrap over clips (ratios: WER/CER, in percentage "
+               "points, pts) or Student t of the per-clip differences (means); an interval that excludes 0 "
+               "is a difference at the 95 % level.")
+
+
+def paired_table(results: Results, pairs: Sequence[tuple[str, str]]) -> str:
+    """The paired differences in markdown: one row per (A, B) pair of systems, a column per table metric."""
+    metrics = [m for m in results.metrics if m.table]
+    header = " | ".join(f"Δ {m.label}{ARROWS[m.better]}" for m in metrics)
+    lines = [f"| A | B | n | {header} |", "|---" * (3 + len(metrics)) + "|"]
+    for a, b in pairs:
+        n = len(results.shared(a, b))
+        paired = results.paired(a, b)
+        lines.append(_row(a, b, n, *[_fmt(m, paired[m.key], n, delta=True) for m in metrics]))
+    return "\n".join([*lines, "", PAIRED_NOTE])
 
 
 def _clip_table(results: Results) -> str:
@@ -82,7 +104,8 @@ def _num(x: Any, digits: int) -> str:
     return "–" if x is None or not isinstance(x, int | float) or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-def markdown(results: Results, command: str, source: str, plots: list[Path], out: Path) -> str:
+def markdown(results: Results, command: str, source: str, plots: list[Path], out: Path,
+             pairs: Sequence[tuple[str, str]] = ()) -> str:
     text_of = {c.id: c.text or "(none: whisper's transcript of the reference)" for c in results.clips}
     lines = [
         "# voxsight eval", "",
@@ -93,7 +116,9 @@ def markdown(results: Results, command: str, source: str, plots: list[Path], out
         "AV offset: ms the audio's loudness lags the mouth opening (read against the reference row). "
         "(n=k): only k clips had a value (pocketsphinx scores GRID-grammar clips only).", "",
         summary_tables(results), "",
-        "Rows:", "", *[f"- **{s}**: {results.about.get(s) or '–'}" for s in results.systems], "",
+        "Rows:", "",
+        *[f"{i}. **{s}**: {results.about.get(s) or '–'}" for i, s in enumerate(results.systems, 1)], "",
+        *(["## Paired differences", "", paired_table(results, pairs), ""] if pairs else []),
         "## Per clip", "",
         "| clip | speaker | transcript |", "|---|---|---|",
         *[_row(c.id, c.speaker or "–", text_of[c.id]) for c in results.clips], "",
@@ -124,7 +149,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def to_json(results: Results, command: str, source: str) -> dict[str, Any]:
+def to_json(results: Results, command: str, source: str,
+            pairs: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     summary = results.summary()
     return _jsonable({
         "command": command,
@@ -136,6 +162,8 @@ def to_json(results: Results, command: str, source: str) -> dict[str, Any]:
         "clips": [{"id": c.id, "text": c.text, "speaker": c.speaker, "audio": str(c.audio),
                    "video": str(c.video) if c.video else None} for c in results.clips],
         "summary": {s: {k: v.as_dict() for k, v in row.items()} for s, row in summary.items()},
+        "paired": [{"a": a, "b": b, "n": len(results.shared(a, b)),
+                    **{k: v.as_dict() for k, v in results.paired(a, b).items()}} for a, b in pairs],
         "per_clip": {s: {cid: {k: v for k, v in scores.items() if not isinstance(v, np.ndarray | type(None))}
                          for cid, scores in row.items()} for s, row in results.rows.items()},
         "missing": {s: results.missing(s) for s in results.systems},
@@ -227,16 +255,17 @@ def plot_mels(results: Results, folder: Path) -> list[Path]:
     return paths
 
 
-def write_report(results: Results, out: Path, command: str, source: str) -> Path:
+def write_report(results: Results, out: Path, command: str, source: str,
+                 pairs: Sequence[tuple[str, str]] = ()) -> Path:
     """Write report.md, report.json and the PNGs (for the clips whose log-mels the results kept) under
-    `out`; returns the markdown's path."""
+    `out`, with the paired differences A − B of the `pairs` of system names; returns the markdown's path."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     plots = [p for p in [plot_wer(results, out / "wer.png")] if p]
     plots += plot_mels(results, out / "mel")
     results.timing["plots"] = time.perf_counter() - started
-    report = to_json(results, command, source)
+    report = to_json(results, command, source, pairs)
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     path = out / "report.md"
-    path.write_text(markdown(results, command, source, plots, out))
+    path.write_text(markdown(results, command, source, plots, out, pairs))
     return path

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engines.eval.cli import main
+from engines.eval.cli import compare_pairs, main
 from engines.eval.clips import Clip, load_clips
 from engines.eval.evaluate import MIN_SAMPLES, conform, evaluate
 from engines.eval.judges import make_judges
 from engines.eval.judges.base import Judge, RefClip, Scores
+from engines.eval.report import PAIRED_NOTE
 from engines.eval.systems import GriffinLimVocoder, MissingOutput, Reference, make_system
 from tests.engines.test_eval_judges import voice
 from tests.helpers import REPO
@@ -64,6 +65,15 @@ class Fragile(Judge):
         return {}
 
 
+class Unreachable:
+    """A system that must never be asked for speech (the run should have stopped before it)."""
+
+    name = "unreachable"
+
+    def generate(self, clip: Clip) -> np.ndarray:
+        raise AssertionError(f"generated {clip.id}")
+
+
 def not_a_system() -> object:
     return object()
 
@@ -109,21 +119,97 @@ def test_the_command_writes_the_report(corpus: Path, tmp_path: Path) -> None:
     assert main(argv) == 0
     text = (out / "report.md").read_text()
     assert f"Command: `voxsight eval {corpus} --wavs {generated}=mine" in text
-    for row in ("| reference | 3 |", "| vocoder (Griffin-Lim) | 3 |", "| mine | 2 |"):
+    for row in ("| 1 | reference | 3 |", "| 2 | vocoder (Griffin-Lim) | 3 |", "| 3 | mine | 2 |"):
         assert row in text
     assert "mine: no output for 1 clip(s): s3/pgiz9s" in text
     assert "zero-weight fallback vocoder" in text
+    assert "## Paired differences" not in text
     report = json.loads((out / "report.json").read_text())
     assert report["systems"] == ["reference", "vocoder (Griffin-Lim)", "mine"]
     assert report["summary"]["reference"]["stoi"]["value"] == pytest.approx(1.0)
     assert report["summary"]["mine"]["stoi"]["n"] == 2
     assert report["per_clip"]["mine"]["s2/lrae5a"]["spk_id"] == 0.0  # clip 1's voice in clip 2's place
     assert report["missing"]["mine"] == ["s3/pgiz9s"]
+    assert report["paired"] == []
     assert set(report["timing_s"]) >= {"judge: stoi", "generate: vocoder (Griffin-Lim)"}
     pngs = [out / "wer.png", *(out / "mel" / f"{cid.replace('/', '__')}.png" for cid in SENTENCES)]
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png.relative_to(out).as_posix()})" in text
+
+
+def test_the_command_reports_paired_differences(corpus: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    clips = load_clips(corpus)
+    folders = {"loud": (0.9, clips), "quiet": (0.2, clips[:2])}  # quiet has nothing for the third clip
+    for name, (gain, chosen) in folders.items():
+        (tmp_path / name).mkdir()
+        for clip in chosen:
+            sf.write(tmp_path / name / f"{Path(clip.id).name}.wav", gain * clip.reference(), 16000)
+    out = tmp_path / "report"
+    argv = [str(corpus), "--wavs", str(tmp_path / "loud"), "--wavs", str(tmp_path / "quiet"),
+            "--judges", "sphinx,stoi,energy", "--vocoder-iters", "8", "--out", str(out), "--no-progress",
+            "--compare", "loud:quiet", "--compare", "2:3"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "rows: 1 reference, 2 vocoder (Griffin-Lim), 3 loud, 4 quiet" in printed
+    text = (out / "report.md").read_text()
+    table = text[text.index("## Paired differences"):text.index("## Per clip")]
+    assert table in printed.replace("**Paired differences**", "## Paired differences") + "\n\n"
+    assert "| A | B | n | Δ WER sphinx-GRID ↓ | Δ STOI ↑ | Δ ESTOI ↑ | Δ energy MAE ↓ |" in table
+    assert "| loud | quiet | 2 | " in table and "| vocoder (Griffin-Lim) | loud | 3 | " in table
+    assert " pts ± " in table and PAIRED_NOTE in table
+    report = json.loads((out / "report.json").read_text())
+    loud_quiet, vocoder_loud = report["paired"]
+    assert (loud_quiet["a"], loud_quiet["b"], loud_quiet["n"]) == ("loud", "quiet", 2)
+    assert (vocoder_loud["a"], vocoder_loud["b"], vocoder_loud["n"]) == ("vocoder (Griffin-Lim)", "loud", 3)
+    per_clip = report["per_clip"]
+    shared = ["s1/bbaf2n", "s2/lrae5a"]
+    for key in ("stoi", "energy_mae"):  # the mean of the per-clip differences over the shared clips
+        assert loud_quiet[key]["n"] == 2
+        assert loud_quiet[key]["value"] == pytest.approx(
+            np.mean([per_clip["loud"][c][key] - per_clip["quiet"][c][key] for c in shared]))
+        assert loud_quiet[key]["ci_low"] <= loud_quiet[key]["value"] <= loud_quiet[key]["ci_high"]
+
+    def wer(row: str, ids: list[str]) -> float:
+        return sum(per_clip[row][c]["_s_err"] for c in ids) / sum(per_clip[row][c]["_s_n"] for c in ids)
+
+    assert loud_quiet["wer_sphinx"]["value"] == pytest.approx(wer("loud", shared) - wer("quiet", shared))
+    assert vocoder_loud["wer_sphinx"]["value"] == pytest.approx(
+        wer("vocoder (Griffin-Lim)", list(SENTENCES)) - wer("loud", list(SENTENCES)))
+    # one gain on every clip: nearly the same log-energy error on each, so even two clips resolve it
+    assert loud_quiet["energy_mae"]["ci_high"] < 0
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("3", "expected A:B"),
+    ("9:1", "no row '9'"),
+    ("0:1", "no row '0'"),
+    ("reference:vocoder", "no row 'vocoder'"),
+    ("1:reference", "compares row 'reference' with itself"),
+])
+def test_the_command_refuses_bad_comparisons_before_generating_anything(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture, spec: str, why: str) -> None:
+    out = tmp_path / "report"
+    argv = [str(corpus), "--system", "tests.engines.test_eval_harness:Unreachable", "--judges", "energy",
+            "--out", str(out), "--compare", "1:2", "--compare", spec]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"voxsight eval: --compare {spec!r}: {why}" in error
+    if "itself" not in why:
+        assert "rows: 1 = 'reference'; 2 = 'vocoder (Griffin-Lim)'; 3 = 'unreachable'" in error
+    assert not out.exists()
+
+
+def test_compare_pairs_reads_numbers_names_and_names_with_colons() -> None:
+    rows = ["reference", "generated (w2=0.1)", "generated (w2=0)", "ckpt:a", "ckpt"]
+    assert compare_pairs(["2:3", "generated (w2=0.1):generated (w2=0)", " 3 : 1 "], rows) == [
+        ("generated (w2=0.1)", "generated (w2=0)"), ("generated (w2=0.1)", "generated (w2=0)"),
+        ("generated (w2=0)", "reference")]
+    assert compare_pairs(["ckpt:a:1"], rows) == [("ckpt:a", "reference")]  # the one split naming two rows
+    with pytest.raises(ValueError, match="reads as 2 different pairs"):
+        compare_pairs(["ckpt:a:ckpt"], [*rows, "a:ckpt", "a"])
+    assert compare_pairs([], rows) == []
 
 
 def test_the_command_refuses_bad_arguments(corpus: Path, tmp_path: Path,
