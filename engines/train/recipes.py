@@ -22,9 +22,10 @@ item), so runs are repeatable and resumable (engines.train.loop).
                noise-aware guidance ASR
     identity   face crop → unit embedding, trained to tell the training identities apart (a cosine
                classifier head that is not shipped)
-    melgen     ε-prediction on mel windows, conditioned on a trained lip reader's features (front end, or
-               front end and GRU states, computed once over whole clips) and the embedding of a trained
-               identity encoder (both frozen), with condition dropout for classifier-free guidance
+    melgen     diffusion on mel windows (ε or x0 prediction: MelGenConfig.prediction), conditioned on a
+               trained lip reader's features (front end, or front end and GRU states, computed once over
+               whole clips, also of augmented lips) and the embedding of a trained identity encoder (both
+               frozen), with condition dropout for classifier-free guidance
     vocoder    normalised mel of a random audio segment → waveform, multi-resolution STFT + mel L1
 """
 
@@ -397,7 +398,8 @@ class MelGenOptions:
     features: str = param("reader", "lip-reader features: 'visual' (front end) or 'reader' (front end and "
                                     "GRU states)", choices=("visual", "reader"))
     cond_drop_prob: float = param(0.2, "probability of training a sample on the null condition (CFG)")
-    loss: str = param("l1", "ε-prediction loss (LipVoicer: l1)", choices=("l1", "l2"))
+    loss: str = param("l1", "diffusion loss on the predicted ε or x0 (LipVoicer: l1 on ε)",
+                      choices=("l1", "l2"))
     condition_variants: int = param(1, "conditions per training clip: the plain one and N − 1 from lip "
                                        "inputs changed as `augment` says; each training window hears one "
                                        "at random, so MelGen learns to bear how a new face shifts the lip "
