@@ -134,6 +134,8 @@ def wav_of(chunks: list[SpeechChunk]) -> np.ndarray:
 
 def streamer(models: SynthModels, params: SynthParams = FAST, synthesizer: type[Synthesizer] = Synthesizer,
              **stream_params: object) -> StreamingSynthesizer:
+    # The frame arithmetic below is written for one frame of MelGen look-ahead, whatever the default.
+    stream_params = {"melgen_lookahead_frames": 1, **stream_params}
     return StreamingSynthesizer(synthesizer(models, params), StreamParams(**stream_params))
 
 
