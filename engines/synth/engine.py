@@ -53,8 +53,9 @@ class SynthParams:
     w1: float = param(1.0, "classifier-free guidance weight (LipVoicer: 2; 1 is better at 4 steps here)")
     w2: float = param(0.0, "ASR guidance weight toward the lip-read text: the fraction of the clean "
                            "estimate each guided step moves (guidance_step x0; 0.1 is the tested value); "
-                           "LipVoicer: 1.5 with guidance_step eps. Off by default: with the shipped models "
-                           "it does not lower the WER yet and costs 1.5x the compute (NOTES.md)")
+                           "LipVoicer: 1.5 with guidance_step eps. Off by default: it helps only with "
+                           "mostly-right text (decode grid), by less than the noise on unseen faces, and "
+                           "costs 1.5x the compute (NOTES.md)")
     asr_t_max: float = param(270.0, "ASR guidance acts on steps t ≤ this, of 400 (LipVoicer: 270)")
     guidance_step: str = param("x0", "size ASR guidance's push in the clean estimate (x0, for few steps) or "
                                      "as LipVoicer in ε (eps, for ~400 steps)", choices=("x0", "eps"))
