@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "media": ("node.media", "make the bundled sample media (a test-pattern clip)"),
     "track": ("node.track", "track faces and lips in a video file: overlay video, per-frame JSON, summary"),
     "eval": ("engines.eval.cli", "score generated speech against references with independent judges"),
-    "data": ("engines.data.cli", "synth: make the synthetic audio-visual corpus"),
+    "data": ("engines.data.cli", "synth, morph, features: the synthetic audio-visual corpus"),
     "train": ("engines.train.cli", "train a model from a YAML config (resumable; torchrun: many processes)"),
     "models": ("engines.train.cli", "list the shipped model weights"),
     "lip2speech": ("engines.synth.cli", "speech for the face in a silent video (offline, whole video)"),

@@ -1,11 +1,15 @@
-"""`voxsight data synth | features`: make the synthetic audio-visual corpus; fill a feature cache.
+"""`voxsight data synth | morph | features`: make the synthetic audio-visual corpus; derive training faces
+from its people; fill a feature cache.
 
     voxsight data synth --out DIR (--hours H | --clips N) [--seed S] [--faces DIR] [--grid-fraction F]
                         [--val-fraction F] [--jobs N] [--noisy KINDS]
+    voxsight data morph --corpus DIR --out DIR [--faces DIR] [--per-pair N] [--seed S]
     voxsight data features SOURCE --cache DIR [--layout L] [--split S] [--jobs N]
 
 synth: see engines/data/corpus.py (layout, determinism, resuming). Rerunning the same command completes
 an interrupted corpus; a larger --hours or --clips extends it.
+morph: a folder of faces morphed from pairs of the corpus's training people, with a speakers.csv that
+makes them training speakers with training voices (engines/data/morph.py); give it to synth --faces.
 features: tracks and mels every clip of a corpus folder (ours, GRID, LRS3) into the cache that the
 training loaders read (engines/data/loaders.py), so training never decodes a video.
 """
@@ -49,6 +53,15 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _morph(args: argparse.Namespace) -> int:
+    from engines.data.morph import make_folder
+
+    summary = make_folder(args.corpus, args.faces or DEFAULT_FACES, args.out, per_pair=args.per_pair,
+                          seed=args.seed, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0
+
+
 def _features(args: argparse.Namespace) -> int:
     from engines.data.loaders import load
 
@@ -76,6 +89,13 @@ def main(argv: list[str]) -> int:
     s.add_argument("--noisy", type=_kinds, default=NOISE_KINDS,
                    help=f"noisy copies to write, comma separated, or none (default {','.join(NOISE_KINDS)})")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m = sub.add_parser("morph", help="derive training faces from pairs of a corpus's training people")
+    m.add_argument("--corpus", type=Path, required=True, help="the corpus whose training people to morph")
+    m.add_argument("--out", type=Path, required=True, help="new folder for the morphs and their speakers.csv")
+    m.add_argument("--faces", type=Path, help=f"the corpus's photo folder (default {DEFAULT_FACES})")
+    m.add_argument("--per-pair", type=int, default=2, help="morphs per pair of people (2)")
+    m.add_argument("--seed", type=int, default=0, help="which photos and blend weights (default 0)")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
     f = sub.add_parser("features", help="fill the training feature cache of a corpus folder")
     f.add_argument("source", type=Path, help="our corpus, a GRID or LRS3 folder, or a list file")
     f.add_argument("--cache", type=Path, required=True, help="feature cache folder")
@@ -85,7 +105,7 @@ def main(argv: list[str]) -> int:
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
-        return _synth(args) if args.command == "synth" else _features(args)
+        return {"synth": _synth, "morph": _morph, "features": _features}[args.command](args)
     except (CorpusError, ValueError) as exc:
         print(f"voxsight data {args.command}: {exc}", file=sys.stderr)
         return 2

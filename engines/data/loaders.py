@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -241,10 +241,26 @@ def _prepare_one(args: tuple[ClipRef, str, str]) -> None:
     FeatureCache(root, version).get(ref.files, lambda: extract(ref))
 
 
-def load(source: Path | str, cache_dir: Path | str, layout: str = "auto", split: str | None = None,
-         limit: int | None = None) -> SampleSet:
-    """The samples of a corpus folder (see `list_clips`), cached under `cache_dir`."""
-    return SampleSet(list_clips(source, layout, split, limit), cache_dir)
+def load(source: Path | str | Sequence[Path | str], cache_dir: Path | str, layout: str = "auto",
+         split: str | None = None, limit: int | None = None) -> SampleSet:
+    """The samples of a corpus folder (see `list_clips`), or of several folders joined, cached under
+    `cache_dir`. Joined, each clip's id and speaker take its folder's name as a prefix (two corpora both
+    have a train/spk000), and a folder without clips in `split` is skipped (an error only if all are)."""
+    if isinstance(source, str | Path):
+        return SampleSet(list_clips(source, layout, split, limit), cache_dir)
+    refs: list[ClipRef] = []
+    for folder in map(Path, source):
+        try:
+            found = list_clips(folder, layout, split)
+        except ValueError:
+            log.info("%s: no clip in split %s, skipped", folder, split)
+            continue
+        refs += [replace(ref, id=f"{folder.name}/{ref.id}",
+                         speaker=None if ref.speaker is None else f"{folder.name}/{ref.speaker}")
+                 for ref in found]
+    if not refs:
+        raise ValueError(f"{', '.join(map(str, source))}: no clip with a video in split {split}")
+    return SampleSet(refs[:limit] if limit else refs, cache_dir)
 
 
 class TorchSamples:

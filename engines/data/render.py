@@ -230,7 +230,7 @@ def _harmonic(laplacian: np.ndarray, fixed: dict[int, np.ndarray]) -> np.ndarray
     return values
 
 
-def _placement(landmarks: np.ndarray, size: tuple[int, int], margin: int) -> np.ndarray:
+def placement(landmarks: np.ndarray, size: tuple[int, int], margin: int) -> np.ndarray:
     """2x3 similarity from photo pixels to the canvas (module docstring)."""
     width, height = size
     half = EYE_DISTANCE * width / 2
@@ -245,7 +245,7 @@ def _placement(landmarks: np.ndarray, size: tuple[int, int], margin: int) -> np.
     return np.hstack([rot, (dst.mean(axis=0) - rot @ mid_src)[:, None]])
 
 
-def _place(image: np.ndarray, matrix: np.ndarray, canvas_size: tuple[int, int]) -> np.ndarray:
+def place_photo(image: np.ndarray, matrix: np.ndarray, canvas_size: tuple[int, int]) -> np.ndarray:
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     if scale < 0.8:  # shrink with area averaging first so the photo does not alias
         small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -381,8 +381,8 @@ def _build(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) -> F
     width, height = size
     margin = round(MARGIN * width)
     canvas_size = (width + 2 * margin, height + 2 * margin)
-    matrix = _placement(landmarks, size, margin)
-    canvas = _place(image, matrix, canvas_size)
+    matrix = placement(landmarks, size, margin)
+    canvas = place_photo(image, matrix, canvas_size)
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     pts = np.hstack([landmarks[:, :2] @ matrix[:, :2].T + matrix[:, 2], landmarks[:, 2:3] * scale])
     iod = float(np.linalg.norm(pts[263, :2] - pts[33, :2]))

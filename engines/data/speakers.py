@@ -9,6 +9,10 @@ Split (everything decided from the seed, nothing from the order of files on disk
 - val is not a speaker split: it is unseen utterances (sentences never used in train) of train
   speakers, chosen per clip by engines.data.corpus.
 
+An identity that pins a voice (a `voice` label, engines.data.identities) is a training speaker with that
+voice and takes no part in the split: derived faces are made from training people only, so they must
+neither become test faces nor use up voice settings; the other identities split exactly as without them.
+
 Held-out voice settings are drawn round-robin over the base voices (mbrola us2, us3, en1, piper
 joe-us, ...), so the test voices are spread over the base voices rather than all variations of one.
 Within each side (train or test) of a gender, identities take the settings in that same round-robin
@@ -84,9 +88,16 @@ def assign(identities: Sequence[Identity], voices: Sequence[Voice], seed: int,
         raise ValueError(f"speakers need identities and voices (got {len(identities)} and {len(voices)})")
     rng = np.random.default_rng([seed, _STREAM])
     voice_genders = {v.gender for v in voices}
+    by_id = {v.id: v for v in voices}
     pairs: dict[str, tuple[Identity, Voice, str]] = {}
-    for gender in sorted({i.gender for i in identities}):
-        group = sorted((i for i in identities if i.gender == gender), key=lambda i: i.id)
+    for identity in identities:
+        if identity.voice is not None:
+            if identity.voice not in by_id:
+                raise ValueError(f"identity {identity.id} pins voice {identity.voice!r}, not in the bank")
+            pairs[identity.id] = (identity, by_id[identity.voice], "train")
+    free = [i for i in identities if i.voice is None]
+    for gender in sorted({i.gender for i in free}):
+        group = sorted((i for i in free if i.gender == gender), key=lambda i: i.id)
         pool = [v for v in voices if v.gender == gender] if gender in voice_genders else list(voices)
         group = [group[k] for k in rng.permutation(len(group))]
         ordered = _round_robin(pool, rng)

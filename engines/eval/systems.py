@@ -105,6 +105,9 @@ def make_system(spec: str) -> System:
     system = factory(**options)
     if not isinstance(system, System):
         raise TypeError(f"{target} did not return a System (needs .name and .generate(clip))")
-    if pairs:  # rows of one model with different settings must not share a name
-        system.name = f"{system.name} ({', '.join(pairs)})"
+    # Rows of one model with different settings must not share a name; where features are cached
+    # changes nothing in the output, so it stays out of the name.
+    named = [pair for pair in pairs if not pair.strip().startswith("cache=")]
+    if named:
+        system.name = f"{system.name} ({', '.join(named)})"
     return system

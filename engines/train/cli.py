@@ -115,7 +115,7 @@ def main_train(argv: list[str]) -> int:
 def _data_text(summary: dict[str, Any]) -> str:
     if not summary:
         return "-"
-    text = f"{Path(str(summary.get('source', '?'))).name}"
+    text = "+".join(Path(folder).name for folder in str(summary.get("source", "?")).split(","))
     if "split" in summary:
         text += f"/{summary['split']}"
     facts = [f"{summary[k]} {k}" for k in ("clips", "speakers") if k in summary]

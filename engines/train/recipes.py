@@ -56,7 +56,8 @@ class RecipeError(ValueError):
 
 @dataclass
 class DataOptions:
-    source: str = param("", "clips to train on: a corpus folder (ours, GRID, LRS3) or a list file")
+    source: str = param("", "clips to train on: a corpus folder (ours, GRID, LRS3) or a list file; several "
+                            "joined by commas (e.g. a corpus and its morph corpus)")
     cache: str = param("runs/features", "feature cache folder (engines.data.loaders)")
     layout: str = param("auto", "layout of the source (auto, corpus, grid, lrs3, list)")
     split: str = param("train", "split to train on ('all': every clip)")
@@ -97,11 +98,17 @@ def load_samples(data: DataOptions, split: str, limit: int, ctx: Context) -> Any
 
     if not data.source:
         raise RecipeError("no training data: give --data DIR (or data.source in the config)")
-    samples = loaders.load(data.source, data.cache, data.layout, split_name(split), limit or None)
+    samples = loaders.load(sources(data) if len(sources(data)) > 1 else data.source, data.cache, data.layout,
+                           split_name(split), limit or None)
     if ctx.main:
         samples.prepare(jobs=data.jobs or os.cpu_count() or 1)
     distributed.barrier(ctx)
     return samples
+
+
+def sources(data: DataOptions) -> list[str]:
+    """The folders of `data.source` (comma separated)."""
+    return [part.strip() for part in data.source.split(",") if part.strip()]
 
 
 def split_name(split: str) -> str | None:
@@ -111,27 +118,41 @@ def split_name(split: str) -> str | None:
 
 def summarize(data: DataOptions, clips: Sequence[Any]) -> dict[str, Any]:
     """The training-data summary a checkpoint records: where, how many, and the corpus's own record of
-    how it was made (its settings, seed included) when the source is our corpus."""
-    root = Path(data.source).resolve()
+    how it was made (its settings, seed included) when the source is our corpus; for several sources,
+    that record per source under "sources"."""
+    roots = [Path(folder).resolve() for folder in sources(data)]
+    joined = len(roots) > 1
     out: dict[str, Any] = {
-        "source": str(root), "layout": clips[0].layout if clips else data.layout,
+        "source": ",".join(map(str, roots)), "layout": clips[0].layout if clips else data.layout,
         "split": split_name(data.split) or "all", "clips": len(clips),
         "speakers": len({c.speaker for c in clips}),
         "identities": len({c.identity or c.speaker for c in clips}), "window_frames": data.window,
     }
-    manifest = root / "manifest.jsonl"
-    if manifest.is_file():  # our corpus: clip durations without opening the clips
-        records = map(json.loads, manifest.read_text().splitlines())
-        durations = {r["id"]: r.get("duration_s", 0.0) for r in records}
-        out["hours"] = round(sum(durations.get(c.id, 0.0) for c in clips) / 3600, 4)
-    for name, key in (("corpus.json", "corpus"), ("summary.json", "corpus_summary")):
-        path = root / name
-        if path.is_file():
-            record = json.loads(path.read_text())
-            if key == "corpus_summary":
-                keys = ("total_hours", "hours", "total_clips", "speakers")
-                record = {k: record[k] for k in keys if k in record}
-            out[key] = record
+    ids = {c.id for c in clips}
+    seconds, records = None, []
+    for root in roots:
+        prefix = f"{root.name}/" if joined else ""
+        record: dict[str, Any] = {"source": str(root)}
+        manifest = root / "manifest.jsonl"
+        if manifest.is_file():  # our corpus: clip durations without opening the clips
+            lines = map(json.loads, manifest.read_text().splitlines())
+            seconds = (seconds or 0.0) + sum(r.get("duration_s", 0.0) for r in lines
+                                             if prefix + r["id"] in ids)
+        for name, key in (("corpus.json", "corpus"), ("summary.json", "corpus_summary")):
+            path = root / name
+            if path.is_file():
+                found = json.loads(path.read_text())
+                if key == "corpus_summary":
+                    keys = ("total_hours", "hours", "total_clips", "speakers")
+                    found = {k: found[k] for k in keys if k in found}
+                record[key] = found
+        records.append(record)
+    if seconds is not None:
+        out["hours"] = round(seconds / 3600, 4)
+    if joined:
+        out["sources"] = records
+    elif records:
+        out.update({k: v for k, v in records[0].items() if k != "source"})
     return out
 
 

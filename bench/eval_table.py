@@ -1,0 +1,83 @@
+"""The #6 eval table in one command: a fixed list of GRID-grammar clips of a corpus split, then `voxsight
+eval` over it with the reference, vocoder and generated rows, and paired differences.
+
+Run: `.venv/bin/python bench/eval_table.py CORPUS --cache FEATURES [--split test] [--per-speaker 12]
+[--rows quick|full] [--models lipreader=PATH,melgen=PATH] [--out out/eval-table]`.
+
+The list (OUT/clips.txt) is the first `--per-speaker` GRID clips of each speaker of the split in clip-id
+order, so the same corpus always gives the same list (36 clips for the 3 test speakers of the default
+corpus). CORPUS may also be a folder of real clips (../shared/real/grid-dev): every clip is then used.
+Rows `quick`: reference, vocoders, generated at the defaults, with ASR guidance toward GRID-grammar text;
+`full` adds the NFE sweep (1, 2, 8), the 400-step DDPM reference sampler and the streamed engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engines.clipsets import CORPUS_MANIFEST
+from engines.eval.cli import main as eval_main
+from engines.text.charset import decode, encode
+from engines.text.ctc import GRID_GRAMMAR
+
+GUIDED = "w2=0.1,decode=grid"
+FULL = ("nfe=1", "nfe=2", "nfe=8", "sampler=ddpm,nfe=400")
+
+
+def clip_list(corpus: Path, split: str, per_speaker: int) -> list[str]:
+    """Video paths of the first `per_speaker` GRID clips of each speaker of `split` (module docstring)."""
+    from engines.clipsets import load_clips
+
+    clips = load_clips(corpus, split=split if (corpus / CORPUS_MANIFEST).is_file() else None)
+    if not (corpus / CORPUS_MANIFEST).is_file():
+        return [str(c.video) for c in clips if c.video is not None]
+    chosen: dict[str, list[str]] = defaultdict(list)
+    for clip in sorted(clips, key=lambda c: c.id):
+        grid = clip.text is not None and decode(encode(clip.text)) in GRID_GRAMMAR
+        if clip.video is not None and grid and len(chosen[clip.speaker_key]) < per_speaker:
+            chosen[clip.speaker_key].append(str(clip.video))
+    return [path for speaker in sorted(chosen) for path in chosen[speaker]]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("corpus", type=Path)
+    p.add_argument("--cache", default="", help="feature cache folder (no video is tracked twice)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--per-speaker", type=int, default=12)
+    p.add_argument("--rows", choices=("quick", "full"), default="quick")
+    p.add_argument("--models", default="", help="model overrides, e.g. lipreader=runs/x/latest.pt,melgen=...")
+    p.add_argument("--out", type=Path, default=Path("out/eval-table"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    listing = args.out / "clips.txt"
+    paths = clip_list(args.corpus, args.split, args.per_speaker)
+    if not paths:
+        print(f"{args.corpus}: no GRID clip in split {args.split}", file=sys.stderr)
+        return 2
+    listing.write_text("".join(f"{path}\n" for path in paths))
+    base = "engines.synth.systems:lip2speech"
+    common = ",".join(x for x in (args.models, f"cache={args.cache}" if args.cache else "") if x)
+    rows = ["", GUIDED] + (list(FULL) if args.rows == "full" else [])
+    systems = [f"{base},{common},{row}".rstrip(",").replace(",,", ",") for row in rows]
+    if args.rows == "full":
+        systems.append(f"{base}_stream,{common}".rstrip(","))
+    argv = [str(listing), "--judges", "whisper,sphinx,stoi", "--out", str(args.out / "report"),
+            "--system", "engines.synth.systems:vocoder"]
+    for spec in systems:
+        argv += ["--system", spec]
+    # Rows: 1 reference, 2 Griffin-Lim, 3 our vocoder, 4 generated, 5 guided, then the full rows.
+    argv += ["--compare", "5:4"]
+    if args.rows == "full":
+        argv += ["--compare", "4:9", "--compare", "10:4"]
+    print(f"{len(paths)} clips → {listing}")
+    return eval_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
