@@ -35,12 +35,12 @@ def clip_list(corpus: Path, split: str, per_speaker: int) -> list[str]:
 
     clips = load_clips(corpus, split=split if (corpus / CORPUS_MANIFEST).is_file() else None)
     if not (corpus / CORPUS_MANIFEST).is_file():
-        return [str(c.video) for c in clips if c.video is not None]
+        return [str(c.video.resolve()) for c in clips if c.video is not None]
     chosen: dict[str, list[str]] = defaultdict(list)
     for clip in sorted(clips, key=lambda c: c.id):
         grid = clip.text is not None and decode(encode(clip.text)) in GRID_GRAMMAR
         if clip.video is not None and grid and len(chosen[clip.speaker_key]) < per_speaker:
-            chosen[clip.speaker_key].append(str(clip.video))
+            chosen[clip.speaker_key].append(str(clip.video.resolve()))
     return [path for speaker in sorted(chosen) for path in chosen[speaker]]
 
 
