@@ -108,6 +108,8 @@ def make_folder(corpus: Path, faces: Path, out: Path, per_pair: int = 2, seed: i
                 progress: bool = True) -> dict:
     """A folder of morphs of the corpus's training people with its speakers.csv (module docstring);
     returns a summary. Photos in which the mesh finds no face are skipped (and counted)."""
+    if per_pair < 1:
+        raise ValueError(f"per_pair must be at least 1, got {per_pair}")
     if out.is_dir() and any(out.iterdir()):
         raise ValueError(f"{out}: not empty; give a new folder")
     people = training_people(corpus, faces)

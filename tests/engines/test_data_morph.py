@@ -75,6 +75,8 @@ def test_a_morph_folder_holds_training_people_only_with_their_voices(tmp_path: P
                                            ("male", "mbrola-us2-p1.00-r1.00")}
     with pytest.raises(ValueError, match="not empty"):
         make_folder(corpus, FACES, out, progress=False)
+    with pytest.raises(ValueError, match="per_pair"):
+        make_folder(corpus, FACES, tmp_path / "none", per_pair=0, progress=False)
     with pytest.raises(ValueError, match=r"no speakers\.json"):
         make_folder(tmp_path, FACES, tmp_path / "other", progress=False)
 
