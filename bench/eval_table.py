@@ -33,9 +33,9 @@ def clip_list(corpus: Path, split: str, per_speaker: int) -> list[str]:
     """Video paths of the first `per_speaker` GRID clips of each speaker of `split` (module docstring)."""
     from engines.clipsets import load_clips
 
-    clips = load_clips(corpus, split=split if (corpus / CORPUS_MANIFEST).is_file() else None)
     if not (corpus / CORPUS_MANIFEST).is_file():
-        return [str(c.video.resolve()) for c in clips if c.video is not None]
+        return [str(c.video.resolve()) for c in load_clips(corpus) if c.video is not None]
+    clips = load_clips(corpus, split=split)
     chosen: dict[str, list[str]] = defaultdict(list)
     for clip in sorted(clips, key=lambda c: c.id):
         grid = clip.text is not None and decode(encode(clip.text)) in GRID_GRAMMAR
@@ -62,11 +62,11 @@ def main() -> int:
         return 2
     listing.write_text("".join(f"{path}\n" for path in paths))
     base = "engines.synth.systems:lip2speech"
-    common = ",".join(x for x in (args.models, f"cache={args.cache}" if args.cache else "") if x)
+    common = [x for x in (args.models, f"cache={args.cache}" if args.cache else "") if x]
     rows = ["", GUIDED] + (list(FULL) if args.rows == "full" else [])
-    systems = [f"{base},{common},{row}".rstrip(",").replace(",,", ",") for row in rows]
+    systems = [",".join([base, *common, row] if row else [base, *common]) for row in rows]
     if args.rows == "full":
-        systems.append(f"{base}_stream,{common}".rstrip(","))
+        systems.append(",".join([f"{base}_stream", *common]))
     argv = [str(listing), "--judges", "whisper,sphinx,stoi", "--out", str(args.out / "report"),
             "--system", "engines.synth.systems:vocoder"]
     for spec in systems:

@@ -78,10 +78,21 @@ def _corpus_ref(clip: Clip) -> ClipRef:
                    meta.get("identity"), meta.get("split", first if first in SPLITS else None), noisy)
 
 
-def list_clips(source: Path | str, layout: str = "auto", split: str | None = None,
+def joined_name(folder: Path | str, name: str) -> str:
+    """A clip id or speaker as it reads when `folder` is one of several joined sources."""
+    return f"{Path(folder).name}/{name}"
+
+
+def list_clips(source: Path | str | Sequence[Path | str], layout: str = "auto", split: str | None = None,
                limit: int | None = None) -> list[ClipRef]:
     """The clips of a corpus folder (our corpus, GRID, LRS3) or list file that have a video (clips without
-    one are skipped and counted in the log); `split` and `limit` as engines.clipsets.load_clips."""
+    one are skipped and counted in the log); `split` and `limit` as engines.clipsets.load_clips.
+
+    `source` may also be several folders, joined: each clip's id and speaker then take its folder's name
+    as a prefix (`joined_name`: two corpora both have a train/spk000), and a folder without clips in
+    `split` is skipped (an error only if all are)."""
+    if not isinstance(source, str | Path):
+        return _joined(source, layout, split, limit)
     source = Path(source)
     layout = detect_layout(source) if layout == "auto" else layout
     clips = load_clips(source, layout=layout, split=split)
@@ -100,6 +111,23 @@ def list_clips(source: Path | str, layout: str = "auto", split: str | None = Non
         refs.append(ClipRef(clip.id, layout, clip.video, clip.audio, clip.text, clip.speaker, clip.speaker,
                             lrs3_split))
     return refs
+
+
+def _joined(sources: Sequence[Path | str], layout: str, split: str | None,
+            limit: int | None) -> list[ClipRef]:
+    refs: list[ClipRef] = []
+    for folder in sources:
+        try:
+            found = list_clips(folder, layout, split)
+        except ValueError:
+            log.info("%s: no clip in split %s, skipped", folder, split)
+            continue
+        refs += [replace(ref, id=joined_name(folder, ref.id),
+                         speaker=None if ref.speaker is None else joined_name(folder, ref.speaker))
+                 for ref in found]
+    if not refs:
+        raise ValueError(f"{', '.join(map(str, sources))}: no clip with a video in split {split}")
+    return refs[:limit] if limit else refs
 
 
 # ---------------------------------------------------------------- extraction
@@ -243,24 +271,8 @@ def _prepare_one(args: tuple[ClipRef, str, str]) -> None:
 
 def load(source: Path | str | Sequence[Path | str], cache_dir: Path | str, layout: str = "auto",
          split: str | None = None, limit: int | None = None) -> SampleSet:
-    """The samples of a corpus folder (see `list_clips`), or of several folders joined, cached under
-    `cache_dir`. Joined, each clip's id and speaker take its folder's name as a prefix (two corpora both
-    have a train/spk000), and a folder without clips in `split` is skipped (an error only if all are)."""
-    if isinstance(source, str | Path):
-        return SampleSet(list_clips(source, layout, split, limit), cache_dir)
-    refs: list[ClipRef] = []
-    for folder in map(Path, source):
-        try:
-            found = list_clips(folder, layout, split)
-        except ValueError:
-            log.info("%s: no clip in split %s, skipped", folder, split)
-            continue
-        refs += [replace(ref, id=f"{folder.name}/{ref.id}",
-                         speaker=None if ref.speaker is None else f"{folder.name}/{ref.speaker}")
-                 for ref in found]
-    if not refs:
-        raise ValueError(f"{', '.join(map(str, source))}: no clip with a video in split {split}")
-    return SampleSet(refs[:limit] if limit else refs, cache_dir)
+    """The samples of a corpus folder or of several joined (see `list_clips`), cached under `cache_dir`."""
+    return SampleSet(list_clips(source, layout, split, limit), cache_dir)
 
 
 class TorchSamples:

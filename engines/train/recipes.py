@@ -98,8 +98,7 @@ def load_samples(data: DataOptions, split: str, limit: int, ctx: Context) -> Any
 
     if not data.source:
         raise RecipeError("no training data: give --data DIR (or data.source in the config)")
-    samples = loaders.load(sources(data) if len(sources(data)) > 1 else data.source, data.cache, data.layout,
-                           split_name(split), limit or None)
+    samples = loaders.load(source_of(data), data.cache, data.layout, split_name(split), limit or None)
     if ctx.main:
         samples.prepare(jobs=data.jobs or os.cpu_count() or 1)
     distributed.barrier(ctx)
@@ -109,6 +108,12 @@ def load_samples(data: DataOptions, split: str, limit: int, ctx: Context) -> Any
 def sources(data: DataOptions) -> list[str]:
     """The folders of `data.source` (comma separated)."""
     return [part.strip() for part in data.source.split(",") if part.strip()]
+
+
+def source_of(data: DataOptions) -> str | list[str]:
+    """`data.source` as engines.data.loaders takes it: one folder, or the list of folders to join."""
+    folders = sources(data)
+    return folders if len(folders) > 1 else data.source
 
 
 def split_name(split: str) -> str | None:
@@ -128,16 +133,17 @@ def summarize(data: DataOptions, clips: Sequence[Any]) -> dict[str, Any]:
         "speakers": len({c.speaker for c in clips}),
         "identities": len({c.identity or c.speaker for c in clips}), "window_frames": data.window,
     }
+    from engines.data.loaders import joined_name
+
     ids = {c.id for c in clips}
     seconds, records = None, []
     for root in roots:
-        prefix = f"{root.name}/" if joined else ""
         record: dict[str, Any] = {"source": str(root)}
         manifest = root / "manifest.jsonl"
         if manifest.is_file():  # our corpus: clip durations without opening the clips
             lines = map(json.loads, manifest.read_text().splitlines())
             seconds = (seconds or 0.0) + sum(r.get("duration_s", 0.0) for r in lines
-                                             if prefix + r["id"] in ids)
+                                             if (joined_name(root, r["id"]) if joined else r["id"]) in ids)
         for name, key in (("corpus.json", "corpus"), ("summary.json", "corpus_summary")):
             path = root / name
             if path.is_file():
@@ -582,10 +588,11 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
                                                            torch.utils.data.default_collate)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
-    clips = list_clips(data.source, data.layout, split_name(data.split), data.limit or None)
+    clips = list_clips(source_of(data), data.layout, split_name(data.split), data.limit or None)
     val = None
     if data.val_split:
-        val_clips = list_clips(data.source, data.layout, split_name(data.val_split), data.val_limit or None)
+        val_clips = list_clips(source_of(data), data.layout, split_name(data.val_split),
+                               data.val_limit or None)
         val = AudioSegments(val_clips, n, None)
     return Recipe(model, config, loss_fn, AudioSegments(clips, n, train.seed),
                   summarize(data, clips), None, validate if val is not None else None)
