@@ -4,6 +4,14 @@ of it changes alike, as a new speaker or camera would change it.
 Why: ten training faces are too few; a lip reader trained on them plain reads its training speakers far
 better than unseen ones, and the unseen ones differ first in what these change: skin brightness and
 contrast under other light, where and how large the mouth sits in the ROI, and the size of the lips.
+
+The onset options move where speech starts and ends in the clip. Every generated clip opens with the same
+0.2 s of still face, and a lip reader trained on them alone learns that speech starts at the sixth frame:
+read from its third frame or after 0.5 s of stillness, the bundled demo clip came out as gibberish. A live
+stream starts wherever the tracker first names the target, and a speaker may stay silent for seconds, so
+the lead-in is trimmed (never past the still frames: the text must stay whole) or lengthened by holding the
+first frame, and the end lengthened by holding the last. These change the clip's length, so they are for
+the lip reader only (MelGen's conditions must stay aligned with the clip's mel).
 """
 
 from __future__ import annotations
@@ -26,10 +34,18 @@ class LipAugment:
     shift: float = param(0.0, "move the ROI by up to ± this fraction of its side, each axis")
     zoom: float = param(0.0, "zoom the ROI by a factor in [1/(1+z), 1+z]")
     lip_scale: float = param(0.0, "scale the lip geometry by a factor in [1/(1+s), 1+s]")
+    onset_trim: int = param(0, "drop up to this many of the clip's first frames (keep it within the still "
+                               "lead-in: the text is not changed)")
+    onset_hold: int = param(0, "hold the first frame for up to this many frames before the clip")
+    end_hold: int = param(0, "hold the last frame for up to this many frames after the clip")
 
     @property
     def active(self) -> bool:
-        return any((self.gain, self.brightness, self.shift, self.zoom, self.lip_scale))
+        return any((self.gain, self.brightness, self.shift, self.zoom, self.lip_scale)) or self.moves_onset
+
+    @property
+    def moves_onset(self) -> bool:
+        return any((self.onset_trim, self.onset_hold, self.end_hold))
 
 
 def _factor(rng: np.random.Generator, spread: float) -> float:
@@ -39,6 +55,9 @@ def _factor(rng: np.random.Generator, spread: float) -> float:
 
 def augment_lips(item: dict[str, Any], options: LipAugment, rng: np.random.Generator) -> dict[str, Any]:
     """A copy of a TorchSamples item with its video (1, T, H, W, normalised) and lips (T, 82) augmented."""
+    if options.moves_onset:
+        item = move_onset(item, int(rng.integers(-options.onset_trim, options.onset_hold + 1)),
+                          int(rng.integers(0, options.end_hold + 1)))
     video, lips = item["video"], item["lips"]
     if options.shift or options.zoom:
         z = _factor(rng, options.zoom)
@@ -56,3 +75,28 @@ def augment_lips(item: dict[str, Any], options: LipAugment, rng: np.random.Gener
     if options.lip_scale:
         lips = lips * _factor(rng, options.lip_scale)
     return {**item, "video": video.contiguous(), "lips": lips}
+
+
+def move_onset(item: dict[str, Any], lead: int, tail: int) -> dict[str, Any]:
+    """A copy of a TorchSamples item starting `lead` frames earlier (its first frame held; negative: that
+    many frames dropped) and ending `tail` frames later (its last frame held). The mel gets silence over
+    the held frames, so video, lips, mel and valid stay aligned."""
+    n = item["lips"].shape[0]
+    if lead < 0 and -lead >= n:
+        raise ValueError(f"cannot drop {-lead} frames of a {n}-frame clip")
+    per_frame = item["mel"].shape[1] // n
+
+    def hold(x: torch.Tensor, axis: int, per: int = 1) -> torch.Tensor:
+        x = x.narrow(axis, max(0, -lead) * per, x.shape[axis] - max(0, -lead) * per)
+        head = x.narrow(axis, 0, 1).repeat_interleave(max(0, lead) * per, axis)
+        end = x.narrow(axis, x.shape[axis] - 1, 1).repeat_interleave(tail * per, axis)
+        return torch.cat([head, x, end], axis)
+
+    silent = item["mel"].min()
+    mel = hold(item["mel"], 1, per_frame)
+    if lead > 0:
+        mel[:, :lead * per_frame] = silent
+    if tail > 0:
+        mel[:, mel.shape[1] - tail * per_frame:] = silent
+    return {**item, "video": hold(item["video"], 1), "lips": hold(item["lips"], 0), "mel": mel,
+            "valid": hold(item["valid"], 0)}

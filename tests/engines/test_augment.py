@@ -66,3 +66,40 @@ def test_a_shift_moves_the_mouth_by_the_same_amount_in_every_frame(seed: int) ->
     moves = torch.stack([centroid(o) - centroid(i) for o, i in zip(pixels(out), pixels(item), strict=True)])
     assert moves.abs().max() <= 0.1 * 88 + 1 and moves[0].abs().max() > 0.5
     torch.testing.assert_close(moves, moves[0].expand_as(moves), atol=0.6, rtol=0)
+
+
+def with_audio(item: dict) -> dict:
+    """The clip with a mel (4 frames per video frame, loud everywhere) and per-frame face flags."""
+    frames = item["lips"].shape[0]
+    return {**item, "mel": torch.linspace(0.0, 0.9, 80 * 4 * frames).reshape(80, 4 * frames) - 1.0 + 0.1,
+            "valid": torch.ones(frames, dtype=torch.bool)}
+
+
+def test_moving_the_onset_holds_the_end_frames_and_keeps_video_lips_and_mel_aligned() -> None:
+    from engines.train.augment import move_onset
+
+    item = with_audio(clip(6))
+    later = move_onset(item, 3, 2)
+    assert later["video"].shape[1] == later["lips"].shape[0] == later["valid"].shape[0] == 11
+    assert later["mel"].shape == (80, 44)
+    assert all(torch.equal(later["video"][0, k], item["video"][0, 0]) for k in range(3))  # first frame held
+    assert torch.equal(later["video"][0, 3:9], item["video"][0])
+    assert torch.equal(later["video"][0, 10], item["video"][0, 5])  # and the last
+    assert torch.equal(later["lips"][10], item["lips"][5])
+    silent = item["mel"].min()
+    assert (later["mel"][:, :12] == silent).all() and (later["mel"][:, -8:] == silent).all()
+    assert torch.equal(later["mel"][:, 12:36], item["mel"])  # the speech itself is where its frames are
+    sooner = move_onset(item, -2, 0)
+    assert torch.equal(sooner["video"][0], item["video"][0, 2:])
+    assert torch.equal(sooner["mel"], item["mel"][:, 8:])
+    assert sooner["text"] == item["text"]
+    with pytest.raises(ValueError, match="cannot drop"):
+        move_onset(item, -6, 0)
+
+
+def test_onset_options_draw_a_lead_within_their_bounds() -> None:
+    item = with_audio(clip(6))
+    options = LipAugment(onset_trim=2, onset_hold=5, end_hold=3)
+    assert options.active and options.moves_onset and not LipAugment(gain=0.1).moves_onset
+    lengths = {augment_lips(item, options, np.random.default_rng(k))["lips"].shape[0] for k in range(200)}
+    assert min(lengths) == 4 and max(lengths) == 14 and len(lengths) > 5

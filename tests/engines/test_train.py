@@ -345,6 +345,9 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     assert not torch.allclose(cache.window([clip], [0], frames, [1]), plain.window([clip], [0], frames))
     with pytest.raises(recipes.RecipeError, match="augmentations"):
         recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2)
+    with pytest.raises(recipes.RecipeError, match="aligned"):
+        recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2,
+                               augment=LipAugment(brightness=0.3, onset_hold=4))
 
 
 if __name__ == "__main__":
