@@ -127,3 +127,17 @@ def test_griffin_lim_keeps_the_mel() -> None:
     audio = mel.griffin_lim(log_mel, len(speech), n_iter=16)
     assert len(audio) == len(speech)
     assert np.mean(np.abs(mel.energy(audio) - mel.energy(speech))) < 0.3
+
+
+def test_a_hallucinated_transcript_counts_at_most_every_word_wrong_in_the_capped_whisper_wer() -> None:
+    from engines.eval.judges.asr import Whisper
+
+    judge = Whisper()
+    clip = RefClip(Clip("c", Path("c.wav"), text="bin blue at f two now"), np.zeros(RATE, np.float32))
+    judge.transcribe = lambda audio: "thank you for watching " * 10  # what whisper may answer mumble with
+    scores = judge.score(np.zeros(RATE, np.float32), clip)
+    assert scores["_w_n"] == 6 and scores["_w_err"] == 40
+    assert scores["wer_whisper"] == pytest.approx(40 / 6) and scores["wer_whisper_capped"] == 1.0
+    judge.transcribe = lambda audio: "bin blue at f two"
+    scores = judge.score(np.zeros(RATE, np.float32), clip)
+    assert scores["wer_whisper"] == scores["wer_whisper_capped"] == pytest.approx(1 / 6)
