@@ -92,7 +92,7 @@ def move_onset(item: dict[str, Any], lead: int, tail: int) -> dict[str, Any]:
         end = x.narrow(axis, x.shape[axis] - 1, 1).repeat_interleave(tail * per, axis)
         return torch.cat([head, x, end], axis)
 
-    silent = item["mel"].min()
+    silent = item["mel"].min()  # the clip's own floor: its lead-in is silence
     mel = hold(item["mel"], 1, per_frame)
     if lead > 0:
         mel[:, :lead * per_frame] = silent
