@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +33,10 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a program start, not a call from Python
+        # Python keeps SIGINT ignored when it starts ignored (a background job of a script), and then only
+        # SIGKILL stops a command, without its final figures; every command ends cleanly on SIGINT.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

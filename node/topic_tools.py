@@ -422,9 +422,6 @@ def _run(ap: argparse.ArgumentParser, argv: list[str], tools: dict[str, Callable
     args.bus = args.bus or default_bus()
     setup_logging("WARNING")
     signal.signal(signal.SIGTERM, _interrupt)
-    # Python leaves SIGINT ignored when the tool starts with it ignored (a background job of a script),
-    # and then nothing but SIGKILL stops it, without its final figures.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         args.curve = CurveKeys.load(args.curve_dir, server=False) if args.curve_dir else None
         return tools[args.verb](args)

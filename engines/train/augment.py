@@ -86,17 +86,14 @@ def move_onset(item: dict[str, Any], lead: int, tail: int) -> dict[str, Any]:
         raise ValueError(f"cannot drop {-lead} frames of a {n}-frame clip")
     per_frame = item["mel"].shape[1] // n
 
-    def hold(x: torch.Tensor, axis: int, per: int = 1) -> torch.Tensor:
+    def hold(x: torch.Tensor, axis: int, per: int = 1, fill: torch.Tensor | None = None) -> torch.Tensor:
+        """x with the dropped frames cut and the held ones added: its edge frames, or `fill`."""
         x = x.narrow(axis, max(0, -lead) * per, x.shape[axis] - max(0, -lead) * per)
-        head = x.narrow(axis, 0, 1).repeat_interleave(max(0, lead) * per, axis)
-        end = x.narrow(axis, x.shape[axis] - 1, 1).repeat_interleave(tail * per, axis)
-        return torch.cat([head, x, end], axis)
+        first = x.narrow(axis, 0, 1) if fill is None else fill
+        last = x.narrow(axis, x.shape[axis] - 1, 1) if fill is None else fill
+        return torch.cat([first.repeat_interleave(max(0, lead) * per, axis), x,
+                          last.repeat_interleave(tail * per, axis)], axis)
 
-    silent = item["mel"].min()  # the clip's own floor: its lead-in is silence
-    mel = hold(item["mel"], 1, per_frame)
-    if lead > 0:
-        mel[:, :lead * per_frame] = silent
-    if tail > 0:
-        mel[:, mel.shape[1] - tail * per_frame:] = silent
-    return {**item, "video": hold(item["video"], 1), "lips": hold(item["lips"], 0), "mel": mel,
-            "valid": hold(item["valid"], 0)}
+    silence = item["mel"].min().expand(item["mel"].shape[0], 1)  # the clip's floor: its lead-in is silent
+    return {**item, "video": hold(item["video"], 1), "lips": hold(item["lips"], 0),
+            "mel": hold(item["mel"], 1, per_frame, silence), "valid": hold(item["valid"], 0)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -272,4 +273,5 @@ def test_full_prints_small_arrays_only() -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # stop() ends it, even from a background job
     publish(sys.argv[1])
