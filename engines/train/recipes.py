@@ -452,8 +452,8 @@ class ConditionCache:
 
         if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
             raise RecipeError(f"condition_variants {variants} needs >= 1, and augmentations when above 1")
-        if augment is not None and augment.moves_onset:
-            raise RecipeError("onset_trim, onset_hold and end_hold change a clip's length: MelGen's "
+        if augment is not None and augment.changes_length:
+            raise RecipeError("onset_trim, onset_hold, end_hold and tempo change a clip's length: MelGen's "
                               "conditions must stay aligned with its mel (they are for the lip reader)")
         items = TorchSamples(samples, window=0)
         self.conds: dict[str, torch.Tensor] = {}

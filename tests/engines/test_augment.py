@@ -100,6 +100,42 @@ def test_moving_the_onset_holds_the_end_frames_and_keeps_video_lips_and_mel_alig
 def test_onset_options_draw_a_lead_within_their_bounds() -> None:
     item = with_audio(clip(6))
     options = LipAugment(onset_trim=2, onset_hold=5, end_hold=3)
-    assert options.active and options.moves_onset and not LipAugment(gain=0.1).moves_onset
+    assert options.active and options.changes_length and not LipAugment(gain=0.1).changes_length
     lengths = {augment_lips(item, options, np.random.default_rng(k))["lips"].shape[0] for k in range(200)}
     assert min(lengths) == 4 and max(lengths) == 14 and len(lengths) > 5
+
+
+def test_a_tempo_change_resamples_every_stream_alike_and_keeps_the_ends() -> None:
+    from engines.train.augment import change_tempo
+
+    item = with_audio(clip(9))
+    slower = change_tempo(item, 0.5)  # twice the frames
+    n = slower["lips"].shape[0]
+    assert n == 18 and slower["video"].shape[1] == n and slower["valid"].shape == (n,)
+    assert slower["mel"].shape == (80, 4 * n)
+    assert torch.equal(slower["video"][0, 0], item["video"][0, 0])
+    assert torch.equal(slower["video"][0, -1], item["video"][0, -1])
+    assert torch.equal(slower["lips"][-1], item["lips"][-1])
+    # Each mel frame of the new clip is one of the old clip's, from the video frame nearest in time.
+    for k in (0, 5, 17):
+        source = round(k * 8 / 17)
+        assert torch.equal(slower["mel"][:, 4 * k:4 * k + 4], item["mel"][:, 4 * source:4 * source + 4])
+    faster = change_tempo(item, 1.5)
+    assert faster["lips"].shape[0] == 6 and faster["text"] == item["text"]
+    options = LipAugment(tempo=0.2)
+    assert options.changes_length
+    lengths = {augment_lips(item, options, np.random.default_rng(k))["lips"].shape[0] for k in range(100)}
+    assert min(lengths) >= round(9 / 1.2) and max(lengths) <= round(9 * 1.2) and len(lengths) > 2
+
+
+def test_an_aspect_change_stretches_the_lip_points_vertically_only() -> None:
+    item = clip()
+    out = augment_lips(item, LipAugment(aspect=0.2), np.random.default_rng(3))
+    a = out["lips"][0, 11] / item["lips"][0, 11]  # point 5's y (points lie on a circle)
+    assert 1 / 1.2 - 1e-6 <= a <= 1.2 + 1e-6 and abs(a - 1) > 1e-3
+    torch.testing.assert_close(out["lips"][:, 1:80:2], item["lips"][:, 1:80:2] * a)
+    torch.testing.assert_close(out["lips"][:, 0:80:2], item["lips"][:, 0:80:2])  # x kept
+    torch.testing.assert_close(out["lips"][:, 80], item["lips"][:, 80] * a)
+    torch.testing.assert_close(out["lips"][:, 81], item["lips"][:, 81])
+    bright = [(pixels(o) > 0.6).float().sum(1).max() for o in (out, item)]  # the mouth's height in rows
+    assert (bright[0] > bright[1]) == bool(a > 1)
