@@ -269,13 +269,15 @@ class Synthesizer:
 
     # ------------------------------------------------------------ a whole utterance
 
-    def synthesize(self, features: Features) -> SynthResult:
-        """Speech for a whole utterance (offline)."""
+    def synthesize(self, features: Features, guide_text: str | None = None) -> SynthResult:
+        """Speech for a whole utterance (offline). `guide_text` replaces the lip-read text as ASR guidance's
+        target (an evaluation's reference text, to measure guidance apart from lip-reading errors); the
+        result's text stays the lip-read one."""
         self.seconds = {}
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         text = self.decode(reading.log_probs)
         cond = self.condition(reading.features, self.identity(features.face_crop))
-        mel = self.generate(cond, text)
+        mel = self.generate(cond, text if guide_text is None else decode(encode(guide_text)))
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)

@@ -32,11 +32,15 @@ def _features(clip: Clip, cache: str | None) -> dict[str, np.ndarray]:
 
 
 class Lip2Speech:
-    """The offline synthesizer on each clip's video; `texts` keeps the lip-read text per clip."""
+    """The offline synthesizer on each clip's video; `texts` keeps the lip-read text per clip. With
+    `guide_reference` ASR guidance steers toward the clip's reference text instead of the lip-read one: a
+    diagnostic row (how far guidance gets with every word right), never a system a user can run."""
 
-    def __init__(self, synthesizer: Any, cache: str | None, name: str) -> None:
+    def __init__(self, synthesizer: Any, cache: str | None, name: str, guide_reference: bool = False) -> None:
         self.synthesizer, self.cache, self.name = synthesizer, cache, name
-        self.about = f"lip2speech {synthesizer.params} on {synthesizer.models.describe()}"
+        self.guide_reference = guide_reference
+        target = ", guided toward the reference text" if guide_reference else ""
+        self.about = f"lip2speech {synthesizer.params}{target} on {synthesizer.models.describe()}"
         self.texts: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
         self.speech_s = 0.0
@@ -44,7 +48,10 @@ class Lip2Speech:
     def generate(self, clip: Clip) -> np.ndarray:
         from engines.synth.engine import Features
 
-        result = self.synthesizer.synthesize(Features.from_tracks(_features(clip, self.cache)))
+        guide = clip.text if self.guide_reference else None
+        if self.guide_reference and not guide:
+            raise ValueError(f"clip {clip.id} has no reference text to guide toward")
+        result = self.synthesizer.synthesize(Features.from_tracks(_features(clip, self.cache)), guide)
         self.texts[clip.id] = result.text
         for stage, s in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
@@ -53,9 +60,13 @@ class Lip2Speech:
 
 
 def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
-               asr: str = "asr", vocoder: str = "vocoder", cache: str = "", **params: Any) -> Lip2Speech:
-    """Factory: model names or checkpoint paths (the ASR only for w2 > 0), then any SynthParams field (nfe,
-    w1, w2, sampler, ...)."""
+               asr: str = "asr", vocoder: str = "vocoder", cache: str = "", guide: str = "lipread",
+               **params: Any) -> Lip2Speech:
+    """Factory: model names or checkpoint paths (the ASR only for w2 > 0), `guide` (ASR guidance toward
+    the lip-read text, or toward the clip's `reference` text: the diagnostic row), then any SynthParams
+    field (nfe, w1, w2, sampler, ...)."""
+    if guide not in ("lipread", "reference"):
+        raise ValueError(f"guide must be 'lipread' or 'reference', got {guide!r}")
     from engines.synth.engine import Synthesizer, SynthParams
     from engines.synth.models import SynthModels
 
@@ -65,7 +76,7 @@ def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: s
         raise ValueError(f"unknown lip2speech options {unknown}; known: {sorted(known)}")
     synth_params = SynthParams(**params)
     models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder)
-    return Lip2Speech(Synthesizer(models, synth_params), cache or None, "generated")
+    return Lip2Speech(Synthesizer(models, synth_params), cache or None, "generated", guide == "reference")
 
 
 class StreamedLip2Speech(Lip2Speech):

@@ -185,6 +185,18 @@ def test_asr_guidance_changes_the_mel_and_does_nothing_without_text(models: Synt
     assert not torch.equal(synthesizer.generate(cond, "bin blue"), no_guidance.generate(cond, "bin blue"))
 
 
+def test_guidance_can_steer_toward_a_given_text_and_the_result_keeps_the_lip_read_one(
+        models: SynthModels) -> None:
+    clip = features(20)
+    synthesizer = Synthesizer(models, SynthParams(w2=1.5))
+    own = synthesizer.synthesize(clip)
+    same = synthesizer.synthesize(clip, guide_text=own.text)
+    other = synthesizer.synthesize(clip, guide_text="Place green at Z nine!")
+    assert torch.equal(same.mel, own.mel)
+    assert not torch.equal(other.mel, own.mel)
+    assert other.text == own.text  # what was read from the lips, whatever guidance was told
+
+
 def test_grid_decoding_gives_a_sentence_of_the_grid_grammar(models: SynthModels) -> None:
     result = Synthesizer(models, SynthParams(decode="grid", nfe=2)).synthesize(features(75))
     assert result.text in GRID_GRAMMAR, result.text
@@ -338,3 +350,9 @@ def test_the_lip2speech_system_refuses_unknown_options_and_loads_no_asr_without_
         lip2speech(**tiny, steps=4)
     system = lip2speech(**{**tiny, "asr": "no-such-asr"}, w2=0)
     assert system.synthesizer.models.asr is None
+    with pytest.raises(ValueError, match="guide must be"):
+        lip2speech(**tiny, guide="oracle")
+    toward_reference = lip2speech(**tiny, w2=0.1, guide="reference")
+    assert toward_reference.guide_reference and "reference text" in toward_reference.about
+    with pytest.raises(ValueError, match="no reference text"):
+        toward_reference.generate(Clip("silent", audio=Path("x.wav"), video=Path("x.mp4")))
