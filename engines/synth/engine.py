@@ -277,7 +277,7 @@ class Synthesizer:
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         text = self.decode(reading.log_probs)
         cond = self.condition(reading.features, self.identity(features.face_crop))
-        mel = self.generate(cond, text if guide_text is None else decode(encode(guide_text)))
+        mel = self.generate(cond, text if guide_text is None else guide_text)
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)

@@ -48,9 +48,9 @@ class Lip2Speech:
     def generate(self, clip: Clip) -> np.ndarray:
         from engines.synth.engine import Features
 
-        guide = clip.text if self.guide_reference else None
-        if self.guide_reference and not guide:
+        if self.guide_reference and not clip.text:
             raise ValueError(f"clip {clip.id} has no reference text to guide toward")
+        guide = clip.text if self.guide_reference else None
         result = self.synthesizer.synthesize(Features.from_tracks(_features(clip, self.cache)), guide)
         self.texts[clip.id] = result.text
         for stage, s in result.seconds.items():

@@ -98,7 +98,7 @@ def change_tempo(item: dict[str, Any], factor: float) -> dict[str, Any]:
     too), valid and the mel (whole frames of it) from the nearest frame, so they stay aligned."""
     n = item["lips"].shape[0]
     m = max(1, round(n / factor))
-    pos = torch.linspace(0, n - 1, m) if m > 1 else torch.zeros(1)
+    pos = torch.linspace(0, n - 1, m)
     lo = pos.floor().long()
     hi = (lo + 1).clamp(max=n - 1)
     w = (pos - lo)[:, None]
