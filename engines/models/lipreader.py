@@ -38,17 +38,32 @@ class LipReaderOutput(NamedTuple):
     state: Tensor  # (layers, B, hidden) GRU state after the last frame
 
 
-CONDITION_FEATURES = ("visual", "reader")
+CONDITION_FEATURES = ("visual", "reader", "text")
 
 
 def condition_features(out: LipReaderOutput, kind: str) -> Tensor:
-    """MelGen's visual condition (B, T, ·) from a lip reader's output: the front-end features ("visual")
-    or those joined with the GRU outputs ("reader"), which carry the reader's phonetic context."""
+    """MelGen's visual condition (B, T, ·) from a lip reader's output: the front-end features ("visual"),
+    those joined with the GRU outputs ("reader"), which carry the reader's phonetic context, or those and
+    the one-hot token of each frame on the reader's best CTC path ("text"). `with_text_path` puts another
+    path in its place: the alignment of text decoded with a language model or grammar, which the GRU
+    states alone cannot carry."""
     if kind == "visual":
         return out.visual
     if kind == "reader":
         return torch.cat((out.visual, out.hidden), dim=2)
+    if kind == "text":
+        return torch.cat((out.visual, out.hidden, text_path_features(out.log_probs.argmax(dim=2))), dim=2)
     raise ValueError(f"condition features must be one of {CONDITION_FEATURES}, got {kind!r}")
+
+
+def text_path_features(path: Tensor) -> Tensor:
+    """One-hot tokens (…, T, V) of a per-frame CTC path (…, T)."""
+    return torch.nn.functional.one_hot(path.long(), VOCAB_SIZE).float()
+
+
+def with_text_path(features: Tensor, path: Tensor) -> Tensor:
+    """"text" condition features (B, T, C) with their per-frame tokens replaced by `path` (B, T)."""
+    return torch.cat((features[..., :-VOCAB_SIZE], text_path_features(path).to(features.dtype)), dim=-1)
 
 
 class LipReader(nn.Module):
@@ -72,4 +87,7 @@ class LipReader(nn.Module):
 
     def condition_dim(self, kind: str) -> int:
         """Size of `condition_features(·, kind)` per frame."""
-        return self.config.frontend.dim + (self.config.hidden if kind == "reader" else 0)
+        if kind not in CONDITION_FEATURES:
+            raise ValueError(f"condition features must be one of {CONDITION_FEATURES}, got {kind!r}")
+        hidden = self.config.hidden if kind != "visual" else 0
+        return self.config.frontend.dim + hidden + (VOCAB_SIZE if kind == "text" else 0)

@@ -31,12 +31,13 @@ item), so runs are repeatable and resumable (engines.train.loop).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from engines.params import param
 from engines.train import checkpoint, distributed
 from engines.train.augment import LipAugment, augment_lips
 from engines.train.distributed import Context, derive_seed
+
+if TYPE_CHECKING:
+    from engines.train.loop import AdaptInit
 
 
 class RecipeError(ValueError):
@@ -78,6 +82,7 @@ class Recipe:
     collate: Callable[[list], Any] | None = None
     validate: Callable[[nn.Module], dict[str, float]] | None = None
     aux: nn.Module | None = None
+    adapt_init: AdaptInit | None = None  # init_from weights of another model config (engines.train.loop)
 
 
 @dataclass
@@ -167,13 +172,14 @@ class Windows(Dataset):
     on (seed, epoch, index) only, not on the order items are read in or on which worker reads them."""
 
     def __init__(self, samples: Any, window: int, seed: int, augment: LipAugment | None = None,
-                 variants: int = 1) -> None:
+                 variants: int = 1, own_path_prob: float = 0.0) -> None:
         from engines.data.loaders import TorchSamples
 
         self.items = TorchSamples(samples, window=window)
         self.seed, self.epoch = seed, 0
         self.augment = augment if augment is not None and augment.active else None
         self.variants = variants  # each item names one of this many precomputed conditions (ConditionCache)
+        self.own_path_prob = own_path_prob  # and whether it hears the reader's own path (ConditionCache)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -186,6 +192,8 @@ class Windows(Dataset):
         item = self.items[index]
         if self.variants > 1:
             item["variant"] = int(rng.integers(self.variants))
+        if self.own_path_prob > 0:
+            item["own_path"] = bool(rng.random() < self.own_path_prob)
         return augment_lips(item, self.augment, rng) if self.augment is not None else item
 
 
@@ -215,7 +223,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             "target_lengths": torch.tensor([len(seq) for seq in ids], dtype=torch.long),
             "text": [it["text"] for it in items], "speaker": [it["speaker"] for it in items],
             "id": [it["id"] for it in items], "start": torch.tensor([it["start"] for it in items]),
-            "variant": torch.tensor([it.get("variant", 0) for it in items])}
+            "variant": torch.tensor([it.get("variant", 0) for it in items]),
+            "own_path": torch.tensor([it.get("own_path", False) for it in items])}
 
 
 def batches(dataset: Dataset, batch_size: int, device: torch.device,
@@ -422,8 +431,12 @@ class MelGenOptions:
     lipreader: str = param("lipreader", "trained lip reader whose features MelGen hears "
                                         "(checkpoint path or shipped name)")
     identity: str = param("identity", "trained identity encoder (checkpoint path or shipped name)")
-    features: str = param("reader", "lip-reader features: 'visual' (front end) or 'reader' (front end and "
-                                    "GRU states)", choices=("visual", "reader"))
+    features: str = param("reader", "lip-reader features: 'visual' (front end), 'reader' (front end and "
+                                    "GRU states) or 'text' (those and each frame's token on a CTC path)",
+                          choices=("visual", "reader", "text"))
+    own_path_prob: float = param(0.3, "features 'text': probability that a training window hears the "
+                                      "reader's own best path (what a stream hears) instead of the alignment "
+                                      "of its transcript (what the offline command's decoded text gives)")
     cond_drop_prob: float = param(0.2, "probability of training a sample on the null condition (CFG)")
     loss: str = param("l1", "diffusion loss on the predicted ε or x0 (LipVoicer: l1 on ε)",
                       choices=("l1", "l2"))
@@ -449,6 +462,8 @@ class ConditionCache:
         from engines.data.loaders import TorchSamples
         from engines.models.lipreader import condition_features
         from engines.models.melgen import join_condition
+        from engines.text.charset import encode
+        from engines.text.ctc import align
 
         if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
             raise RecipeError(f"condition_variants {variants} needs >= 1, and augmentations when above 1")
@@ -457,27 +472,43 @@ class ConditionCache:
                               "conditions must stay aligned with its mel (they are for the lip reader)")
         items = TorchSamples(samples, window=0)
         self.conds: dict[str, torch.Tensor] = {}
+        # "text" features: each frame's token on the CTC path of the transcript (the reader's own path
+        # where the transcript does not fit the frames), per variant
+        self.aligned: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for i in tqdm(range(len(items)), unit="clip", desc="melgen condition", disable=not progress):
                 it = items[i]
                 identity = identity_encoder(it["face"][None])
-                conds = []
+                conds, paths = [], []
                 for v in range(variants):
                     seen = it if v == 0 else augment_lips(it, augment, np.random.default_rng(
                         derive_seed(seed, v, i)))
-                    visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
-                    conds.append(join_condition(visual, identity)[0].half())
+                    out = lipreader(seen["video"], seen["lips"][None])
+                    conds.append(join_condition(condition_features(out, kind), identity)[0].half())
+                    if kind == "text":
+                        path = align(out.log_probs[0], encode(it["text"]))
+                        paths.append(out.log_probs[0].argmax(1) if path is None else torch.from_numpy(path))
                 self.conds[it["id"]] = torch.stack(conds)
+                if paths:
+                    self.aligned[it["id"]] = torch.stack(paths).to(torch.uint8)
 
     def window(self, ids: Sequence[str], starts: Sequence[int], frames: int,
-               variants: Sequence[int] | None = None) -> torch.Tensor:
+               variants: Sequence[int] | None = None, own_path: Sequence[bool] | None = None,
+               ) -> torch.Tensor:
         """(B, frames, C): each clip's condition (of its variant; default the plain one) from its window
-        start, zero past the clip's end."""
+        start, zero past the clip's end; with "text" features, on the transcript's path unless the row's
+        `own_path` says the reader's own (default: the transcript's everywhere)."""
+        from engines.models.lipreader import with_text_path
+
         first = self.conds[ids[0]]
         out = torch.zeros((len(ids), frames, first.shape[2]))
-        for row, clip, start, variant in zip(out, ids, starts, variants or [0] * len(ids), strict=True):
-            part = self.conds[clip][int(variant), int(start):int(start) + frames]
-            row[:len(part)] = part.float()
+        rows = zip(out, ids, starts, variants or [0] * len(ids), own_path or [False] * len(ids), strict=True)
+        for row, clip, start, variant, own in rows:
+            span = slice(int(start), int(start) + frames)
+            part = self.conds[clip][int(variant), span].float()
+            if clip in self.aligned and not own:
+                part = with_text_path(part, self.aligned[clip][int(variant), span])
+            row[:len(part)] = part
         return out
 
 
@@ -504,7 +535,7 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
 
     def condition(batch: dict[str, Any], cache: ConditionCache) -> torch.Tensor:
         return cache.window(batch["id"], batch["start"].tolist(), batch["lips"].shape[1],
-                            batch["variant"].tolist()).to(ctx.device)
+                            batch["variant"].tolist(), batch["own_path"].tolist()).to(ctx.device)
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
         return diffusion_loss(model, batch["mel"], condition(batch, conds), schedule, options.cond_drop_prob,
@@ -517,12 +548,27 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
                   for batch in batches(val, train.batch_size, ctx.device)]
         return {"loss": float(np.mean(losses))}
 
+    def adapt_init(state: dict[str, torch.Tensor], old: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # A MelGen that heard fewer condition features (e.g. "reader" before "text") starts this one: the
+        # new features come before the identity embedding, and start with zero weight.
+        from engines.models.melgen import widen_condition
+
+        before = checkpoint.config_from_dict(type(config), old)
+        wider = dataclasses.replace(before, cond_dim=config.cond_dim) == config
+        if not wider or before.cond_dim >= config.cond_dim:
+            raise RecipeError("init_from: a MelGen of another config can start this run only if it differs "
+                              "in a smaller cond_dim alone")
+        at = before.cond_dim - identity_encoder.config.embed_dim
+        return widen_condition(state, at, config.cond_dim - before.cond_dim)
+
     summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "identity": options.identity,
                "features": options.features, "lipreader_digest": checkpoint.weights_digest(reader),
                "identity_digest": checkpoint.weights_digest(identity_encoder)}
+    own_path_prob = options.own_path_prob if options.features == "text" else 0.0
     return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed,
-                                                  variants=options.condition_variants), summary,
-                  collate, validate if val is not None else None)
+                                                  variants=options.condition_variants,
+                                                  own_path_prob=own_path_prob), summary,
+                  collate, validate if val is not None else None, adapt_init=adapt_init)
 
 
 # ---------------------------------------------------------------- vocoder
