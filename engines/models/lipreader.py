@@ -61,9 +61,12 @@ def text_path_features(path: Tensor) -> Tensor:
     return torch.nn.functional.one_hot(path.long(), VOCAB_SIZE).float()
 
 
-def with_text_path(features: Tensor, path: Tensor) -> Tensor:
-    """"text" condition features (B, T, C) with their per-frame tokens replaced by `path` (B, T)."""
-    return torch.cat((features[..., :-VOCAB_SIZE], text_path_features(path).to(features.dtype)), dim=-1)
+def with_text_path(features: Tensor, path: Tensor, tail: int = 0) -> Tensor:
+    """"text" condition features (…, T, C) with their per-frame tokens replaced by `path` (…, T); `tail`
+    values follow the tokens on each frame (a joined condition's identity embedding)."""
+    end = features.shape[-1] - tail
+    tokens = text_path_features(path).to(features.dtype)
+    return torch.cat((features[..., :end - VOCAB_SIZE], tokens, features[..., end:]), dim=-1)
 
 
 class LipReader(nn.Module):

@@ -172,14 +172,14 @@ class Windows(Dataset):
     on (seed, epoch, index) only, not on the order items are read in or on which worker reads them."""
 
     def __init__(self, samples: Any, window: int, seed: int, augment: LipAugment | None = None,
-                 variants: int = 1, own_path_prob: float = 0.0) -> None:
+                 variants: int = 1, hearing: Sequence[float] = ()) -> None:
         from engines.data.loaders import TorchSamples
 
         self.items = TorchSamples(samples, window=window)
         self.seed, self.epoch = seed, 0
         self.augment = augment if augment is not None and augment.active else None
         self.variants = variants  # each item names one of this many precomputed conditions (ConditionCache)
-        self.own_path_prob = own_path_prob  # and whether it hears the reader's own path (ConditionCache)
+        self.hearing = hearing  # and how likely each way to hear the text is (ConditionCache.HEARING)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -192,8 +192,8 @@ class Windows(Dataset):
         item = self.items[index]
         if self.variants > 1:
             item["variant"] = int(rng.integers(self.variants))
-        if self.own_path_prob > 0:
-            item["own_path"] = bool(rng.random() < self.own_path_prob)
+        if self.hearing:
+            item["hearing"] = int(rng.choice(len(self.hearing), p=self.hearing))
         return augment_lips(item, self.augment, rng) if self.augment is not None else item
 
 
@@ -224,7 +224,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             "text": [it["text"] for it in items], "speaker": [it["speaker"] for it in items],
             "id": [it["id"] for it in items], "start": torch.tensor([it["start"] for it in items]),
             "variant": torch.tensor([it.get("variant", 0) for it in items]),
-            "own_path": torch.tensor([it.get("own_path", False) for it in items])}
+            "hearing": torch.tensor([it.get("hearing", 0) for it in items])}
 
 
 def batches(dataset: Dataset, batch_size: int, device: torch.device,
@@ -437,6 +437,9 @@ class MelGenOptions:
     own_path_prob: float = param(0.3, "features 'text': probability that a training window hears the "
                                       "reader's own best path (what a stream hears) instead of the alignment "
                                       "of its transcript (what the offline command's decoded text gives)")
+    text_only_prob: float = param(0.0, "features 'text': probability that a training window hears the "
+                                       "transcript's path with the lip features zeroed, so MelGen learns to "
+                                       "speak the text it is given rather than only what the lips say")
     cond_drop_prob: float = param(0.2, "probability of training a sample on the null condition (CFG)")
     loss: str = param("l1", "diffusion loss on the predicted ε or x0 (LipVoicer: l1 on ε)",
                       choices=("l1", "l2"))
@@ -445,6 +448,9 @@ class MelGenOptions:
                                        "at random, so MelGen learns to bear how a new face shifts the lip "
                                        "reader's features")
     augment: LipAugment = param(LipAugment(), "augmentations of the extra condition variants")  # noqa: RUF009
+
+
+HEARING = ("transcript", "own path", "text only")  # how a training window of "text" features hears the text
 
 
 class ConditionCache:
@@ -475,6 +481,7 @@ class ConditionCache:
         # "text" features: each frame's token on the CTC path of the transcript (the reader's own path
         # where the transcript does not fit the frames), per variant
         self.aligned: dict[str, torch.Tensor] = {}
+        self.identity_dim = 0
         with torch.no_grad():
             for i in tqdm(range(len(items)), unit="clip", desc="melgen condition", disable=not progress):
                 it = items[i]
@@ -489,25 +496,29 @@ class ConditionCache:
                         path = align(out.log_probs[0], encode(it["text"]))
                         paths.append(out.log_probs[0].argmax(1) if path is None else torch.from_numpy(path))
                 self.conds[it["id"]] = torch.stack(conds)
+                self.identity_dim = identity.shape[1]
                 if paths:
                     self.aligned[it["id"]] = torch.stack(paths).to(torch.uint8)
 
     def window(self, ids: Sequence[str], starts: Sequence[int], frames: int,
-               variants: Sequence[int] | None = None, own_path: Sequence[bool] | None = None,
+               variants: Sequence[int] | None = None, hearing: Sequence[int] | None = None,
                ) -> torch.Tensor:
         """(B, frames, C): each clip's condition (of its variant; default the plain one) from its window
-        start, zero past the clip's end; with "text" features, on the transcript's path unless the row's
-        `own_path` says the reader's own (default: the transcript's everywhere)."""
+        start, zero past the clip's end; with "text" features, heard as the row's `hearing` says
+        (HEARING; default: the transcript's path everywhere)."""
         from engines.models.lipreader import with_text_path
+        from engines.text.charset import VOCAB_SIZE
 
         first = self.conds[ids[0]]
         out = torch.zeros((len(ids), frames, first.shape[2]))
-        rows = zip(out, ids, starts, variants or [0] * len(ids), own_path or [False] * len(ids), strict=True)
-        for row, clip, start, variant, own in rows:
+        rows = zip(out, ids, starts, variants or [0] * len(ids), hearing or [0] * len(ids), strict=True)
+        for row, clip, start, variant, heard in rows:
             span = slice(int(start), int(start) + frames)
             part = self.conds[clip][int(variant), span].float()
-            if clip in self.aligned and not own:
-                part = with_text_path(part, self.aligned[clip][int(variant), span])
+            if clip in self.aligned and HEARING[heard] != "own path":
+                part = with_text_path(part, self.aligned[clip][int(variant), span], self.identity_dim)
+                if HEARING[heard] == "text only":
+                    part[:, :part.shape[1] - VOCAB_SIZE - self.identity_dim] = 0.0
             row[:len(part)] = part
         return out
 
@@ -535,7 +546,7 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
 
     def condition(batch: dict[str, Any], cache: ConditionCache) -> torch.Tensor:
         return cache.window(batch["id"], batch["start"].tolist(), batch["lips"].shape[1],
-                            batch["variant"].tolist(), batch["own_path"].tolist()).to(ctx.device)
+                            batch["variant"].tolist(), batch["hearing"].tolist()).to(ctx.device)
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
         return diffusion_loss(model, batch["mel"], condition(batch, conds), schedule, options.cond_drop_prob,
@@ -564,10 +575,15 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
     summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "identity": options.identity,
                "features": options.features, "lipreader_digest": checkpoint.weights_digest(reader),
                "identity_digest": checkpoint.weights_digest(identity_encoder)}
-    own_path_prob = options.own_path_prob if options.features == "text" else 0.0
+    hearing = ()
+    if options.features == "text":
+        hearing = (1.0 - options.own_path_prob - options.text_only_prob, options.own_path_prob,
+                   options.text_only_prob)
+        if min(hearing) < 0:
+            raise RecipeError("own_path_prob and text_only_prob must be >= 0 and add up to at most 1")
     return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed,
                                                   variants=options.condition_variants,
-                                                  own_path_prob=own_path_prob), summary,
+                                                  hearing=hearing), summary,
                   collate, validate if val is not None else None, adapt_init=adapt_init)
 
 

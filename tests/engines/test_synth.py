@@ -23,7 +23,7 @@ from engines.eval.systems import make_system
 from engines.models.asr import ASR, ASRConfig
 from engines.models.frontend import VisualFrontendConfig
 from engines.models.identity import IdentityConfig, IdentityEncoder
-from engines.models.lipreader import LipReader, LipReaderConfig
+from engines.models.lipreader import LipReader, LipReaderConfig, with_text_path
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
@@ -219,6 +219,10 @@ def test_a_melgen_that_hears_text_hears_the_decoded_text_offline_and_the_readers
     torch.testing.assert_close(heard[..., :-VOCAB_SIZE], reading.features[..., :-VOCAB_SIZE])
     assert synthesizer.with_text(reading, "") is reading.features
     assert synthesizer.with_text(reading, "x" * 40) is reading.features  # 79 frames to spell
+    cond = synthesizer.condition(heard, synthesizer.identity(clip.face_crop))
+    embed = TINY_IDENTITY.embed_dim
+    torch.testing.assert_close(with_text_path(cond, own[None], tail=embed),
+                               synthesizer.condition(reading.features, synthesizer.identity(clip.face_crop)))
 
     result = synthesizer.synthesize(clip)
     assert result.text in GRID_GRAMMAR

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -367,13 +366,23 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
                                    asr=None, vocoder="griffin-lim")
     assert text_models.features == "text"
 
-    # Its conditions: the transcript's CTC path by default, the reader's own best path where asked.
+    # Its conditions (lip features, the tokens of a CTC path, the identity): the transcript's path by
+    # default, the reader's own best path or the transcript's alone (lips zeroed) where asked.
     texts = recipes.ConditionCache(samples, models.lipreader, models.identity, "text", progress=False)
-    aligned = texts.window([clip], [0], frames)
-    own = texts.window([clip], [0], frames, own_path=[True])
-    torch.testing.assert_close(aligned[..., :-VOCAB_SIZE], own[..., :-VOCAB_SIZE])
-    spelled = greedy_decode(np.eye(VOCAB_SIZE)[aligned[0, :, -VOCAB_SIZE:].argmax(1).numpy()])
-    assert spelled == encode(samples.clips[0].text)
+    embed = models.identity.config.embed_dim
+    lips, tokens = slice(0, -VOCAB_SIZE - embed), slice(-VOCAB_SIZE - embed, -embed)
+    aligned, own, text_only = (texts.window([clip], [0], frames, hearing=[recipes.HEARING.index(h)])[0]
+                               for h in ("transcript", "own path", "text only"))
+    torch.testing.assert_close(aligned, texts.window([clip], [0], frames)[0])
+    for other in (own, text_only):
+        torch.testing.assert_close(other[:, -embed:], aligned[:, -embed:])
+    torch.testing.assert_close(own[:, lips], aligned[:, lips])
+    assert not text_only[:, lips].any() and aligned[:, lips].any()
+    transcript = encode(samples.clips[0].text)
+    assert greedy_decode(aligned[:, tokens]) == transcript == greedy_decode(text_only[:, tokens])
+    item = loaders.TorchSamples(samples, window=0)[0]
+    best = models.lipreader(item["video"], item["lips"][None]).log_probs[0].argmax(1)
+    assert item["id"] == clip and torch.equal(own[:, tokens].argmax(1), best)
 
     from engines.models.melgen import MelGen
 
