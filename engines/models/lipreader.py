@@ -56,9 +56,19 @@ def condition_features(out: LipReaderOutput, kind: str) -> Tensor:
     raise ValueError(f"condition features must be one of {CONDITION_FEATURES}, got {kind!r}")
 
 
+TOKEN_LEAD = 4  # frames before its CTC spike that a token is also heard on
+
+
 def text_path_features(path: Tensor) -> Tensor:
-    """One-hot tokens (…, T, V) of a per-frame CTC path (…, T)."""
-    return torch.nn.functional.one_hot(path.long(), VOCAB_SIZE).float()
+    """One-hot tokens (…, T, V) of a per-frame CTC path (…, T), each token also on up to TOKEN_LEAD blank
+    frames before it: a causal reader emits a token once it has seen the mouth make it, so the frames
+    that make it come before its spike, and MelGen, whose condition path sees one frame, needs the token
+    there."""
+    path = path.long().clone()
+    for _ in range(TOKEN_LEAD):
+        later = torch.cat((path[..., 1:], torch.zeros_like(path[..., :1])), dim=-1)
+        path = torch.where(path == 0, later, path)
+    return torch.nn.functional.one_hot(path, VOCAB_SIZE).float()
 
 
 def with_text_path(features: Tensor, path: Tensor, tail: int = 0) -> Tensor:
