@@ -9,8 +9,8 @@ order, so the same corpus always gives the same list (36 clips for the 3 test sp
 corpus). CORPUS may also be a folder of real clips (../shared/real/grid-dev): every clip is then used.
 Rows `quick`: reference, vocoders, generated at the defaults (open-vocabulary beam decoding), generated
 with the GRID grammar decoding the lip-read text (the rows below all decode so), with ASR guidance, and
-with the reference text in place of the lip-read one (a diagnostic: how far synthesis gets with every
-word right; a MelGen with "text" features hears it, and guidance steers toward it); `full` adds the NFE
+with ASR guidance toward the reference text (a diagnostic: how far guidance gets with every word right);
+`full` adds the NFE
 sweep (1, 2, 8), the 400-step DDPM reference sampler and the streamed engine (the reader's own best path,
 no grammar: what the live node does).
 """

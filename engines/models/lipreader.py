@@ -38,45 +38,17 @@ class LipReaderOutput(NamedTuple):
     state: Tensor  # (layers, B, hidden) GRU state after the last frame
 
 
-CONDITION_FEATURES = ("visual", "reader", "text")
+CONDITION_FEATURES = ("visual", "reader")
 
 
 def condition_features(out: LipReaderOutput, kind: str) -> Tensor:
-    """MelGen's visual condition (B, T, ·) from a lip reader's output: the front-end features ("visual"),
-    those joined with the GRU outputs ("reader"), which carry the reader's phonetic context, or those and
-    the one-hot token of each frame on the reader's best CTC path ("text"). `with_text_path` puts another
-    path in its place: the alignment of text decoded with a language model or grammar, which the GRU
-    states alone cannot carry."""
+    """MelGen's visual condition (B, T, ·) from a lip reader's output: the front-end features ("visual")
+    or those joined with the GRU outputs ("reader"), which carry the reader's phonetic context."""
     if kind == "visual":
         return out.visual
     if kind == "reader":
         return torch.cat((out.visual, out.hidden), dim=2)
-    if kind == "text":
-        return torch.cat((out.visual, out.hidden, text_path_features(out.log_probs.argmax(dim=2))), dim=2)
     raise ValueError(f"condition features must be one of {CONDITION_FEATURES}, got {kind!r}")
-
-
-TOKEN_LEAD = 4  # frames before its CTC spike that a token is also heard on
-
-
-def text_path_features(path: Tensor) -> Tensor:
-    """One-hot tokens (…, T, V) of a per-frame CTC path (…, T), each token also on up to TOKEN_LEAD blank
-    frames before it: a causal reader emits a token once it has seen the mouth make it, so the frames
-    that make it come before its spike, and MelGen, whose condition path sees one frame, needs the token
-    there."""
-    path = path.long().clone()
-    for _ in range(TOKEN_LEAD):
-        later = torch.cat((path[..., 1:], torch.zeros_like(path[..., :1])), dim=-1)
-        path = torch.where(path == 0, later, path)
-    return torch.nn.functional.one_hot(path, VOCAB_SIZE).float()
-
-
-def with_text_path(features: Tensor, path: Tensor, tail: int = 0) -> Tensor:
-    """"text" condition features (…, T, C) with their per-frame tokens replaced by `path` (…, T); `tail`
-    values follow the tokens on each frame (a joined condition's identity embedding)."""
-    end = features.shape[-1] - tail
-    tokens = text_path_features(path).to(features.dtype)
-    return torch.cat((features[..., :end - VOCAB_SIZE], tokens, features[..., end:]), dim=-1)
 
 
 class LipReader(nn.Module):
@@ -100,7 +72,4 @@ class LipReader(nn.Module):
 
     def condition_dim(self, kind: str) -> int:
         """Size of `condition_features(·, kind)` per frame."""
-        if kind not in CONDITION_FEATURES:
-            raise ValueError(f"condition features must be one of {CONDITION_FEATURES}, got {kind!r}")
-        hidden = self.config.hidden if kind != "visual" else 0
-        return self.config.frontend.dim + hidden + (VOCAB_SIZE if kind == "text" else 0)
+        return self.config.frontend.dim + (self.config.hidden if kind == "reader" else 0)

@@ -120,23 +120,6 @@ def join_condition(visual: Tensor, identity: Tensor) -> Tensor:
     return torch.cat((visual, identity[:, None, :].expand(-1, visual.shape[1], -1)), dim=2)
 
 
-def widen_condition(state: dict[str, Tensor], at: int, extra: int) -> dict[str, Tensor]:
-    """A MelGen state dict with `extra` condition inputs inserted at input `at`, weighted zero (and zero
-    in the null condition), so the wider model computes what the narrower one did until training gives
-    the new inputs weight. The condition must pass a learned projection (cond_dim ≠ cond_channels)."""
-    if "cond_proj.weight" not in state:
-        raise ValueError("this MelGen feeds its condition straight into the stack (cond_dim = "
-                         "cond_channels): its inputs cannot be widened")
-    weight, null = state["cond_proj.weight"], state["null_cond"]
-    if not 0 <= at <= weight.shape[1]:
-        raise ValueError(f"cannot insert condition inputs at {at} of {weight.shape[1]}")
-    out = dict(state)
-    out["cond_proj.weight"] = torch.cat((weight[:, :at], weight.new_zeros(weight.shape[0], extra),
-                                         weight[:, at:]), dim=1)
-    out["null_cond"] = torch.cat((null[:at], null.new_zeros(extra), null[at:]))
-    return out
-
-
 class PreparedCondition:
     """The per-layer conditioning terms (B, 2R, 4T) of one condition, ready for any number of steps."""
 

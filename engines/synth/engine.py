@@ -31,12 +31,12 @@ from engines.diffusion.guidance import GuidedDenoiser
 from engines.diffusion.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
 from engines.diffusion.schedule import DiffusionSchedule
 from engines.face.align import normalise_roi
-from engines.models.lipreader import LipReaderOutput, condition_features, with_text_path
+from engines.models.lipreader import LipReaderOutput, condition_features
 from engines.models.melgen import MelGen, join_condition
 from engines.params import param
 from engines.synth.models import SynthModels
 from engines.text.charset import decode, encode
-from engines.text.ctc import GRID_GRAMMAR, align, beam_search, greedy_decode
+from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
 
 log = logging.getLogger(__name__)
 
@@ -239,18 +239,6 @@ class Synthesizer:
             hyps = beam_search(log_probs.float().cpu(), p.beam_width, grammar)
             return hyps[0].text if hyps else ""
 
-    def with_text(self, reading: Reading, text: str) -> Tensor:
-        """MelGen's features of a reading, hearing `text` where the MelGen hears a CTC path ("text"
-        features): the path of `text` aligned to the reader's frames instead of the reader's own best path,
-        so a grammar's or a language model's corrections reach the speech. Other features, or a text the
-        frames cannot spell, leave the reading's features as they are."""
-        if self.models.features != "text" or not text:
-            return reading.features
-        path = align(reading.log_probs, encode(text))
-        if path is None:
-            return reading.features
-        return with_text_path(reading.features, torch.from_numpy(path).to(reading.features.device)[None])
-
     def condition(self, features: Tensor, identity: Tensor) -> Tensor:
         return join_condition(features, identity)
 
@@ -283,14 +271,13 @@ class Synthesizer:
 
     def synthesize(self, features: Features, guide_text: str | None = None) -> SynthResult:
         """Speech for a whole utterance (offline). `guide_text` replaces the lip-read text as ASR guidance's
-        target and as the text MelGen hears (an evaluation's reference text, to measure synthesis apart
-        from lip-reading errors); the result's text stays the lip-read one."""
+        target (an evaluation's reference text, to measure guidance apart from lip-reading errors); the
+        result's text stays the lip-read one."""
         self.seconds = {}
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         text = self.decode(reading.log_probs)
-        steer = text if guide_text is None else guide_text
-        cond = self.condition(self.with_text(reading, steer), self.identity(features.face_crop))
-        mel = self.generate(cond, steer)
+        cond = self.condition(reading.features, self.identity(features.face_crop))
+        mel = self.generate(cond, text if guide_text is None else guide_text)
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)

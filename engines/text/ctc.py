@@ -1,8 +1,6 @@
 """CTC decoding of (T, V) log-probabilities over engines.text.charset.CHARSET.
 
 - `greedy_decode`: best token per frame, repeats collapsed, blanks dropped.
-- `best_path` / `align`: the token each frame carries, on the best path or on the best path that spells
-  a given text (CTC forced alignment, Viterbi).
 - `beam_search`: CTC prefix beam search (Hannun et al. 2014, in log space), optionally constrained by a
   `WordGrammar` so that only prefixes of sentences of the grammar survive. `GRID_GRAMMAR` is the GRID
   corpus grammar (command colour preposition letter digit adverb).
@@ -51,44 +49,6 @@ def greedy_decode(log_probs: Any) -> list[int]:
             ids.append(token)
         previous = token
     return ids
-
-
-def best_path(log_probs: Any) -> np.ndarray:
-    """The token of every frame on the best path (T,), blanks and repeats kept."""
-    return _as_matrix(log_probs).argmax(axis=1)
-
-
-def align(log_probs: Any, ids: Sequence[int]) -> np.ndarray | None:
-    """The token of every frame (T,) on the most probable CTC path that spells `ids` (Viterbi forced
-    alignment), or None when the frames are too few to spell them."""
-    lp = _as_matrix(log_probs)
-    t_len = lp.shape[0]
-    ext = np.full(2 * len(ids) + 1, BLANK)
-    ext[1::2] = ids
-    s_len = len(ext)
-    # A path may skip the blank between two different tokens, never between a token and its repeat.
-    skip = np.zeros(s_len, bool)
-    skip[3::2] = ext[3::2] != ext[1:-2:2]
-    score = np.full(s_len, _NEG_INF)
-    score[:2] = lp[0, ext[:2]]
-    back = np.zeros((t_len, s_len), np.int64)
-    states = np.arange(s_len)
-    for t in range(1, t_len):
-        stay = score
-        step = np.concatenate(([_NEG_INF], score))[:s_len]
-        jump = np.where(skip, np.concatenate(([_NEG_INF] * 2, score))[:s_len], _NEG_INF)
-        choice = np.argmax(np.stack((stay, step, jump)), axis=0)
-        score = np.choose(choice, (stay, step, jump)) + lp[t, ext]
-        back[t] = states - choice
-    ends = [s for s in (s_len - 1, s_len - 2) if s >= 0]
-    end = max(ends, key=lambda s: score[s])
-    if score[end] == _NEG_INF:
-        return None
-    path = np.empty(t_len, np.int64)
-    for t in range(t_len - 1, -1, -1):
-        path[t] = ext[end]
-        end = back[t, end]
-    return path
 
 
 @dataclass(frozen=True)

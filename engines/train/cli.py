@@ -92,7 +92,7 @@ def main_train(argv: list[str]) -> int:
                      "recipe": sections["recipe"]}
         trainer = Trainer(recipe.model, recipe.loss_fn, recipe.dataset, train,
                           model_config=recipe.model_config, kind=args.model, collate=recipe.collate,
-                          validate=recipe.validate, aux=recipe.aux, adapt_init=recipe.adapt_init,
+                          validate=recipe.validate, aux=recipe.aux,
                           data_summary=recipe.data_summary, command=f"{launcher} train {shlex.join(argv)}",
                           extra={"config": effective})
         metrics = trainer.fit(resume=args.resume)

@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 
 LossFn = Callable[[Any, nn.Module], tuple[torch.Tensor, Mapping[str, Any]]]
 Validate = Callable[[nn.Module], Mapping[str, float]]
-# (state dict, its model config as a dict) → a state dict for this run's model config; raises if it cannot
-AdaptInit = Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]]
 LATEST = "latest.pt"
 
 
@@ -134,8 +132,7 @@ class Trainer:
                  aux: nn.Module | None = None,
                  data_summary: dict[str, Any] | None = None, command: str | None = None,
                  extra: dict[str, Any] | None = None,
-                 on_step: Callable[[Trainer], None] | None = None,
-                 adapt_init: AdaptInit | None = None) -> None:
+                 on_step: Callable[[Trainer], None] | None = None) -> None:
         self.config = config
         self.ctx = distributed.setup(config.device)
         self.model = model.to(self.ctx.device)
@@ -150,7 +147,6 @@ class Trainer:
         self.command = command or checkpoint.command_line()
         self.extra = extra or {}
         self.on_step = on_step
-        self.adapt_init = adapt_init
         self.out_dir = Path(config.out_dir)
         trained = [self.model, *([self.aux] if self.aux is not None else [])]
         self.params = [p for m in trained for p in m.parameters() if p.requires_grad]
@@ -222,20 +218,15 @@ class Trainer:
         self.curves.truncate(self.step)
 
     def start_from(self, ref: str) -> None:
-        """Load the weights of a trained model of the same kind and config (fine-tuning), or of another
-        config that `adapt_init` can carry over to this one."""
+        """Load the weights of a trained model of the same kind and config (fine-tuning)."""
         path = Path(ref) if Path(ref).is_file() else checkpoint.shipped_path(ref)
         raw = checkpoint.read(path, self.ctx.device)
         if raw["kind"] != self.kind:
             raise checkpoint.CheckpointError(f"{ref} holds a {raw['kind']!r} model, not {self.kind!r}")
-        state = checkpoint.weights(raw)
         if raw["config"] != checkpoint.config_dict(self.model_config):
-            if self.adapt_init is None:
-                raise checkpoint.CheckpointError(f"{ref} was trained with another model config than this "
-                                                 "run's")
-            state = self.adapt_init(state, raw["config"])
+            raise checkpoint.CheckpointError(f"{ref} was trained with another model config than this run's")
         for model in (self.model, *([self.ema.model] if self.ema is not None else [])):
-            model.load_state_dict(state)
+            model.load_state_dict(checkpoint.weights(raw))
         log.info("starting from the weights of %s (step %d)", ref, raw["step"])
 
     def _checkpoint(self) -> None:

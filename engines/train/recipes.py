@@ -31,13 +31,12 @@ item), so runs are repeatable and resumable (engines.train.loop).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,9 +48,6 @@ from engines.params import param
 from engines.train import checkpoint, distributed
 from engines.train.augment import LipAugment, augment_lips
 from engines.train.distributed import Context, derive_seed
-
-if TYPE_CHECKING:
-    from engines.train.loop import AdaptInit
 
 
 class RecipeError(ValueError):
@@ -82,7 +78,6 @@ class Recipe:
     collate: Callable[[list], Any] | None = None
     validate: Callable[[nn.Module], dict[str, float]] | None = None
     aux: nn.Module | None = None
-    adapt_init: AdaptInit | None = None  # init_from weights of another model config (engines.train.loop)
 
 
 @dataclass
@@ -172,14 +167,13 @@ class Windows(Dataset):
     on (seed, epoch, index) only, not on the order items are read in or on which worker reads them."""
 
     def __init__(self, samples: Any, window: int, seed: int, augment: LipAugment | None = None,
-                 variants: int = 1, hearing: Sequence[float] = ()) -> None:
+                 variants: int = 1) -> None:
         from engines.data.loaders import TorchSamples
 
         self.items = TorchSamples(samples, window=window)
         self.seed, self.epoch = seed, 0
         self.augment = augment if augment is not None and augment.active else None
         self.variants = variants  # each item names one of this many precomputed conditions (ConditionCache)
-        self.hearing = hearing  # and how likely each way to hear the text is (ConditionCache.HEARING)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -192,8 +186,6 @@ class Windows(Dataset):
         item = self.items[index]
         if self.variants > 1:
             item["variant"] = int(rng.integers(self.variants))
-        if self.hearing:
-            item["hearing"] = int(rng.choice(len(self.hearing), p=self.hearing))
         return augment_lips(item, self.augment, rng) if self.augment is not None else item
 
 
@@ -223,8 +215,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             "target_lengths": torch.tensor([len(seq) for seq in ids], dtype=torch.long),
             "text": [it["text"] for it in items], "speaker": [it["speaker"] for it in items],
             "id": [it["id"] for it in items], "start": torch.tensor([it["start"] for it in items]),
-            "variant": torch.tensor([it.get("variant", 0) for it in items]),
-            "hearing": torch.tensor([it.get("hearing", 0) for it in items])}
+            "variant": torch.tensor([it.get("variant", 0) for it in items])}
 
 
 def batches(dataset: Dataset, batch_size: int, device: torch.device,
@@ -431,15 +422,8 @@ class MelGenOptions:
     lipreader: str = param("lipreader", "trained lip reader whose features MelGen hears "
                                         "(checkpoint path or shipped name)")
     identity: str = param("identity", "trained identity encoder (checkpoint path or shipped name)")
-    features: str = param("reader", "lip-reader features: 'visual' (front end), 'reader' (front end and "
-                                    "GRU states) or 'text' (those and each frame's token on a CTC path)",
-                          choices=("visual", "reader", "text"))
-    own_path_prob: float = param(0.3, "features 'text': probability that a training window hears the "
-                                      "reader's own best path (what a stream hears) instead of the alignment "
-                                      "of its transcript (what the offline command's decoded text gives)")
-    text_only_prob: float = param(0.0, "features 'text': probability that a training window hears the "
-                                       "transcript's path with the lip features zeroed, so MelGen learns to "
-                                       "speak the text it is given rather than only what the lips say")
+    features: str = param("reader", "lip-reader features: 'visual' (front end) or 'reader' (front end and "
+                                    "GRU states)", choices=("visual", "reader"))
     cond_drop_prob: float = param(0.2, "probability of training a sample on the null condition (CFG)")
     loss: str = param("l1", "diffusion loss on the predicted ε or x0 (LipVoicer: l1 on ε)",
                       choices=("l1", "l2"))
@@ -448,9 +432,6 @@ class MelGenOptions:
                                        "at random, so MelGen learns to bear how a new face shifts the lip "
                                        "reader's features")
     augment: LipAugment = param(LipAugment(), "augmentations of the extra condition variants")  # noqa: RUF009
-
-
-HEARING = ("transcript", "own path", "text only")  # how a training window of "text" features hears the text
 
 
 class ConditionCache:
@@ -468,8 +449,6 @@ class ConditionCache:
         from engines.data.loaders import TorchSamples
         from engines.models.lipreader import condition_features
         from engines.models.melgen import join_condition
-        from engines.text.charset import encode
-        from engines.text.ctc import align
 
         if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
             raise RecipeError(f"condition_variants {variants} needs >= 1, and augmentations when above 1")
@@ -478,48 +457,27 @@ class ConditionCache:
                               "conditions must stay aligned with its mel (they are for the lip reader)")
         items = TorchSamples(samples, window=0)
         self.conds: dict[str, torch.Tensor] = {}
-        # "text" features: each frame's token on the CTC path of the transcript (the reader's own path
-        # where the transcript does not fit the frames), per variant
-        self.aligned: dict[str, torch.Tensor] = {}
-        self.identity_dim = 0
         with torch.no_grad():
             for i in tqdm(range(len(items)), unit="clip", desc="melgen condition", disable=not progress):
                 it = items[i]
                 identity = identity_encoder(it["face"][None])
-                conds, paths = [], []
+                conds = []
                 for v in range(variants):
                     seen = it if v == 0 else augment_lips(it, augment, np.random.default_rng(
                         derive_seed(seed, v, i)))
-                    out = lipreader(seen["video"], seen["lips"][None])
-                    conds.append(join_condition(condition_features(out, kind), identity)[0].half())
-                    if kind == "text":
-                        path = align(out.log_probs[0], encode(it["text"]))
-                        paths.append(out.log_probs[0].argmax(1) if path is None else torch.from_numpy(path))
+                    visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
+                    conds.append(join_condition(visual, identity)[0].half())
                 self.conds[it["id"]] = torch.stack(conds)
-                self.identity_dim = identity.shape[1]
-                if paths:
-                    self.aligned[it["id"]] = torch.stack(paths).to(torch.uint8)
 
     def window(self, ids: Sequence[str], starts: Sequence[int], frames: int,
-               variants: Sequence[int] | None = None, hearing: Sequence[int] | None = None,
-               ) -> torch.Tensor:
+               variants: Sequence[int] | None = None) -> torch.Tensor:
         """(B, frames, C): each clip's condition (of its variant; default the plain one) from its window
-        start, zero past the clip's end; with "text" features, heard as the row's `hearing` says
-        (HEARING; default: the transcript's path everywhere)."""
-        from engines.models.lipreader import with_text_path
-        from engines.text.charset import VOCAB_SIZE
-
+        start, zero past the clip's end."""
         first = self.conds[ids[0]]
         out = torch.zeros((len(ids), frames, first.shape[2]))
-        rows = zip(out, ids, starts, variants or [0] * len(ids), hearing or [0] * len(ids), strict=True)
-        for row, clip, start, variant, heard in rows:
-            span = slice(int(start), int(start) + frames)
-            part = self.conds[clip][int(variant), span].float()
-            if clip in self.aligned and HEARING[heard] != "own path":
-                part = with_text_path(part, self.aligned[clip][int(variant), span], self.identity_dim)
-                if HEARING[heard] == "text only":
-                    part[:, :part.shape[1] - VOCAB_SIZE - self.identity_dim] = 0.0
-            row[:len(part)] = part
+        for row, clip, start, variant in zip(out, ids, starts, variants or [0] * len(ids), strict=True):
+            part = self.conds[clip][int(variant), int(start):int(start) + frames]
+            row[:len(part)] = part.float()
         return out
 
 
@@ -546,7 +504,7 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
 
     def condition(batch: dict[str, Any], cache: ConditionCache) -> torch.Tensor:
         return cache.window(batch["id"], batch["start"].tolist(), batch["lips"].shape[1],
-                            batch["variant"].tolist(), batch["hearing"].tolist()).to(ctx.device)
+                            batch["variant"].tolist()).to(ctx.device)
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
         return diffusion_loss(model, batch["mel"], condition(batch, conds), schedule, options.cond_drop_prob,
@@ -559,32 +517,12 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
                   for batch in batches(val, train.batch_size, ctx.device)]
         return {"loss": float(np.mean(losses))}
 
-    def adapt_init(state: dict[str, torch.Tensor], old: dict[str, Any]) -> dict[str, torch.Tensor]:
-        # A MelGen that heard fewer condition features (e.g. "reader" before "text") starts this one: the
-        # new features come before the identity embedding, and start with zero weight.
-        from engines.models.melgen import widen_condition
-
-        before = checkpoint.config_from_dict(type(config), old)
-        wider = dataclasses.replace(before, cond_dim=config.cond_dim) == config
-        if not wider or before.cond_dim >= config.cond_dim:
-            raise RecipeError("init_from: a MelGen of another config can start this run only if it differs "
-                              "in a smaller cond_dim alone")
-        at = before.cond_dim - identity_encoder.config.embed_dim
-        return widen_condition(state, at, config.cond_dim - before.cond_dim)
-
     summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "identity": options.identity,
                "features": options.features, "lipreader_digest": checkpoint.weights_digest(reader),
                "identity_digest": checkpoint.weights_digest(identity_encoder)}
-    hearing = ()
-    if options.features == "text":
-        hearing = (1.0 - options.own_path_prob - options.text_only_prob, options.own_path_prob,
-                   options.text_only_prob)
-        if min(hearing) < 0:
-            raise RecipeError("own_path_prob and text_only_prob must be >= 0 and add up to at most 1")
     return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed,
-                                                  variants=options.condition_variants,
-                                                  hearing=hearing), summary,
-                  collate, validate if val is not None else None, adapt_init=adapt_init)
+                                                  variants=options.condition_variants), summary,
+                  collate, validate if val is not None else None)
 
 
 # ---------------------------------------------------------------- vocoder

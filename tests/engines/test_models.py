@@ -256,12 +256,3 @@ def test_melgen_predicting_x0_returns_the_eps_of_its_clean_estimate() -> None:
     generator = torch.Generator().manual_seed(1)
     diffusion_loss(model, x0, cond, DiffusionSchedule(), 0.0, None, "l1", generator=generator)
     assert loss.item() == pytest.approx((raw["x0"] - x0).abs().mean().item(), rel=1e-3)
-
-
-def test_a_token_is_heard_on_the_frames_before_its_spike_and_silence_stays_blank() -> None:
-    from engines.models.lipreader import TOKEN_LEAD, text_path_features
-
-    path = torch.tensor([0] * 8 + [5, 0, 0, 6, 6, 0] + [0] * 3)
-    heard = text_path_features(path)
-    assert heard.shape == (len(path), VOCAB_SIZE) and torch.equal(heard.sum(1), torch.ones(len(path)))
-    assert heard.argmax(1).tolist() == [0] * (8 - TOKEN_LEAD) + [5] * (TOKEN_LEAD + 1) + [6] * 4 + [0] * 4

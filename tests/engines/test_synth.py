@@ -7,7 +7,6 @@ the carried state equals reading the whole clip; unseen frames are silent; bad i
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -23,14 +22,13 @@ from engines.eval.systems import make_system
 from engines.models.asr import ASR, ASRConfig
 from engines.models.frontend import VisualFrontendConfig
 from engines.models.identity import IdentityConfig, IdentityEncoder
-from engines.models.lipreader import LipReader, LipReaderConfig, text_path_features, with_text_path
+from engines.models.lipreader import LipReader, LipReaderConfig
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
 from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
 from engines.synth.models import ModelMismatch, SynthModels
-from engines.text.charset import VOCAB_SIZE, encode
-from engines.text.ctc import GRID_GRAMMAR, greedy_decode
+from engines.text.ctc import GRID_GRAMMAR
 from engines.train import checkpoint
 from tests.helpers import REPO, SHARED
 
@@ -197,37 +195,6 @@ def test_guidance_can_steer_toward_a_given_text_and_the_result_keeps_the_lip_rea
     assert torch.equal(same.mel, own.mel)
     assert not torch.equal(other.mel, own.mel)
     assert other.text == own.text  # what was read from the lips, whatever guidance was told
-
-
-def test_a_melgen_that_hears_text_hears_the_decoded_text_offline_and_the_readers_own_path_streamed(
-        tiny: dict[str, str], tmp_path: Path) -> None:
-    lipreader, identity = checkpoint.load(tiny["lipreader"]).model, checkpoint.load(tiny["identity"]).model
-    melgen = MelGen(dataclasses.replace(TINY_MELGEN, cond_dim=TINY_MELGEN.cond_dim + VOCAB_SIZE))
-    nn.init.normal_(melgen.final_conv.weight, std=0.1)
-    path = save(tmp_path / "melgen.pt", melgen, "melgen", melgen_summary(lipreader, identity, "text"))
-    models = SynthModels.load(**{**tiny, "melgen": path, "asr": None})
-    assert models.features == "text"
-    synthesizer = Synthesizer(models, SynthParams(decode="grid", nfe=2))
-    clip = features(75)
-    reading = synthesizer.read(synthesizer.frame_features(clip.mouth_rois, clip.lip_geometry))
-    own = reading.log_probs.argmax(1)  # a stream hears the reader's best path
-    assert torch.equal(reading.features[0, :, -VOCAB_SIZE:], text_path_features(own))
-
-    sentence = "bin blue at f two now"
-    heard = synthesizer.with_text(reading, sentence)
-    assert greedy_decode(heard[0, :, -VOCAB_SIZE:]) == encode(sentence)
-    torch.testing.assert_close(heard[..., :-VOCAB_SIZE], reading.features[..., :-VOCAB_SIZE])
-    assert synthesizer.with_text(reading, "") is reading.features
-    assert synthesizer.with_text(reading, "x" * 40) is reading.features  # 79 frames to spell
-    cond = synthesizer.condition(heard, synthesizer.identity(clip.face_crop))
-    embed = TINY_IDENTITY.embed_dim
-    torch.testing.assert_close(with_text_path(cond, own[None], tail=embed),
-                               synthesizer.condition(reading.features, synthesizer.identity(clip.face_crop)))
-
-    result = synthesizer.synthesize(clip)
-    assert result.text in GRID_GRAMMAR
-    told = synthesizer.synthesize(clip, guide_text=sentence)
-    assert told.text == result.text and not torch.equal(told.mel, result.mel)
 
 
 def test_grid_decoding_gives_a_sentence_of_the_grid_grammar(models: SynthModels) -> None:

@@ -22,8 +22,6 @@ import yaml
 from torch import nn
 
 from engines.params import param
-from engines.text.charset import VOCAB_SIZE, encode
-from engines.text.ctc import align
 from engines.train import checkpoint, distributed, recipes
 from engines.train.cli import CONFIGS, main_train
 from engines.train.curves import Curves, read_csv
@@ -350,70 +348,6 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     with pytest.raises(recipes.RecipeError, match="aligned"):
         recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2,
                                augment=LipAugment(brightness=0.3, onset_hold=4))
-
-    from engines.models.lipreader import text_path_features
-    from engines.models.melgen import MelGen
-
-    # A MelGen that hears the text too ("text" features) starts from this one: the wider condition's new
-    # inputs start at zero weight, so before training it says what the "reader" MelGen says.
-    sections = yaml.safe_load(smoke_config(tmp_path, "melgen", **trained, features="text",
-                                           own_path_prob=0.5).read_text())
-    sections["model"]["cond_dim"] = raw["config"]["cond_dim"] + VOCAB_SIZE
-    sections["train"]["init_from"] = str(runs["melgen"] / "latest.pt")
-    config = tmp_path / "melgen-text.yaml"
-    config.write_text(yaml.safe_dump(sections))
-    text_run = tmp_path / "runs" / "melgen-text"
-    assert main_train(["melgen", "--config", str(config), "--data", str(data), "--out", str(text_run),
-                       "--device", "cpu", "--no-progress"]) == 0
-    text_models = SynthModels.load(trained["lipreader"], str(text_run / "latest.pt"), trained["identity"],
-                                   asr=None, vocoder="griffin-lim")
-    assert text_models.features == "text"
-
-    # Its conditions (lip features, the tokens of a CTC path, the identity): the transcript's path by
-    # default, the reader's own best path or the transcript's alone (lips zeroed) where asked.
-    texts = recipes.ConditionCache(samples, models.lipreader, models.identity, "text", progress=False)
-    embed = models.identity.config.embed_dim
-    lips, tokens = slice(0, -VOCAB_SIZE - embed), slice(-VOCAB_SIZE - embed, -embed)
-    aligned, own, text_only = (texts.window([clip], [0], frames, hearing=[recipes.HEARING.index(h)])[0]
-                               for h in ("transcript", "own path", "text only"))
-    torch.testing.assert_close(aligned, texts.window([clip], [0], frames)[0])
-    for other in (own, text_only):
-        torch.testing.assert_close(other[:, -embed:], aligned[:, -embed:])
-    torch.testing.assert_close(own[:, lips], aligned[:, lips])
-    assert not text_only[:, lips].any() and aligned[:, lips].any()
-    item = loaders.TorchSamples(samples, window=0)[0]
-    log_probs = models.lipreader(item["video"], item["lips"][None]).log_probs[0]
-    spelled = align(log_probs, encode(item["text"]))
-    assert item["id"] == clip and spelled is not None
-    torch.testing.assert_close(aligned[:, tokens], text_path_features(torch.from_numpy(spelled)))
-    torch.testing.assert_close(text_only[:, tokens], aligned[:, tokens])
-    torch.testing.assert_close(own[:, tokens], text_path_features(log_probs.argmax(1)))
-
-    widened = Trainer(MelGen(text_models.melgen.config), lambda batch, model: (torch.zeros(()), {}), [],
-                      TrainConfig(out_dir=str(tmp_path / "unused"), device="cpu"), kind="melgen")
-    with pytest.raises(checkpoint.CheckpointError, match="another model config"):
-        widened.start_from(str(runs["melgen"] / "latest.pt"))
-
-
-def test_widened_melgen_computes_what_the_narrower_one_did() -> None:
-    from engines.models.melgen import MelGen, MelGenConfig, widen_condition
-
-    small = MelGenConfig(num_res_layers=2, res_channels=8, skip_channels=8, step_embed_in=16,
-                         step_embed_mid=16, step_embed_out=16, cond_dim=12, cond_channels=8)
-    narrow = MelGen(small).eval()
-    with torch.no_grad():
-        narrow.null_cond.normal_()
-        narrow.final_conv.weight.normal_()  # zero at init: nothing to compare
-    wide = MelGen(dataclasses.replace(small, cond_dim=15)).eval()
-    wide.load_state_dict(widen_condition(narrow.state_dict(), at=8, extra=3))
-    x, t = torch.randn(2, 80, 16), torch.tensor([10.0, 300.0])
-    cond = torch.randn(2, 4, 12)
-    extra = torch.randn(2, 4, 3)
-    torch.testing.assert_close(wide(x, t, torch.cat((cond[..., :8], extra, cond[..., 8:]), dim=2)),
-                               narrow(x, t, cond))
-    torch.testing.assert_close(wide.null_cond[[*range(8), *range(11, 15)]], narrow.null_cond)
-    with pytest.raises(ValueError, match="straight into"):
-        widen_condition(MelGen(dataclasses.replace(small, cond_dim=8)).state_dict(), at=0, extra=1)
 
 
 if __name__ == "__main__":
