@@ -10,9 +10,8 @@ corpus). CORPUS may also be a folder of real clips (../shared/real/grid-dev): ev
 Rows `quick`: reference, vocoders, generated at the defaults (open-vocabulary beam decoding), generated
 with the GRID grammar decoding the lip-read text (the rows below all decode so), with ASR guidance, and
 with ASR guidance toward the reference text (a diagnostic: how far guidance gets with every word right);
-`full` adds the NFE
-sweep (1, 2, 8), the 400-step DDPM reference sampler and the streamed engine (the reader's own best path,
-no grammar: what the live node does).
+`full` adds the NFE sweep (1, 2, 8), the 400-step DDPM reference sampler and the streamed engine (greedy
+reading, no grammar: what the live node does).
 """
 
 from __future__ import annotations
