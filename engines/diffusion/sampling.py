@@ -103,7 +103,9 @@ def sample_dpmpp_2m(denoise_fn: Denoiser, x: torch.Tensor, schedule: DiffusionSc
 def diffusion_loss(model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                    x0: torch.Tensor, cond: torch.Tensor, schedule: DiffusionSchedule,
                    cond_drop_prob: float = 0.2, null_cond: torch.Tensor | None = None, loss: str = "l1", *,
-                   generator: torch.Generator | None = None, target: str = "eps") -> torch.Tensor:
+                   generator: torch.Generator | None = None, target: str = "eps",
+                   x0_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                   ) -> torch.Tensor:
     """The ε-prediction loss of one batch (LipVoicer's train_melgen.py `training_loss`), or with
     target "x0" the same error measured on the clean estimate x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ (for a model
     that predicts x0 and returns ε̂: every noise level then weighs by its error on the data).
@@ -111,7 +113,8 @@ def diffusion_loss(model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
     A uniform training time t ∈ {0, …, T−1} and noise per sample; x_t = q_sample(x0, t, noise); the
     condition is replaced by null_cond (broadcast, so a learned null gets its gradient) for each
     sample with probability cond_drop_prob, which teaches the model ε(x_t, ∅) for CFG. loss "l1"
-    (LipVoicer's nn.L1Loss) or "l2", averaged over every element.
+    (LipVoicer's nn.L1Loss) or "l2", averaged over every element. `x0_loss(x̂0, x0, ᾱ_t)`, when given,
+    adds a loss of its own on the clean estimate (ᾱ_t shaped (B,) for weighting by noise level).
     """
     if loss not in ("l1", "l2"):
         raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
@@ -128,12 +131,11 @@ def diffusion_loss(model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
         drop = (torch.rand(b, generator=generator, device=device) < cond_drop_prob).to(cond.device)
         cond = torch.where(drop.reshape(b, *[1] * (cond.dim() - 1)), null_cond.to(cond.dtype), cond)
     eps = model_fn(x_t, t.to(x0.dtype), cond)
-    if target == "x0":
-        ab = schedule.alpha_bar_at(t.cpu()).to(x0.device, x0.dtype).reshape(b, *[1] * (x0.dim() - 1))
-        err = (x_t - (1.0 - ab).sqrt() * eps) / ab.sqrt() - x0
-    else:
-        err = eps - noise
-    return err.abs().mean() if loss == "l1" else err.square().mean()
+    ab = schedule.alpha_bar_at(t.cpu()).to(x0.device, x0.dtype).reshape(b, *[1] * (x0.dim() - 1))
+    x0_hat = (x_t - (1.0 - ab).sqrt() * eps) / ab.sqrt()
+    err = x0_hat - x0 if target == "x0" else eps - noise
+    total = err.abs().mean() if loss == "l1" else err.square().mean()
+    return total if x0_loss is None else total + x0_loss(x0_hat, x0, ab.reshape(b))
 
 
 def _plan(schedule: DiffusionSchedule, nfe: int, spacing: str,

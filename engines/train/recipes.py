@@ -432,6 +432,23 @@ class MelGenOptions:
                                        "at random, so MelGen learns to bear how a new face shifts the lip "
                                        "reader's features")
     augment: LipAugment = param(LipAugment(), "augmentations of the extra condition variants")  # noqa: RUF009
+    phonetic_loss: float = param(0.0, "weight of the phonetic loss: KL from the frozen ASR's character "
+                                      "posteriors on the reference mel to those on MelGen's clean estimate, "
+                                      "weighted by ᾱ_t (the L1 loss alone renders short words such as GRID's "
+                                      "letters unintelligibly, NOTES.md)")
+    asr: str = param("asr", "the frozen ASR of the phonetic loss (checkpoint path or shipped name)")
+
+
+def phonetic_loss(asr: nn.Module, weight: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
+                                                                torch.Tensor]:
+    """`diffusion_loss`'s x0_loss: weight · mean over samples of ᾱ_t · KL(ASR(x0) ‖ ASR(x̂0)) per ASR
+    frame, both heard as clean (t = 0). The ASR stays frozen; the gradient reaches MelGen through x̂0."""
+    def loss(x0_hat: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = asr(x0, 0)
+        kl = (target.exp() * (target - asr(x0_hat, 0))).sum(dim=2).mean(dim=1)
+        return weight * (alpha_bar * kl).mean()
+    return loss
 
 
 class ConditionCache:
@@ -506,9 +523,12 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
         return cache.window(batch["id"], batch["start"].tolist(), batch["lips"].shape[1],
                             batch["variant"].tolist()).to(ctx.device)
 
+    x0_loss = phonetic_loss(load_frozen(options.asr, "asr"), options.phonetic_loss) \
+        if options.phonetic_loss > 0 else None
+
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
         return diffusion_loss(model, batch["mel"], condition(batch, conds), schedule, options.cond_drop_prob,
-                              model.null_cond, options.loss, target=config.prediction), {}
+                              model.null_cond, options.loss, target=config.prediction, x0_loss=x0_loss), {}
 
     def validate(model: nn.Module) -> dict[str, float]:
         generator = torch.Generator(ctx.device).manual_seed(0)

@@ -530,6 +530,18 @@ def test_diffusion_loss_targets_the_noise_of_q_sample() -> None:
     with pytest.raises(ValueError):
         diffusion_loss(oracle, x0, cond, SCHEDULE, 0.0, loss="huber")
 
+    # An x0 loss hears the oracle's clean estimate (x0 itself) and ᾱ_t, and adds to the loss.
+    heard: list = []
+
+    def x0_loss(x0_hat: torch.Tensor, ref: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        heard.append((x0_hat, ref, alpha_bar))
+        return torch.tensor(0.25, dtype=torch.float64)
+
+    assert float(diffusion_loss(oracle, x0, cond, SCHEDULE, 0.0, x0_loss=x0_loss)) == pytest.approx(0.25)
+    (x0_hat, ref, alpha_bar), = heard
+    torch.testing.assert_close(x0_hat, x0)
+    assert ref is x0 and alpha_bar.shape == (64,) and bool(((alpha_bar > 0) & (alpha_bar <= 1)).all())
+
 
 def test_diffusion_loss_drops_the_condition_per_sample() -> None:
     x0, cond = torch.randn(400, 2, 4), torch.randn(400, 1, 3) + 5.0

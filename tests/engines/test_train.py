@@ -314,7 +314,7 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
         link.symlink_to(video.resolve())
     runs = {model: tmp_path / "runs" / model for model in ("lipreader", "identity", "melgen")}
     trained = {kind: str(runs[kind] / "latest.pt") for kind in ("lipreader", "identity")}
-    variants = {"condition_variants": 2, "augment": {"brightness": 0.3, "shift": 0.05}}
+    variants = {"condition_variants": 2, "augment": {"brightness": 0.3, "shift": 0.05}, "phonetic_loss": 0.5}
     for model, recipe in (("lipreader", {}), ("identity", {}), ("melgen", {**trained, **variants})):
         config = smoke_config(tmp_path, model, **recipe)
         assert main_train([model, "--config", str(config), "--data", str(data), "--out", str(runs[model]),
@@ -354,3 +354,18 @@ if __name__ == "__main__":
     from tests.engines.test_train import worker as _worker  # classes named by module, not __main__
 
     sys.exit(_worker(sys.argv[1:]))
+
+
+def test_the_phonetic_loss_is_zero_on_the_reference_and_trains_only_the_clean_estimate() -> None:
+    from engines.models.asr import ASR, ASRConfig
+
+    asr = ASR(ASRConfig(channels=16, num_layers=2)).eval().requires_grad_(False)
+    loss = recipes.phonetic_loss(asr, 2.0)
+    x0 = torch.randn(3, 80, 40)
+    assert float(loss(x0.clone(), x0, torch.ones(3))) == pytest.approx(0.0, abs=1e-5)
+    x0_hat = (x0 + torch.randn_like(x0)).requires_grad_(True)
+    value = loss(x0_hat, x0, torch.tensor([1.0, 0.5, 0.0]))
+    value.backward()
+    assert float(value.detach()) > 0 and float(x0_hat.grad[:2].abs().sum()) > 0
+    assert float(x0_hat.grad[2].abs().sum()) == 0.0  # ᾱ_t = 0: pure noise teaches nothing
+    assert all(p.grad is None for p in asr.parameters())
