@@ -11,9 +11,10 @@ the bus.
         RSS of every process at the start and the end, restarts; prints tables and writes a latency
         histogram (out/live_latency.png)
 
-The camera starts last, once every other node reports `active`: the tracker and the synthesizer take
-seconds to load, and a short clip played before they listen would be lost. Everything else runs under
-`voxsight launch` as the launch file says. Latency is measured on the audio chunks as they arrive here:
+The camera starts last, once every other node reports `active` (its `start_after` in the launch file; added
+here when a file has none): the tracker and the synthesizer take seconds to load, and a short clip played
+before they listen would be lost. The whole graph runs under `voxsight launch` as the launch file says.
+Latency is measured on the audio chunks as they arrive here:
 arrival time − acquisition stamp of the chunk's first frame ("first") and of its last frame ("last"),
 so every frame a chunk voices waited between the two; the bus hop to this process adds well under a ms.
 """
@@ -40,7 +41,6 @@ import zmq
 
 from node.launch_file import BUS_NAME, LaunchError, LaunchSpec, NodeSpec, apply_overrides
 from node.launch_file import load as load_launch
-from node.supervisor import command_line
 from streams.endpoints import bus_endpoints
 from streams.messages import AudioChunk, Diagnostic, Transcript
 from streams.pubsub import ORDERED, Subscriber
@@ -114,55 +114,58 @@ class Watch:
 
 
 class Graph:
-    """The launch file's graph on a private bus: every node but the camera under `voxsight launch`, then
-    the camera once the rest is active."""
+    """The launch file's graph under `voxsight launch` on a private bus, its camera gated (`start_after`)
+    on every other node of the file when the file does not gate it already."""
 
     def __init__(self, spec: LaunchSpec, log: IO[bytes]) -> None:
-        self.spec, self.log = spec, log
+        self.log = log
         self.bus = spec.bus or f"ipc://{tempfile.mkdtemp(prefix='vxlive', dir='/tmp')}/bus"
         self.camera = next(n for n in spec.nodes if n.kind == "camera")
-        self.others = [_full_name(n) for n in spec.nodes if n is not self.camera]
+        if not self.camera.start_after:
+            self.camera.start_after = [n.name for n in spec.nodes[:spec.nodes.index(self.camera)]
+                                       if n.name != BUS_NAME or spec.bus_external]
+        self.spec = spec
+        self.names = [_full_name(n) for n in spec.nodes if n.name != BUS_NAME or spec.bus_external]
         self.supervisor: subprocess.Popen | None = None
-        self.camera_proc: subprocess.Popen | None = None
 
     def start(self, watch: Watch) -> None:
-        rest = Path(self.log.name).with_suffix(".graph.yaml")
-        rest.write_text(yaml.safe_dump(_launch_text(self.spec, self.camera), sort_keys=False))
+        graph = Path(self.log.name).with_suffix(".graph.yaml")
+        graph.write_text(yaml.safe_dump(_launch_text(self.spec), sort_keys=False))
         self.supervisor = subprocess.Popen(
-            [sys.executable, "-m", "node", "launch", str(rest), "--bus", self.bus], cwd=REPO, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        print(f"starting {', '.join(self.others)} (log: {self.log.name}) ...", flush=True)
+            [sys.executable, "-m", "node", "launch", str(graph), "--bus", self.bus], cwd=REPO,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        gates = ", ".join(self.camera.start_after)
+        print(f"starting {', '.join(self.names)}; {self.camera.name} once {gates} are active (log: "
+              f"{self.log.name}) ...", flush=True)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not watch.active(self.others):
+        while not watch.active(self.names):
             if self.supervisor.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the graph did not come up")
             watch.pump(0.5)
-        self.camera_proc = subprocess.Popen(command_line(self.camera, self.bus), cwd=REPO, stdout=self.log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
         print(f"all active; camera playing {self.camera.params.get('source')}", flush=True)
 
     def running(self) -> bool:
         return self.supervisor is not None and self.supervisor.poll() is None
 
     def stop(self) -> None:
-        for proc in (self.camera_proc, self.supervisor):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in (self.camera_proc, self.supervisor):
-            if proc is not None:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        if self.supervisor is None:
+            return
+        if self.supervisor.poll() is None:
+            self.supervisor.send_signal(signal.SIGINT)
+        try:
+            self.supervisor.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.supervisor.pid, signal.SIGKILL)
+            self.supervisor.wait()
 
 
-def _launch_text(spec: LaunchSpec, leave_out: NodeSpec) -> dict:
-    """The launch file of `spec` without `leave_out` (namespaces already joined into each node's)."""
+def _launch_text(spec: LaunchSpec) -> dict:
+    """The launch file of `spec` (namespaces already joined into each node's)."""
     bus = None if spec.bus_external else spec.node(BUS_NAME)
     nodes = [{"name": n.name, "kind": n.kind, "namespace": n.namespace, "params": n.params, "remap": n.remap,
-              "respawn": n.respawn, "respawn_delay": n.respawn_delay, "required": n.required}
-             for n in spec.nodes if n is not leave_out and n is not bus]
+              "respawn": n.respawn, "respawn_delay": n.respawn_delay, "required": n.required,
+              "start_after": n.start_after}
+             for n in spec.nodes if n is not bus]
     text: dict = {"nodes": nodes, "bus_external": spec.bus_external}
     if bus is not None and bus.params:
         text["bus_params"] = bus.params
@@ -260,13 +263,16 @@ def bench(spec: LaunchSpec, minutes: float, settle_s: float, png: Path, log_path
             started = time.monotonic()
             watch.pump(settle_s)
             pids = {n: d.pid for n, d in watch.last.items()}
-            pids["camera"] = graph.camera_proc.pid
             pids["supervisor"] = graph.supervisor.pid
             rss_start, heard_from = _rss(pids), len(watch.heard)
             end = started + minutes * 60
-            while time.monotonic() < end and graph.running() and graph.camera_proc.poll() is None:
+
+            def up() -> bool:  # the camera too: without it the graph idles, it does not end
+                return graph.running() and psutil.pid_exists(pids[_full_name(graph.camera)])
+
+            while time.monotonic() < end and up():
                 watch.pump(min(5.0, end - time.monotonic()))
-            alive = graph.running() and graph.camera_proc.poll() is None
+            alive = up()
             rss_end = _rss(pids)
             ran_s = time.monotonic() - started
         except RuntimeError as exc:

@@ -17,6 +17,8 @@ nodes:
     respawn_delay: 0.5       # seconds before the first restart; doubles per consecutive failure up
                              # to 30 s; resets after the node stayed up 10 s
     required: false          # when this node ends for good, the whole graph stops with its exit code
+    start_after: [tracker]   # optional: start only once these nodes (listed above it) report `active`
+                             # on `diagnostics`, e.g. a camera after the nodes that read its frames
 ```
 
 Unless `bus_external` is true, the graph starts with a bus node named `bus` (so no other node may take
@@ -71,6 +73,7 @@ class NodeSpec:
     respawn: bool = False
     respawn_delay: float = 0.5
     required: bool = False
+    start_after: list[str] = field(default_factory=list)  # names of earlier nodes that must be active first
     line: int = 0
 
 
@@ -89,8 +92,9 @@ class LaunchSpec:
 
 _TOP_KEYS = {"namespace": str, "bus": str, "bus_params": dict, "bus_external": bool, "nodes": list}
 _NODE_KEYS = {"name": str, "kind": str, "namespace": str, "params": dict, "remap": dict, "respawn": bool,
-              "respawn_delay": float, "required": bool}
+              "respawn_delay": float, "required": bool, "start_after": list}
 _TYPE_NAMES = {str: "a string", dict: "a mapping", list: "a list", bool: "true or false", float: "a number"}
+# start order is file order, so a gate may only name nodes above it: no node can wait on itself or a cycle
 
 
 class _Doc:
@@ -192,7 +196,7 @@ def parse(text: str, path: str = "<launch>") -> LaunchSpec:
         raise doc.error(top["bus_params"][0], "bus_params given, but bus_external: true starts no bus")
     names = {n.name: n for n in nodes}
     for item in top["nodes"][0].value:
-        spec = _node(doc, item, namespace)
+        spec = _node(doc, item, namespace, names)
         if spec.name == BUS_NAME and not external:
             raise doc.error(item, f"node name {BUS_NAME!r} is taken by the supervisor's bus: name this node "
                                   "otherwise, or set `bus_external: true`")
@@ -204,7 +208,7 @@ def parse(text: str, path: str = "<launch>") -> LaunchSpec:
     return LaunchSpec(path, nodes, bus, external)
 
 
-def _node(doc: _Doc, item: yaml.Node, outer_ns: str) -> NodeSpec:
+def _node(doc: _Doc, item: yaml.Node, outer_ns: str, earlier: dict[str, NodeSpec]) -> NodeSpec:
     f = doc.fields(item, _NODE_KEYS, "node")
     if "kind" not in f:
         raise doc.error(item, "node: `kind:` is required")
@@ -226,7 +230,24 @@ def _node(doc: _Doc, item: yaml.Node, outer_ns: str) -> NodeSpec:
         delay_node, spec.respawn_delay = f["respawn_delay"]
         if not 0 <= spec.respawn_delay <= MAX_RESPAWN_DELAY_S:
             raise doc.error(delay_node, f"node {name!r}: respawn_delay must be 0..{MAX_RESPAWN_DELAY_S:g} s")
+    if "start_after" in f:
+        spec.start_after = _start_after(doc, name, f["start_after"][0], earlier)
     return spec
+
+
+def _start_after(doc: _Doc, name: str, node: yaml.Node, earlier: dict[str, NodeSpec]) -> list[str]:
+    gates: list[str] = []
+    for item in node.value:
+        gate = doc.value(item)
+        if not isinstance(gate, str):
+            raise doc.error(item, f"node {name!r}: start_after lists node names, got {gate!r}")
+        if gate not in earlier:
+            listed = ", ".join(earlier) or "none"
+            raise doc.error(item, f"node {name!r}: start_after {gate!r} is not a node listed above it "
+                                  f"(nodes above: {listed})")
+        if gate not in gates:
+            gates.append(gate)
+    return gates
 
 
 def _namespace(doc: _Doc, found: tuple[yaml.Node, str] | None, outer: str) -> str:

@@ -7,6 +7,11 @@ supervisor even when it is killed with -9 (`VOXSIGHT_SUPERVISOR_PID` makes `voxs
 for a parent-death signal). Every line a child prints (stdout and stderr, merged) is echoed whole on
 the supervisor's stdout, prefixed `[name] `; the supervisor's own lines are prefixed `[launch] `.
 
+A node with `start_after` is held back until each node it names reports `active` on `diagnostics` (the
+supervisor listens there only when some node has a gate; the other nodes start meanwhile); a gate that ends
+for good before it was active retires the waiting node, with a message, so nothing waits forever. A gate
+holds only the first start: a respawn does not wait again.
+
 A node that dies (non-zero exit, or killed by a signal) with `respawn: true` is restarted after
 `respawn_delay`, doubling per consecutive failure up to 30 s; the count resets once it stayed up 10 s.
 A clean exit 0 is final. The graph stops when a `required` node ends for good (the supervisor exits
@@ -36,10 +41,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import yaml
+import zmq
 
 from node.launch_file import BUS_NAME, MAX_RESPAWN_DELAY_S, LaunchError, LaunchSpec, NodeSpec, apply_overrides
 from node.launch_file import load as load_launch_file
-from streams.endpoints import default_bus
+from node.runtime import DIAGNOSTICS_TOPIC
+from streams.endpoints import CurveKeys, bus_endpoints, default_bus
+from streams.messages import Diagnostic
+from streams.pubsub import Subscriber
 
 MIN_BACKOFF_S = 0.1  # a crash loop with respawn_delay 0 still backs off from its second restart
 STABLE_AFTER_S = 10.0  # a node up this long is healthy again: its next failure restarts it quickly
@@ -48,6 +57,7 @@ _BUS_GRACE_S = 0.5  # of STOP_GRACE_S, kept for the bus, which the nodes' last h
 _KILL_WAIT_S = 5.0  # after SIGKILL; only a process stuck in the kernel takes longer, and we don't hang
 _MAX_LINE = 1 << 16  # longer output lines are echoed in pieces of this size
 _IDLE_WAKE_S = 0.5  # also look around this often, whatever the wake-up pipe says
+GATE_REMIND_S = 30.0  # a node held back by start_after is reported this often
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -156,6 +166,34 @@ class _Child:
     restart_at: float | None = None
     ended: bool = False
     reader: threading.Thread | None = None
+    waiting: bool = False  # held back by its start_after gates
+    reminded: float = 0.0
+
+
+def full_name(spec: NodeSpec) -> str:
+    """The name a node reports in its heartbeats."""
+    return f"{spec.namespace}/{spec.name}" if spec.namespace else spec.name
+
+
+class States:
+    """The lifecycle state every node last reported on `diagnostics` (what start gates wait on)."""
+
+    def __init__(self, bus: str) -> None:
+        self.ctx = zmq.Context()
+        curve_dir = os.environ.get("VOXSIGHT_CURVE_DIR")  # the nodes' own keys, as `voxsight run` reads them
+        curve = CurveKeys.load(curve_dir, server=False) if curve_dir else None
+        self.sub = Subscriber(self.ctx, bus_endpoints(bus)[1], [DIAGNOSTICS_TOPIC], msg_type=Diagnostic,
+                              curve=curve)
+        self.state: dict[str, str] = {}
+
+    def take(self) -> None:
+        for _topic, msg in self.sub.poll_ready():
+            assert isinstance(msg, Diagnostic)
+            self.state[msg.node] = msg.state
+
+    def close(self) -> None:
+        self.sub.close()
+        self.ctx.term()
 
 
 class Supervisor:
@@ -168,6 +206,8 @@ class Supervisor:
         self.verbose = logging.getLevelName(log_level) <= logging.INFO
         self.console = Console(out or sys.stdout.buffer)
         self.children = [_Child(n) for n in spec.nodes]
+        self.by_name = {c.spec.name: c for c in self.children}
+        self.states: States | None = None
         self.env = {**os.environ, "VOXSIGHT_SUPERVISOR_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         self.signals: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
@@ -198,6 +238,8 @@ class Supervisor:
                 if c.reader is not None:
                     # flush what the children said last, but never hang on a pipe a grandchild holds
                     c.reader.join(max(0.0, flush_until - time.monotonic()))
+            if self.states is not None:
+                self.states.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -206,15 +248,27 @@ class Supervisor:
 
     def _supervise(self) -> int:
         self.say(f"bus {self.bus}" + (" (external)" if self.spec.bus_external else ""), info=True)
+        if any(c.spec.start_after for c in self.children):
+            self.states = States(self.bus)
         for child in self.children:
             if self.signals:
                 break
-            self._spawn(child)
+            if child.spec.start_after:
+                child.waiting, child.reminded = True, time.monotonic()
+                self.say(f"{child.spec.name} starts once {', '.join(child.spec.start_after)} "
+                         f"{'is' if len(child.spec.start_after) == 1 else 'are'} active", info=True)
+            else:
+                self._spawn(child)
         workers = [c for c in self.children if c.spec.name != BUS_NAME or self.spec.bus_external]
         while not self.signals:
             now = time.monotonic()
+            if self.states is not None:
+                self.states.take()
+                if not any(c.waiting for c in self.children):  # every gate has opened: stop listening
+                    self.states.close()
+                    self.states = None
             for child in self.children:
-                code = self._look_after(child, now)
+                code = self._open_gate(child, now) if child.waiting else self._look_after(child, now)
                 if code is not None:
                     return code
             if all(c.ended for c in workers):
@@ -247,6 +301,25 @@ class Supervisor:
             self._spawn(child)
         return None
 
+    def _open_gate(self, child: _Child, now: float) -> None:
+        """Start a held-back node once its gates are active; retire it when one has ended for good."""
+        assert self.states is not None
+        gates = [self.by_name[g] for g in child.spec.start_after]
+        if all(self.states.state.get(full_name(g.spec)) == "active" for g in gates):
+            child.waiting = False
+            self._spawn(child)
+            return None
+        dead = [g.spec.name for g in gates if g.ended]
+        if dead:
+            child.waiting, child.ended = False, True
+            self.say(f"{child.spec.name} not started: {', '.join(dead)} ended before it was active")
+        elif now - child.reminded >= GATE_REMIND_S:
+            child.reminded = now
+            states = ", ".join(f"{g.spec.name} {self.states.state.get(full_name(g.spec), 'silent')}"
+                               for g in gates)
+            self.say(f"{child.spec.name} still waits ({states})")
+        return None
+
     def _spawn(self, child: _Child) -> None:
         proc = subprocess.Popen(command_line(child.spec, self.bus, self.log_level), env=self.env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -259,8 +332,15 @@ class Supervisor:
         self.say(f"started {child.spec.name} (pid {proc.pid})", info=True)
 
     def _sleep(self, timeout_s: float) -> None:
-        """Until a signal (SIGCHLD included) arrives or `timeout_s` passes."""
-        select.select([self._wake_r], [], [], max(0.0, timeout_s))
+        """Until a signal (SIGCHLD included) or, while a node waits on its gates, a heartbeat arrives, or
+        `timeout_s` passes."""
+        if self.states is not None and any(c.waiting for c in self.children):
+            poller = zmq.Poller()
+            poller.register(self.states.sub.socket, zmq.POLLIN)
+            poller.register(self._wake_r, zmq.POLLIN)
+            poller.poll(max(0.0, timeout_s) * 1000)
+        else:
+            select.select([self._wake_r], [], [], max(0.0, timeout_s))
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass

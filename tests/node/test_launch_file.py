@@ -26,6 +26,7 @@ nodes:
     required: true
   - kind: bus
     name: spare
+    start_after: [relay, bus, relay]
 """
 
 
@@ -42,6 +43,7 @@ def test_good_file_describes_the_graph() -> None:
     assert (spare.kind, spare.namespace, spare.params, spare.respawn, spare.required) == ("bus", "robot", {},
                                                                                        False, False)
     assert spec.bus == "ipc:///tmp/vx-launch-test/bus" and not spec.bus_external
+    assert (relay.start_after, spare.start_after) == ([], ["relay", "bus"])
 
 
 def test_name_defaults_to_kind_and_external_bus_starts_none() -> None:
@@ -83,6 +85,15 @@ ERRORS = [
     ("bad namespace", "nodes:\n  - {kind: bus, name: r}\n  - {kind: bus, name: s, namespace: 'a b'}\n", 3,
      "bad namespace"),
     ("no nodes", "bus: ipc:///tmp/x\nnodes: []\n", 2, "at least one node"),
+    ("gate below", "nodes:\n  - {kind: bus, name: r, start_after: [s]}\n  - {kind: bus, name: s}\n", 2,
+     "start_after 's' is not a node listed above it (nodes above: bus)"),
+    ("gate on itself",
+     "nodes:\n  - {kind: bus, name: r}\n  - kind: bus\n    name: s\n    start_after:\n      - s\n", 6,
+     "start_after 's' is not a node listed above it (nodes above: bus, r)"),
+    ("gate not a name", "nodes:\n  - {kind: bus, name: r, start_after: [{a: 1}]}\n", 2,
+     "start_after lists node names"),
+    ("gates not a list", "nodes:\n  - {kind: bus, name: r, start_after: bus}\n", 2,
+     "'start_after' must be a list"),
     ("external bus params", "bus_external: true\nbus_params: {depth: 3}\nnodes:\n  - kind: bus\n", 2,
      "bus_params given"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -193,4 +194,39 @@ def test_graph_ends_when_every_node_has_ended(launch, tmp_path: Path) -> None:
     assert sup.wait(timeout=60) == 0
     log = tmp_path / "launch.log"
     assert "[launch] broken exited (exit code" in log.read_text()
+    assert [pid for pid in all_started(log) if not gone(pid)] == []
+
+
+def test_a_gated_node_starts_only_once_its_gate_is_active(launch, bus_url: str, tmp_path: Path) -> None:
+    clip = tmp_path / "later.mp4"  # absent at first: cam_a fails to configure, restarts till it is there
+    sup = launch(write(tmp_path, f"""\
+        nodes:
+          - {{name: cam_a, kind: camera, params: {{source: {clip}, loop: true}}, respawn: true,
+              respawn_delay: 0.1}}
+          - {{name: cam_b, kind: camera, params: {{source: pattern, fps: 10}}, start_after: [cam_a]}}
+        """))
+    log = tmp_path / "launch.log"
+    wait_for(lambda: len(started_pids(log).get("cam_a", [])) >= 3, timeout_s=60,
+             what="cam_a to fail and be restarted twice")
+    assert "cam_b" not in started_pids(log)
+    assert "[launch] cam_b starts once cam_a is active" in log.read_text()
+    shutil.copy(REPO / "launch" / "media" / "pattern.mp4", clip)
+    b = wait_heartbeat(bus_url, "cam_b", timeout_s=60, predicate=active)
+    a = wait_heartbeat(bus_url, "cam_a", predicate=active)
+    started = [line for line in log.read_text().splitlines() if line.startswith("[launch] started cam_")]
+    assert started[-1] == f"[launch] started cam_b (pid {b.pid})"  # after the cam_a that came up
+    assert f"[launch] started cam_a (pid {a.pid})" in started
+    assert sup.poll() is None
+
+
+def test_a_gate_that_ends_before_it_was_active_retires_the_waiting_node(launch, tmp_path: Path) -> None:
+    sup = launch(write(tmp_path, f"""\
+        nodes:
+          - {{name: broken, kind: camera, params: {BROKEN}}}
+          - {{name: cam_b, kind: camera, params: {{source: pattern}}, start_after: [broken]}}
+        """))
+    assert sup.wait(timeout=60) == 0  # every node has ended: nothing waits forever
+    log = tmp_path / "launch.log"
+    assert "[launch] cam_b not started: broken ended before it was active" in log.read_text()
+    assert "cam_b" not in started_pids(log)
     assert [pid for pid in all_started(log) if not gone(pid)] == []
