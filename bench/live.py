@@ -39,7 +39,7 @@ import psutil
 import yaml
 import zmq
 
-from node.launch_file import BUS_NAME, LaunchError, LaunchSpec, NodeSpec, apply_overrides
+from node.launch_file import BUS_NAME, LaunchError, LaunchSpec, apply_overrides
 from node.launch_file import load as load_launch
 from streams.endpoints import bus_endpoints
 from streams.messages import AudioChunk, Diagnostic, Transcript
@@ -125,7 +125,7 @@ class Graph:
             self.camera.start_after = [n.name for n in spec.nodes[:spec.nodes.index(self.camera)]
                                        if n.name != BUS_NAME or spec.bus_external]
         self.spec = spec
-        self.names = [_full_name(n) for n in spec.nodes if n.name != BUS_NAME or spec.bus_external]
+        self.names = [n.full_name for n in spec.nodes if n.name != BUS_NAME or spec.bus_external]
         self.supervisor: subprocess.Popen | None = None
 
     def start(self, watch: Watch) -> None:
@@ -170,10 +170,6 @@ def _launch_text(spec: LaunchSpec) -> dict:
     if bus is not None and bus.params:
         text["bus_params"] = bus.params
     return text
-
-
-def _full_name(node: NodeSpec) -> str:
-    return f"{node.namespace}/{node.name}" if node.namespace else node.name
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -268,7 +264,7 @@ def bench(spec: LaunchSpec, minutes: float, settle_s: float, png: Path, log_path
             end = started + minutes * 60
 
             def up() -> bool:  # the camera too: without it the graph idles, it does not end
-                return graph.running() and psutil.pid_exists(pids[_full_name(graph.camera)])
+                return graph.running() and psutil.pid_exists(pids[graph.camera.full_name])
 
             while time.monotonic() < end and up():
                 watch.pump(min(5.0, end - time.monotonic()))

@@ -76,6 +76,11 @@ class NodeSpec:
     start_after: list[str] = field(default_factory=list)  # names of earlier nodes that must be active first
     line: int = 0
 
+    @property
+    def full_name(self) -> str:
+        """The name the node reports in its heartbeats (node.runtime.Node.full_name)."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
 
 @dataclass
 class LaunchSpec:

@@ -170,11 +170,6 @@ class _Child:
     reminded: float = 0.0
 
 
-def full_name(spec: NodeSpec) -> str:
-    """The name a node reports in its heartbeats."""
-    return f"{spec.namespace}/{spec.name}" if spec.namespace else spec.name
-
-
 class States:
     """The lifecycle state every node last reported on `diagnostics` (what start gates wait on)."""
 
@@ -268,7 +263,10 @@ class Supervisor:
                     self.states.close()
                     self.states = None
             for child in self.children:
-                code = self._open_gate(child, now) if child.waiting else self._look_after(child, now)
+                if child.waiting:
+                    self._open_gate(child, now)
+                    continue
+                code = self._look_after(child, now)
                 if code is not None:
                     return code
             if all(c.ended for c in workers):
@@ -305,20 +303,19 @@ class Supervisor:
         """Start a held-back node once its gates are active; retire it when one has ended for good."""
         assert self.states is not None
         gates = [self.by_name[g] for g in child.spec.start_after]
-        if all(self.states.state.get(full_name(g.spec)) == "active" for g in gates):
+        if all(self.states.state.get(g.spec.full_name) == "active" for g in gates):
             child.waiting = False
             self._spawn(child)
-            return None
+            return
         dead = [g.spec.name for g in gates if g.ended]
         if dead:
             child.waiting, child.ended = False, True
             self.say(f"{child.spec.name} not started: {', '.join(dead)} ended before it was active")
         elif now - child.reminded >= GATE_REMIND_S:
             child.reminded = now
-            states = ", ".join(f"{g.spec.name} {self.states.state.get(full_name(g.spec), 'silent')}"
+            states = ", ".join(f"{g.spec.name} {self.states.state.get(g.spec.full_name, 'silent')}"
                                for g in gates)
             self.say(f"{child.spec.name} still waits ({states})")
-        return None
 
     def _spawn(self, child: _Child) -> None:
         proc = subprocess.Popen(command_line(child.spec, self.bus, self.log_level), env=self.env,
@@ -334,7 +331,7 @@ class Supervisor:
     def _sleep(self, timeout_s: float) -> None:
         """Until a signal (SIGCHLD included) or, while a node waits on its gates, a heartbeat arrives, or
         `timeout_s` passes."""
-        if self.states is not None and any(c.waiting for c in self.children):
+        if self.states is not None:  # listening only while a node waits on its gates
             poller = zmq.Poller()
             poller.register(self.states.sub.socket, zmq.POLLIN)
             poller.register(self._wake_r, zmq.POLLIN)
