@@ -229,6 +229,25 @@ class MelGen(nn.Module):
             # √ᾱ at t = −1 … T−1, for turning the x̂0 the network predicts into the ε̂ samplers take
             self.register_buffer("sqrt_alpha_bar", DiffusionSchedule()._sqrt_ab.float(), persistent=False)
 
+    def grow_weights(self, weights: dict[str, Tensor], config: dict) -> dict[str, Tensor]:
+        """Weights for this model from those of a shallower MelGen (`config`, the checkpoint's, differs only
+        in num_res_layers) that compute the same function, so a deeper stack can fine-tune a trained one:
+        the added layers start with zero skip outputs, the old last layer gets a zero residual 1×1 (nothing
+        downstream of it speaks yet), and output_conv takes up the skip sum's change of scale √(L_old/L)."""
+        old, new = config["num_res_layers"], self.config.num_res_layers
+        mine = dataclasses.asdict(self.config)
+        theirs = {**config, "num_res_layers": new, "cond_upsample": tuple(config["cond_upsample"])}
+        if theirs != mine or not 0 < old < new:
+            raise ValueError(f"can only grow a MelGen deeper: {config} → {mine}")
+        grown = {k: v.clone() for k, v in self.state_dict().items()}
+        grown.update({k: v.clone() for k, v in weights.items()})
+        grown["output_conv.weight"] = weights["output_conv.weight"] * math.sqrt(new / old)
+        for name in ("weight", "bias"):
+            grown[f"layers.{old - 1}.res_conv.{name}"].zero_()
+            for n in range(old, new):
+                grown[f"layers.{n}.skip_conv.{name}"].zero_()
+        return grown
+
     def _eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """ε̂ = (x_t − √ᾱ_t x̂0) / √(1 − ᾱ_t), √ᾱ linear between integer times (DiffusionSchedule)."""
         table = self.sqrt_alpha_bar

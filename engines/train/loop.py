@@ -69,7 +69,8 @@ class TrainConfig:
     num_workers: int = param(0, "data-loading processes per training process")
     seed: int = param(0, "seed of the data order and of every random draw in training")
     init_from: str = param("", "start a new run from these weights (a checkpoint path or shipped name of the "
-                               "same model config), to fine-tune them; optimizer and step start afresh")
+                               "same model config, or of a shallower MelGen), to fine-tune them; optimizer "
+                               "and step start afresh")
     out_dir: str = param("runs/train", "folder of checkpoints and curves")
     device: str = param("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     precision: str = param("fp32", "autocast precision of the forward pass", choices=("fp32", "bf16"))
@@ -223,10 +224,19 @@ class Trainer:
         raw = checkpoint.read(path, self.ctx.device)
         if raw["kind"] != self.kind:
             raise checkpoint.CheckpointError(f"{ref} holds a {raw['kind']!r} model, not {self.kind!r}")
+        weights = checkpoint.weights(raw)
         if raw["config"] != checkpoint.config_dict(self.model_config):
-            raise checkpoint.CheckpointError(f"{ref} was trained with another model config than this run's")
+            # a model that can grow (MelGen, deeper) takes a smaller config's weights as the same function
+            grow = getattr(self.model, "grow_weights", None)
+            try:
+                if grow is None:
+                    raise ValueError("the model cannot grow")
+                weights = grow(weights, raw["config"])
+            except ValueError as e:
+                raise checkpoint.CheckpointError(f"{ref} was trained with another model config than this "
+                                                 f"run's ({e})") from e
         for model in (self.model, *([self.ema.model] if self.ema is not None else [])):
-            model.load_state_dict(checkpoint.weights(raw))
+            model.load_state_dict(weights)
         log.info("starting from the weights of %s (step %d)", ref, raw["step"])
 
     def _checkpoint(self) -> None:

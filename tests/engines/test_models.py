@@ -256,3 +256,18 @@ def test_melgen_predicting_x0_returns_the_eps_of_its_clean_estimate() -> None:
     generator = torch.Generator().manual_seed(1)
     diffusion_loss(model, x0, cond, DiffusionSchedule(), 0.0, None, "l1", generator=generator)
     assert loss.item() == pytest.approx((raw["x0"] - x0).abs().mean().item(), rel=1e-3)
+
+
+def test_a_deeper_melgen_grows_from_a_trained_one_as_the_same_function() -> None:
+    torch.manual_seed(0)
+    small = MelGen(TINY_MELGEN).eval()
+    with torch.no_grad():  # past the zero init, so the output means something
+        small.final_conv.weight.normal_(std=0.1)
+    deep = MelGen(dataclasses.replace(small.config, num_res_layers=small.config.num_res_layers + 3)).eval()
+    config = json.loads(json.dumps(dataclasses.asdict(small.config)))  # as a checkpoint holds it
+    deep.load_state_dict(deep.grow_weights(small.state_dict(), config))
+    x, t, cond = torch.randn(2, 80, 40), torch.tensor([3.0, 300.0]), torch.randn(2, 10, 20)
+    torch.testing.assert_close(deep(x, t, cond), small(x, t, cond), atol=1e-5, rtol=1e-4)
+    for other in (dataclasses.replace(small.config, res_channels=16), small.config):
+        with pytest.raises(ValueError, match="deeper"):
+            MelGen(other).grow_weights(small.state_dict(), config)  # wider, or not deeper

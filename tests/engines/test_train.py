@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -168,6 +169,37 @@ def test_a_new_run_can_start_from_trained_weights_of_the_same_config(tmp_path: P
     other.config = dataclasses.replace(other.config, init_from=str(tmp_path / "first" / "latest.pt"))
     with pytest.raises(checkpoint.CheckpointError, match="another model config"):
         other.fit()
+
+
+def test_a_deeper_melgen_run_starts_from_a_shallower_trained_one(tmp_path: Path) -> None:
+    from engines.models.melgen import MelGen
+    from tests.engines.test_models import TINY_MELGEN
+
+    mels = [{"x": torch.randn(80, 8, generator=torch.Generator().manual_seed(i))} for i in range(4)]
+
+    def loss(batch: dict[str, torch.Tensor], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        x = batch["x"]
+        return (model(x, 5, model.null_condition(len(x), 2)) - x).abs().mean(), {}
+
+    def run(config: Any, out: str, init_from: str = "") -> Trainer:
+        torch.manual_seed(0)
+        train = TrainConfig(batch_size=2, lr=0.0 if init_from else 1e-2, max_steps=2, ema_decay=0.9,
+                            out_dir=str(tmp_path / out), device="cpu", progress=False, init_from=init_from)
+        trainer = Trainer(MelGen(config), loss, mels, train, model_config=config, kind="melgen",
+                          data_summary={"source": "noise"}, command="pytest melgen")
+        trainer.fit()
+        return trainer
+
+    small = run(TINY_MELGEN, "small").ema.model  # what its checkpoint holds
+    trained = str(tmp_path / "small" / "latest.pt")
+    deep = run(dataclasses.replace(TINY_MELGEN, num_res_layers=5), "deep", trained)
+    x = torch.randn(1, 80, 8)
+    with torch.no_grad():  # learning rate 0: the small model's function, in the model and in its EMA
+        for model in (deep.model.eval(), deep.ema.model):
+            torch.testing.assert_close(model(x, 9, model.null_condition(1, 2)),
+                                       small(x, 9, small.null_condition(1, 2)), atol=1e-5, rtol=1e-4)
+    with pytest.raises(checkpoint.CheckpointError, match="deeper"):
+        run(dataclasses.replace(TINY_MELGEN, res_channels=8), "wide", trained)
 
 
 def test_kill_and_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
