@@ -27,7 +27,7 @@ from torch import Tensor
 
 from engines.audio.mel import MELS_PER_FRAME
 from engines.audio.torch_mel import GriffinLim
-from engines.diffusion.guidance import GuidedDenoiser
+from engines.diffusion.guidance import ASR_INPUTS, GuidedDenoiser
 from engines.diffusion.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
 from engines.diffusion.schedule import DiffusionSchedule
 from engines.face.align import normalise_roi
@@ -59,8 +59,10 @@ class SynthParams:
     asr_t_max: float = param(270.0, "ASR guidance acts on steps t ≤ this, of 400 (LipVoicer: 270)")
     guidance_step: str = param("x0", "size ASR guidance's push in the clean estimate (x0, for few steps) or "
                                      "as LipVoicer in ε (eps, for ~400 steps)", choices=("x0", "eps"))
-    asr_input: str = param("x_t", "what the guidance ASR hears: x_t at its step (LipVoicer) or the clean "
-                                  "estimate at t = 0 (x0)", choices=("x_t", "x0"))
+    asr_input: str = param("x_t", "what the guidance ASR hears: x_t at its step (LipVoicer), the clean "
+                                  "estimate at t = 0 (x0), or that estimate with the gradient taken through "
+                                  "MelGen (x0_denoiser: one more backward pass per guided step, in PyTorch "
+                                  "whatever the backend)", choices=ASR_INPUTS)
     decode: str = param("beam", "lip-read text decoding: greedy, beam (open vocabulary), grid (the GRID "
                                 "command grammar)", choices=DECODERS)
     beam_width: int = param(16, "CTC beam width")
@@ -142,6 +144,9 @@ class Synthesizer:
         self.griffin_lim = GriffinLim() if models.vocoder is None else None
         self.seconds: dict[str, float] = {}
         self._frame, self._temporal, self._reader, self._denoiser, self._vocoder = self._graphs(cache_dir)
+        # guidance through the denoiser needs its gradient: PyTorch, whatever the backend
+        self._grad_denoiser = (self._denoiser if self.backends["denoiser"] == "torch"
+                               else PreparedDenoiser(models.melgen))
 
     # ------------------------------------------------------------ networks
 
@@ -250,9 +255,10 @@ class Synthesizer:
         with self._timed("mel"):
             ids = encode(text)
             w2 = p.w2 if ids and m.asr is not None else 0.0
-            denoiser = GuidedDenoiser(self._denoiser, self.schedule, cond, m.melgen.null_cond, p.w1,
-                                      asr=m.asr, text=ids or None, w2=w2, asr_t_max=p.asr_t_max,
-                                      asr_input=p.asr_input, step=p.guidance_step)
+            through = w2 and p.asr_input == "x0_denoiser"
+            denoiser = GuidedDenoiser(self._grad_denoiser if through else self._denoiser, self.schedule, cond,
+                                      m.melgen.null_cond, p.w1, asr=m.asr, text=ids or None, w2=w2,
+                                      asr_t_max=p.asr_t_max, asr_input=p.asr_input, step=p.guidance_step)
             if generator is None:
                 generator = torch.Generator(self.device).manual_seed(p.seed)
             x = torch.randn((1, m.melgen.config.n_mels, MELS_PER_FRAME * cond.shape[1]), generator=generator,

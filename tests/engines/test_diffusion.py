@@ -425,7 +425,7 @@ def _ctc(asr: ToyASR, x: torch.Tensor, texts: list[list[int]]) -> torch.Tensor:
                       torch.tensor([len(s) for s in texts]), reduction="none")
 
 
-@pytest.mark.parametrize("asr_input", ["x_t", "x0"])
+@pytest.mark.parametrize("asr_input", ["x_t", "x0", "x0_denoiser"])
 def test_asr_guidance_makes_the_text_more_likely(asr_input: str) -> None:
     toy, asr, text, n = gaussian(channels=3, frames=8), ToyASR(3), [3, 1], 400
     x = torch.randn(n, 3, 8, generator=_gen(0), dtype=torch.float64)
@@ -467,6 +467,29 @@ def test_asr_guidance_is_norm_scaled_and_only_below_asr_t_max() -> None:
         torch.testing.assert_close(guided(x, low), eps)
     # LipVoicer's 270 of 400 steps scales with T; sub-sampled schedules keep it (same time axis).
     assert GuidedDenoiser(_cond_model, DiffusionSchedule(T=200), cond).asr_t_max == 135
+
+
+def test_asr_guidance_through_the_denoiser_follows_its_jacobian() -> None:
+    asr, x = ToyASR(2), torch.randn(3, 2, 8, dtype=torch.float64)
+    cond = torch.randn(3, 3, 2, dtype=torch.float64)
+    t = torch.full((3,), 200.0, dtype=torch.float64)
+
+    def still(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)  # x̂0 = x_t / √ᾱ: the chain rule only adds a factor, which w2 scales away
+
+    def mixing(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x.roll(1, dims=2)  # its Jacobian turns the gradient
+
+    for model, same in ((still, True), (mixing, False)):
+        pushes = {}
+        for asr_input in ("x0", "x0_denoiser"):
+            guided = GuidedDenoiser(model, SCHEDULE, cond, asr=asr, text=[1, 2], w2=0.1, step="x0",
+                                    asr_input=asr_input)
+            with torch.inference_mode():  # the streaming engine's context
+                pushes[asr_input] = guided(x, t) - model(x, t, cond)
+        assert torch.allclose(pushes["x0"], pushes["x0_denoiser"]) == same
+    with pytest.raises(ValueError, match="asr_input"):
+        GuidedDenoiser(still, SCHEDULE, cond, asr_input="x1")
 
 
 def test_asr_guidance_step_in_x0_moves_the_clean_estimate_by_w2_of_its_norm() -> None:

@@ -7,6 +7,7 @@ the carried state equals reading the whole clip; unseen frames are silent; bad i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -213,6 +214,11 @@ def test_onnxruntime_runs_every_network_and_speaks_like_pytorch(models: SynthMod
     torch.testing.assert_close(got.mel, want.mel, atol=1e-4, rtol=0)
     scale = float(np.abs(want.wav).max())
     assert np.abs(got.wav - want.wav).max() <= 1e-4 * scale
+    # guidance through the denoiser needs MelGen's gradient: it runs that part in PyTorch
+    through = SynthParams(w2=0.1, asr_input="x0_denoiser")
+    guided = Synthesizer(models, dataclasses.replace(through, backend="onnxruntime"), cache_dir=str(tmp_path))
+    torch.testing.assert_close(guided.synthesize(clip).mel, Synthesizer(models, through).synthesize(clip).mel,
+                               atol=1e-4, rtol=0)
 
 
 def test_reading_in_two_windows_with_the_carried_state_equals_reading_the_whole_clip(
