@@ -2,7 +2,7 @@
 eval` over it with the reference, vocoder and generated rows, and paired differences.
 
 Run: `.venv/bin/python bench/eval_table.py CORPUS --cache FEATURES [--split test] [--per-speaker 12]
-[--rows quick|full] [--models lipreader=PATH,melgen=PATH] [--out out/eval-table]`.
+[--rows quick|full] [--models lipreader=PATH,melgen=PATH] [--guidance w2=0.1] [--out out/eval-table]`.
 
 The list (OUT/clips.txt) is the first `--per-speaker` GRID clips of each speaker of the split in clip-id
 order, so the same corpus always gives the same list (36 clips for the 3 test speakers of the default
@@ -26,8 +26,6 @@ from engines.eval.cli import main as eval_main
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR
 
-GUIDED = "w2=0.1,decode=grid"
-GUIDED_REFERENCE = "w2=0.1,guide=reference"
 FULL = ("nfe=1", "nfe=2", "nfe=8", "sampler=ddpm,nfe=400")
 
 
@@ -54,6 +52,8 @@ def main() -> int:
     p.add_argument("--per-speaker", type=int, default=12)
     p.add_argument("--rows", choices=("quick", "full"), default="quick")
     p.add_argument("--models", default="", help="model overrides, e.g. lipreader=runs/x/latest.pt,melgen=...")
+    p.add_argument("--guidance", default="w2=0.1", help="the guided rows' settings, e.g. "
+                   "w2=0.1,asr_input=x0_denoiser (toward GRID-grammar text, and toward the reference text)")
     p.add_argument("--out", type=Path, default=Path("out/eval-table"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,8 @@ def main() -> int:
     listing.write_text("".join(f"{path}\n" for path in paths))
     base = "engines.synth.systems:lip2speech"
     common = [x for x in (args.models, f"cache={args.cache}" if args.cache else "") if x]
-    rows = ["", GUIDED, GUIDED_REFERENCE] + (list(FULL) if args.rows == "full" else [])
+    guided = [f"{args.guidance},decode=grid", f"{args.guidance},guide=reference"]
+    rows = ["", *guided] + (list(FULL) if args.rows == "full" else [])
     systems = [",".join([base, *common, row] if row else [base, *common]) for row in rows]
     if args.rows == "full":
         systems.append(",".join([f"{base}_stream", *common]))
