@@ -59,10 +59,12 @@ class SynthParams:
     asr_t_max: float = param(270.0, "ASR guidance acts on steps t ≤ this, of 400 (LipVoicer: 270)")
     guidance_step: str = param("x0", "size ASR guidance's push in the clean estimate (x0, for few steps) or "
                                      "as LipVoicer in ε (eps, for ~400 steps)", choices=("x0", "eps"))
-    asr_input: str = param("x_t", "what the guidance ASR hears: x_t at its step (LipVoicer), the clean "
-                                  "estimate at t = 0 (x0), or that estimate with the gradient taken through "
-                                  "MelGen (x0_denoiser: one more backward pass per guided step, in PyTorch "
-                                  "whatever the backend)", choices=ASR_INPUTS)
+    asr_input: str = param("x0_denoiser", "what the guidance ASR hears: x_t at its step (LipVoicer), the "
+                                          "clean estimate at t = 0 (x0), or that estimate with the gradient "
+                                          "taken through MelGen (x0_denoiser: one more backward pass per "
+                                          "guided step, in PyTorch whatever the backend; the best of the "
+                                          "three toward the reference text, 15.7 % against 19.0 %, NOTES.md)",
+                           choices=ASR_INPUTS)
     decode: str = param("beam", "lip-read text decoding: greedy, beam (open vocabulary), grid (the GRID "
                                 "command grammar)", choices=DECODERS)
     beam_width: int = param(16, "CTC beam width")
