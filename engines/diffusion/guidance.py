@@ -101,17 +101,16 @@ class GuidedDenoiser:
 
     def guide(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, GuidanceStats]:
         """Guided ε̂ for x_t (B, …) at times t (B,), and what the guidance did."""
-        with torch.no_grad():
-            eps = self._cfg_eps(x, t)
         b = x.shape[0]
         nan = torch.full((b,), float("nan"))
         active = (t.detach().cpu() <= self.asr_t_max) if self.w2 != 0.0 else torch.zeros(b, dtype=torch.bool)
         stats = GuidanceStats(t=t.detach().cpu(), active=active, ctc_loss=nan, grad_norm=nan.clone())
         if not bool(active.any()):
-            return eps, stats
+            with torch.no_grad():
+                return self._cfg_eps(x, t), stats
         per_sample = (b, *[1] * (x.dim() - 1))
         ab = self.schedule.alpha_bar_at(t.detach().cpu()).to(x.device, x.dtype).reshape(per_sample)
-        loss, grad = self._ctc_grad(x, t, eps, ab)
+        eps, loss, grad = self._ctc_grad(x, t, ab)
         dims = tuple(range(1, x.dim()))
         grad_norm = torch.linalg.vector_norm(grad, dim=dims)
         usable = active.to(x.device) & (grad_norm > 0) & torch.isfinite(grad_norm)
@@ -132,19 +131,25 @@ class GuidedDenoiser:
         cond_eps, null_eps = self.model(torch.cat([x, x]), torch.cat([t, t]), self.cond).chunk(2)
         return (1.0 + self.w1) * cond_eps - self.w1 * null_eps
 
-    def _ctc_grad(self, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-                  ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample CTC loss (B,) and its gradient w.r.t. the ASR input (w.r.t. x_t for x0_denoiser)."""
-        if self.asr_input == "x0":
-            x, t = (x - (1.0 - ab).sqrt() * eps) / ab.sqrt(), torch.zeros_like(t)
+    def _ctc_grad(self, x: torch.Tensor, t: torch.Tensor,
+                  ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The unguided ε̂, the per-sample CTC loss (B,) and its gradient w.r.t. the ASR input (w.r.t. x_t for
+        x0_denoiser, whose one denoiser pass serves both)."""
+        through = self.asr_input == "x0_denoiser"
+        if not through:
+            with torch.no_grad():
+                eps = self._cfg_eps(x, t)
+            if self.asr_input == "x0":
+                x, t = (x - (1.0 - ab).sqrt() * eps) / ab.sqrt(), torch.zeros_like(t)
         # An inference-mode caller's tensors cannot enter autograd: clone them outside that mode.
         with torch.inference_mode(False), torch.enable_grad():
             x_in = x.detach().clone().requires_grad_(True)
             t = t.detach().clone()
             heard = x_in
-            if self.asr_input == "x0_denoiser":
+            if through:
                 ab = ab.detach().clone()
-                heard = (x_in - (1.0 - ab).sqrt() * self._cfg_eps(x_in, t)) / ab.sqrt()
+                eps = self._cfg_eps(x_in, t)
+                heard = (x_in - (1.0 - ab).sqrt() * eps) / ab.sqrt()
                 t = torch.zeros_like(t)
             log_probs = self.asr(heard, t)
             frames = log_probs.shape[1]
@@ -155,7 +160,7 @@ class GuidedDenoiser:
                               torch.full((x.shape[0],), frames, dtype=torch.long),
                               self.target_lengths, blank=0, reduction="none", zero_infinity=True)
             (grad,) = torch.autograd.grad(loss.sum(), x_in)
-        return loss.detach(), grad.detach()
+        return eps.detach(), loss.detach(), grad.detach()
 
 
 def _ctc_targets(text: Sequence[int] | Sequence[Sequence[int]],

@@ -257,7 +257,7 @@ class Synthesizer:
         with self._timed("mel"):
             ids = encode(text)
             w2 = p.w2 if ids and m.asr is not None else 0.0
-            through = w2 and p.asr_input == "x0_denoiser"
+            through = w2 != 0.0 and p.asr_input == "x0_denoiser"
             denoiser = GuidedDenoiser(self._grad_denoiser if through else self._denoiser, self.schedule, cond,
                                       m.melgen.null_cond, p.w1, asr=m.asr, text=ids or None, w2=w2,
                                       asr_t_max=p.asr_t_max, asr_input=p.asr_input, step=p.guidance_step)

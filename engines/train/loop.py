@@ -226,15 +226,15 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{ref} holds a {raw['kind']!r} model, not {self.kind!r}")
         weights = checkpoint.weights(raw)
         if raw["config"] != checkpoint.config_dict(self.model_config):
+            mismatch = f"{ref} was trained with another model config than this run's"
             # a model that can grow (MelGen, deeper) takes a smaller config's weights as the same function
             grow = getattr(self.model, "grow_weights", None)
+            if grow is None:
+                raise checkpoint.CheckpointError(mismatch)
             try:
-                if grow is None:
-                    raise ValueError("the model cannot grow")
                 weights = grow(weights, raw["config"])
             except ValueError as e:
-                raise checkpoint.CheckpointError(f"{ref} was trained with another model config than this "
-                                                 f"run's ({e})") from e
+                raise checkpoint.CheckpointError(f"{mismatch} ({e})") from e
         for model in (self.model, *([self.ema.model] if self.ema is not None else [])):
             model.load_state_dict(weights)
         log.info("starting from the weights of %s (step %d)", ref, raw["step"])
