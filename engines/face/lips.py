@@ -46,6 +46,20 @@ def _stable_reference() -> np.ndarray:
     return canonical_face()[list(STABLE_POINTS), :2].astype(np.float64)
 
 
+@cache
+def mirror_order() -> np.ndarray:
+    """For each of the 40 lip points, the index of its mirror image across the face's vertical midline (a
+    face seen in a mirror has its point k where point mirror_order()[k] was). Read off the canonical face, so
+    it follows LIP_POINTS whatever their order."""
+    lips = canonical_face()[list(LIP_POINTS), :2].astype(np.float64)
+    mirrored = lips * [-1, 1] + [2 * lips[:, 0].mean(), 0]
+    order = np.argmin(((lips[None] - mirrored[:, None]) ** 2).sum(axis=2), axis=1)
+    if not (order[order] == np.arange(len(order))).all():
+        raise RuntimeError("the canonical face's lip points are not mirror-symmetric")
+    order.setflags(write=False)
+    return order
+
+
 def lip_features(landmarks: np.ndarray) -> LipFeatures:
     """Lip features of one face's (478, 2 or 3) pixel landmarks; ValueError for malformed ones."""
     pts = np.asarray(landmarks, dtype=np.float64)

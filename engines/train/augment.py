@@ -4,9 +4,10 @@ of it changes alike, as a new speaker or camera would change it.
 Why: ten training faces are too few; a lip reader trained on them plain reads its training speakers far
 better than unseen ones, and the unseen ones differ first in what these change: skin brightness and
 contrast under other light, where and how large the mouth sits in the ROI, the size of the lips and their
-shape (`aspect`: taller or wider mouths), and how fast they speak (`tempo`). Read by the GRID grammar, the
-session-5 reader got the command word wrong in 29 % of unseen speakers' sentences and in 7 % of seen ones';
-its two worst test speakers have the slowest and the fastest voices.
+shape (`aspect`: taller or wider mouths), which side of the face is which (`flip`: no face is quite
+symmetric, so a mirrored face is one more face), and how fast they speak (`tempo`). Read by the GRID
+grammar, the session-5 reader got the command word wrong in 29 % of unseen speakers' sentences and in 7 %
+of seen ones'; its two worst test speakers have the slowest and the fastest voices.
 
 The onset options move where speech starts and ends in the clip. Every generated clip opens with the same
 0.2 s of still face, and a lip reader trained on them alone learns that speech starts at the sixth frame:
@@ -25,8 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from engines.face.align import ROI_MEAN, ROI_STD
+from engines.face.lips import mirror_order
 from engines.params import param
 
 
@@ -39,6 +42,7 @@ class LipAugment:
     lip_scale: float = param(0.0, "scale the lip geometry by a factor in [1/(1+s), 1+s]")
     aspect: float = param(0.0, "stretch the mouth vertically against horizontally (ROI and lip geometry) by "
                                "a factor in [1/(1+a), 1+a]")
+    flip: float = param(0.0, "mirror the clip left to right (ROI and lip geometry) with this probability")
     tempo: float = param(0.0, "play the clip faster or slower by a factor in [1/(1+t), 1+t] (frames "
                               "interpolated; the text is not changed)")
     onset_trim: int = param(0, "drop up to this many of the clip's first frames (keep it within the still "
@@ -48,7 +52,8 @@ class LipAugment:
 
     @property
     def active(self) -> bool:
-        return any((self.gain, self.brightness, self.shift, self.zoom, self.lip_scale, self.aspect)) or \
+        return any((self.gain, self.brightness, self.shift, self.zoom, self.lip_scale, self.aspect,
+                    self.flip)) or \
             self.changes_length
 
     @property
@@ -78,6 +83,8 @@ def augment_lips(item: dict[str, Any], options: LipAugment, rng: np.random.Gener
         grid = F.affine_grid(theta.expand(len(frames), 2, 3), list(frames.shape), align_corners=False)
         # Border padding: the skin around the mouth continues rather than a black edge appearing.
         video = F.grid_sample(frames, grid, padding_mode="border", align_corners=False)[:, 0][None]
+    if options.flip and rng.uniform() < options.flip:
+        video, lips = mirror(video, lips)
     if options.gain or options.brightness:
         pixels = video * ROI_STD + ROI_MEAN
         mean = pixels.mean()
@@ -90,6 +97,15 @@ def augment_lips(item: dict[str, Any], options: LipAugment, rng: np.random.Gener
         lips[:, 1:80:2] *= a  # y of every lip point (x, y interleaved; engines/face/lips.py)
         lips[:, 80] *= a  # the opening is vertical; the width (81) is not
     return {**item, "video": video.contiguous(), "lips": lips}
+
+
+def mirror(video: Tensor, lips: Tensor) -> tuple[Tensor, Tensor]:
+    """Video (1, T, H, W) and lip geometry (T, 82) of the same clip seen in a mirror: the ROI flipped left
+    to right, and each lip point moved to its mirror partner's place with x negated (the points are relative
+    to their centre); opening and width do not change."""
+    order = torch.from_numpy(mirror_order().copy())
+    points = lips[:, :80].reshape(len(lips), 40, 2)[:, order] * torch.tensor([-1.0, 1.0], dtype=lips.dtype)
+    return video.flip(-1), torch.cat((points.reshape(len(lips), 80), lips[:, 80:]), dim=1)
 
 
 def change_tempo(item: dict[str, Any], factor: float) -> dict[str, Any]:

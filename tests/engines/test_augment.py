@@ -139,3 +139,23 @@ def test_an_aspect_change_stretches_the_lip_points_vertically_only() -> None:
     torch.testing.assert_close(out["lips"][:, 81], item["lips"][:, 81])
     bright = [(pixels(o) > 0.6).float().sum(1).max() for o in (out, item)]  # the mouth's height in rows
     assert (bright[0] > bright[1]) == bool(a > 1)
+
+
+def test_a_flip_mirrors_the_roi_and_the_lip_points_and_twice_is_none() -> None:
+    from engines.face.lips import mirror_order
+    from engines.train.augment import mirror
+
+    item = clip()
+    item["video"][..., :10] += 1.0  # one side of the ROI marked
+    out = augment_lips(item, LipAugment(flip=1.0), np.random.default_rng(0))
+    torch.testing.assert_close(out["video"], item["video"].flip(-1))
+    points, points_out = (x["lips"][:, :80].reshape(-1, 40, 2) for x in (item, out))
+    k = int(mirror_order()[0])  # the mouth corner opposite point 0 (a corner)
+    assert k != 0
+    torch.testing.assert_close(points_out[:, k], points[:, 0] * torch.tensor([-1.0, 1.0]))
+    torch.testing.assert_close(out["lips"][:, 80:], item["lips"][:, 80:])
+    again = mirror(out["video"], out["lips"])
+    torch.testing.assert_close(again[0], item["video"])
+    torch.testing.assert_close(again[1], item["lips"])
+    never = augment_lips(item, LipAugment(flip=1e-9), np.random.default_rng(0))
+    torch.testing.assert_close(never["video"], item["video"])

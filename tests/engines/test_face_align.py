@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from engines.face.align import (
     ARCFACE_112,
@@ -27,6 +28,7 @@ from engines.face.canonical import build_canonical_face, canonical_face
 from engines.face.contact_sheet import contact_sheet
 from engines.face.lips import FEATURE_LENGTH, lip_features
 from engines.face.mesh import N_LANDMARKS, FaceMesh
+from engines.train.augment import mirror
 from tests.helpers import SHARED
 
 GRID = SHARED / "real" / "grid-dev"
@@ -244,6 +246,26 @@ def test_lip_opening_moves_with_speech_and_rests_in_silence(grid: list[Clip]) ->
         assert speech.std() > 3 * after.std(), clip.name
         # Lip closures in speech (the b of "bin", "blue", "by") bring the gap (nearly) to zero.
         assert speech.min() < 0.25 * speech.max(), clip.name
+
+
+@needs_grid
+def test_a_mirrored_clip_is_what_a_mirrored_camera_would_see(grid: list[Clip]) -> None:
+    """The lip reader's flip augmentation (engines.train.augment.mirror) against the real thing: the
+    tracker's ROI and lip features of each frame flipped left to right."""
+    frames = grid[0].frames[::15]
+    with FaceMesh(max_faces=1, static=True) as mesh:
+        seen = [(f, mesh.detect(f)[0].landmarks, mesh.detect(cv2.flip(f, 1))[0].landmarks) for f in frames]
+    for frame, plain, flipped in seen:
+        video = torch.from_numpy(normalise_roi(mouth_roi(frame, plain)))[None, None]
+        lips = torch.from_numpy(lip_features(plain).vector())[None]
+        video_m, lips_m = mirror(video, lips)
+        want = lip_features(flipped).vector()
+        error = np.abs(lips_m[0].numpy() - want)
+        assert error.max() < 0.02  # inter-ocular units; the mouth is ~0.45 wide, landmark noise ~0.004
+        # A GRID face is nearly its own mirror image, but not quite: unmirrored points are further off.
+        assert error[:80].mean() < np.abs(lips[0].numpy() - want)[:80].mean()
+        roi = normalise_roi(mouth_roi(cv2.flip(frame, 1), flipped))
+        assert _ncc(video_m[0, 0].numpy(), roi) > 0.93 and _ncc(video[0, 0].numpy(), roi) < 0.85
 
 
 def test_contact_sheet_tiles_with_cross_hairs(tmp_path: Path) -> None:
