@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -347,11 +348,15 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     runs = {model: tmp_path / "runs" / model for model in ("lipreader", "identity", "melgen")}
     trained = {kind: str(runs[kind] / "latest.pt") for kind in ("lipreader", "identity")}
     variants = {"condition_variants": 2, "augment": {"brightness": 0.3, "shift": 0.05}, "phonetic_loss": 0.5}
-    for model, recipe in (("lipreader", {}), ("identity", {}), ("melgen", {**trained, **variants})):
+    adversary = {"speaker_adversary": 0.5, "flip": 0.5}
+    for model, recipe in (("lipreader", adversary), ("identity", {}), ("melgen", {**trained, **variants})):
         config = smoke_config(tmp_path, model, **recipe)
         assert main_train([model, "--config", str(config), "--data", str(data), "--out", str(runs[model]),
                            "--device", "cpu", "--no-progress"]) == 0
 
+    reader = checkpoint.read(runs["lipreader"] / "latest.pt")
+    assert reader["data"]["faces"] == 2 and 0 <= reader["metrics"]["train_face_acc"] <= 1
+    assert reader["training"]["aux"] is not None  # the face classifier resumes with the reader
     raw = checkpoint.read(runs["melgen"] / "latest.pt")
     assert raw["step"] == 4 and raw["data"]["features"] == "reader" and raw["data"]["clips"] == 3
     for kind, path in trained.items():
@@ -386,6 +391,26 @@ if __name__ == "__main__":
     from tests.engines.test_train import worker as _worker  # classes named by module, not __main__
 
     sys.exit(_worker(sys.argv[1:]))
+
+
+def test_the_speaker_adversary_learns_faces_while_pushing_the_features_the_other_way() -> None:
+    torch.manual_seed(0)
+    visual = torch.randn(4, 7, 16, requires_grad=True)
+    lengths = torch.tensor([7, 5, 3, 1])
+    target = torch.tensor([0, 1, 2, 0])
+    adversary = recipes.SpeakerAdversary(16, 3, weight=0.5)
+    F.cross_entropy(adversary(visual, lengths), target).backward()
+    reversed_grad = visual.grad.clone()
+    head_grads = [p.grad.clone() for p in adversary.parameters()]
+    # The same classifier without the reversal: its own gradients alike, the features' −1/0.5 times.
+    visual.grad = None
+    adversary.zero_grad()
+    mask = (torch.arange(7)[None] < lengths[:, None]).float()[..., None]
+    F.cross_entropy(adversary.net((visual * mask).sum(1) / mask.sum(1)), target).backward()
+    torch.testing.assert_close(reversed_grad, -0.5 * visual.grad)
+    for mine, plain in zip(head_grads, adversary.parameters(), strict=True):
+        torch.testing.assert_close(mine, plain.grad)
+    assert (reversed_grad[1, 5:] == 0).all() and (reversed_grad[3, 1:] == 0).all()  # padding is no face
 
 
 def test_the_phonetic_loss_is_zero_on_the_reference_and_trains_only_the_clean_estimate() -> None:
