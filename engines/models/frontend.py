@@ -4,9 +4,12 @@ Per frame (no temporal context, so cacheable frame by frame):
     ROI (88×88, normalised) → average-pooled by `roi_pool` → strided 2-D conv stages (each halves the
     size; GroupNorm, GELU) → average-pooled to 3×3 → Linear; lip geometry (82) → LayerNorm → MLP;
     both joined → Linear → LayerNorm.
-Over time: residual 1-D conv blocks that are causal (left padding only), run on the per-frame features
-shifted by `lookahead_frames`: output t = causal stack at t + L, so it sees frames ≤ t + L and never
-later; the clip end is padded with L zero frames. `receptive_field()` = (past, future) frames.
+Over time: optionally each frame's features minus their mean over the last `mean_window` frames (a
+face's look is mostly static and the reader mostly reads the ROI's look, so this is the visual
+counterpart of cepstral mean normalisation), then residual 1-D conv blocks that are causal (left
+padding only), run on the per-frame features shifted by `lookahead_frames`: output t = causal stack at
+t + L, so it sees frames ≤ t + L and never later; the clip end is padded with L zero frames.
+`receptive_field()` = (past, future) frames.
 
 Streaming: `frame_features` per new frame (cache them), then `temporal` over a window that holds at
 least `past` frames before the first output wanted and `future` frames after the last one; outputs
@@ -43,6 +46,8 @@ class VisualFrontendConfig:
     dilations: tuple[int, ...] = param((1, 2, 4, 1), "temporal conv dilations, one residual block each")
     lookahead_frames: int = param(2, "future video frames each output may see")
     dropout: float = param(0.1, "dropout in the temporal blocks (training only)")
+    mean_window: int = param(0, "subtract from each frame's features their mean over this many frames up "
+                                "to it (fewer at a clip's start); 0: off")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -51,6 +56,8 @@ class VisualFrontendConfig:
             raise ValueError(f"roi_pool must be a divisor of roi_size {self.roi_size}, got {self.roi_pool}")
         if self.lookahead_frames < 0:
             raise ValueError(f"lookahead_frames must be >= 0, got {self.lookahead_frames}")
+        if self.mean_window < 0:
+            raise ValueError(f"mean_window must be >= 0, got {self.mean_window}")
         if self.lookahead_frames > self.span:
             raise ValueError(f"lookahead_frames {self.lookahead_frames} exceeds the temporal span "
                              f"{self.span}")
@@ -86,6 +93,14 @@ class FrameEncoder(nn.Module):
         return self.fuse(torch.cat((image, self.geometry(geometry)), dim=2))
 
 
+def running_mean(x: Tensor, window: int) -> Tensor:
+    """Mean of x (B, T, D) over the `window` steps up to each step, or over all of them before the
+    window fills. Pooling rather than a cumulative sum, which exports to ONNX and TensorRT as one op."""
+    total = F.avg_pool1d(F.pad(x.transpose(1, 2), (window - 1, 0)), window, stride=1) * window
+    count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype).clamp(max=window)
+    return (total / count).transpose(1, 2)
+
+
 class CausalBlock(nn.Module):
     """x + dropout(GELU(causal dilated conv(x))), then LayerNorm over channels; (B, T, D) in and out."""
 
@@ -111,7 +126,8 @@ class VisualFrontend(nn.Module):
 
     def receptive_field(self) -> tuple[int, int]:
         """(past, future) video frames an output frame depends on."""
-        return self.config.span - self.config.lookahead_frames, self.config.lookahead_frames
+        c = self.config
+        return c.span - c.lookahead_frames + max(c.mean_window - 1, 0), c.lookahead_frames
 
     def frame_features(self, roi: Tensor, geometry: Tensor) -> Tensor:
         """Per-frame features (B, T, D) of ROIs (B, T, H, W) and lip geometry (B, T, G)."""
@@ -127,6 +143,8 @@ class VisualFrontend(nn.Module):
     def temporal(self, frames: Tensor) -> Tensor:
         """Temporal context over per-frame features (B, T, D) → (B, T, D), look-ahead L."""
         lookahead = self.config.lookahead_frames
+        if self.config.mean_window > 1:
+            frames = frames - running_mean(frames, self.config.mean_window)
         x = F.pad(frames, (0, 0, 0, lookahead))  # the L frames after the clip end are zeros
         return self.blocks(x)[:, lookahead:]
 

@@ -7,6 +7,7 @@ with engines.text.ctc (greedy, beam, or the GRID-grammar beam).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -69,6 +70,17 @@ class LipReader(nn.Module):
     def forward(self, roi: Tensor, geometry: Tensor, state: Tensor | None = None) -> LipReaderOutput:
         """Mouth ROIs (B, T, 88, 88) and lip geometry (B, T, 82) → LipReaderOutput."""
         return self.read(self.frontend(roi, geometry), state)
+
+    def adopt_weights(self, weights: dict[str, Tensor], config: dict) -> dict[str, Tensor]:
+        """Weights of a reader whose config (`config`, the checkpoint's) differs from this one's only in the
+        front end's mean_window, which has no weights: a trained reader fine-tunes into one that subtracts
+        its running mean."""
+        theirs = LipReaderConfig(**config)
+        mine = self.config
+        if dataclasses.replace(theirs, frontend=dataclasses.replace(
+                theirs.frontend, mean_window=mine.frontend.mean_window)) != mine:
+            raise ValueError(f"only the front end's mean_window may differ: {config}")
+        return weights
 
     def condition_dim(self, kind: str) -> int:
         """Size of `condition_features(·, kind)` per frame."""

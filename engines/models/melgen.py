@@ -229,7 +229,7 @@ class MelGen(nn.Module):
             # √ᾱ at t = −1 … T−1, for turning the x̂0 the network predicts into the ε̂ samplers take
             self.register_buffer("sqrt_alpha_bar", DiffusionSchedule()._sqrt_ab.float(), persistent=False)
 
-    def grow_weights(self, weights: dict[str, Tensor], config: dict) -> dict[str, Tensor]:
+    def adopt_weights(self, weights: dict[str, Tensor], config: dict) -> dict[str, Tensor]:
         """Weights for this model from those of a shallower MelGen (`config`, the checkpoint's, differs only
         in num_res_layers) that compute the same function, so a deeper stack can fine-tune a trained one:
         the added layers start with zero skip outputs, the old last layer gets a zero residual 1×1 (nothing

@@ -69,8 +69,8 @@ class TrainConfig:
     num_workers: int = param(0, "data-loading processes per training process")
     seed: int = param(0, "seed of the data order and of every random draw in training")
     init_from: str = param("", "start a new run from these weights (a checkpoint path or shipped name of the "
-                               "same model config, or of a shallower MelGen), to fine-tune them; optimizer "
-                               "and step start afresh")
+                               "same model config, of a shallower MelGen, or of a lip reader without "
+                               "mean_window), to fine-tune them; optimizer and step start afresh")
     out_dir: str = param("runs/train", "folder of checkpoints and curves")
     device: str = param("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     precision: str = param("fp32", "autocast precision of the forward pass", choices=("fp32", "bf16"))
@@ -225,14 +225,15 @@ class Trainer:
         if raw["kind"] != self.kind:
             raise checkpoint.CheckpointError(f"{ref} holds a {raw['kind']!r} model, not {self.kind!r}")
         weights = checkpoint.weights(raw)
-        if raw["config"] != checkpoint.config_dict(self.model_config):
+        theirs = checkpoint.config_dict(checkpoint.config_from_dict(type(self.model_config), raw["config"]))
+        if theirs != checkpoint.config_dict(self.model_config):
             mismatch = f"{ref} was trained with another model config than this run's"
-            # a model that can grow (MelGen, deeper) takes a smaller config's weights as the same function
-            grow = getattr(self.model, "grow_weights", None)
-            if grow is None:
+            # some models take another config's weights as a starting point (MelGen: a shallower stack)
+            adopt = getattr(self.model, "adopt_weights", None)
+            if adopt is None:
                 raise checkpoint.CheckpointError(mismatch)
             try:
-                weights = grow(weights, raw["config"])
+                weights = adopt(weights, theirs)
             except ValueError as e:
                 raise checkpoint.CheckpointError(f"{mismatch} ({e})") from e
         for model in (self.model, *([self.ema.model] if self.ema is not None else [])):

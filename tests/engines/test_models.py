@@ -38,13 +38,13 @@ def test_frontend_shapes_and_roi_normalisation() -> None:
         model(roi, geometry[:, :, :10])
 
 
-@pytest.mark.parametrize("lookahead", [0, 2, 4])
-def test_frontend_sees_exactly_its_receptive_field(lookahead: int) -> None:
-    config = dataclasses.replace(TINY_FRONTEND, lookahead_frames=lookahead)
+@pytest.mark.parametrize(("lookahead", "mean_window"), [(0, 0), (2, 0), (4, 0), (2, 5)])
+def test_frontend_sees_exactly_its_receptive_field(lookahead: int, mean_window: int) -> None:
+    config = dataclasses.replace(TINY_FRONTEND, lookahead_frames=lookahead, mean_window=mean_window)
     model = VisualFrontend(config).eval()
     past, future = model.receptive_field()
-    assert (past, future) == (config.span - lookahead, lookahead)
-    frames, t = 24, 12
+    assert (past, future) == (config.span - lookahead + max(mean_window - 1, 0), lookahead)
+    frames, t = 30, 15
     roi, geometry = visual_inputs(1, frames)
     base = model(roi, geometry)
 
@@ -64,13 +64,14 @@ def test_frontend_sees_exactly_its_receptive_field(lookahead: int) -> None:
             assert torch.equal(diff, expected), f"frame {k}"
 
 
-def test_frontend_streaming_window_matches_whole_clip() -> None:
-    model = VisualFrontend(TINY_FRONTEND).eval()
+@pytest.mark.parametrize("mean_window", [0, 6])
+def test_frontend_streaming_window_matches_whole_clip(mean_window: int) -> None:
+    model = VisualFrontend(dataclasses.replace(TINY_FRONTEND, mean_window=mean_window)).eval()
     past, future = model.receptive_field()
-    roi, geometry = visual_inputs(1, 30)
+    roi, geometry = visual_inputs(1, 40)
     whole = model(roi, geometry)
     frames = model.frame_features(roi, geometry)
-    start, stop = 10, 16  # outputs wanted; the window adds the context the receptive field needs
+    start, stop = 16, 22  # outputs wanted; the window adds the context the receptive field needs
     window = model.temporal(frames[:, start - past: stop + future])
     torch.testing.assert_close(window[:, past: past + stop - start], whole[:, start:stop])
 
@@ -265,9 +266,32 @@ def test_a_deeper_melgen_grows_from_a_trained_one_as_the_same_function() -> None
         small.final_conv.weight.normal_(std=0.1)
     deep = MelGen(dataclasses.replace(small.config, num_res_layers=small.config.num_res_layers + 3)).eval()
     config = json.loads(json.dumps(dataclasses.asdict(small.config)))  # as a checkpoint holds it
-    deep.load_state_dict(deep.grow_weights(small.state_dict(), config))
+    deep.load_state_dict(deep.adopt_weights(small.state_dict(), config))
     x, t, cond = torch.randn(2, 80, 40), torch.tensor([3.0, 300.0]), torch.randn(2, 10, 20)
     torch.testing.assert_close(deep(x, t, cond), small(x, t, cond), atol=1e-5, rtol=1e-4)
     for other in (dataclasses.replace(small.config, res_channels=16), small.config):
         with pytest.raises(ValueError, match="deeper"):
-            MelGen(other).grow_weights(small.state_dict(), config)  # wider, or not deeper
+            MelGen(other).adopt_weights(small.state_dict(), config)  # wider, or not deeper
+
+
+def test_a_lipreader_with_a_mean_window_starts_from_one_without() -> None:
+    plain = LipReader(LipReaderConfig(frontend=TINY_FRONTEND, hidden=24))
+    config = json.loads(json.dumps(dataclasses.asdict(plain.config)))  # as a checkpoint holds it
+    normed = LipReader(LipReaderConfig(frontend=dataclasses.replace(TINY_FRONTEND, mean_window=8), hidden=24))
+    normed.load_state_dict(normed.adopt_weights(plain.state_dict(), config))
+    for name, weight in plain.state_dict().items():
+        torch.testing.assert_close(normed.state_dict()[name], weight)
+    wider = LipReader(LipReaderConfig(frontend=TINY_FRONTEND, hidden=32))
+    with pytest.raises(ValueError, match="mean_window"):
+        wider.adopt_weights(plain.state_dict(), config)
+
+
+def test_a_mean_window_removes_whatever_every_frame_shares() -> None:
+    torch.manual_seed(0)
+    model = VisualFrontend(dataclasses.replace(TINY_FRONTEND, mean_window=5)).eval()
+    roi, geometry = visual_inputs(1, 20)
+    frames = model.frame_features(roi, geometry)
+    look = torch.randn(1, 1, frames.shape[2])  # a face's static look, as the per-frame features hold it
+    torch.testing.assert_close(model.temporal(frames + look), model.temporal(frames), atol=1e-5, rtol=1e-4)
+    plain = VisualFrontend(TINY_FRONTEND).eval()
+    assert not torch.allclose(plain.temporal(frames + look), plain.temporal(frames), atol=1e-3)
