@@ -44,8 +44,9 @@ HOP = StreamParams().hop_frames
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("weights")
-    reader = LipReader(LipReaderConfig(VisualFrontendConfig(channels=(4, 8), geometry_hidden=8, dim=16),
-                                       hidden=16))
+    # a mean window shorter than the test streams, so the streamed windows must carry it as the clip does
+    reader = LipReader(LipReaderConfig(VisualFrontendConfig(channels=(4, 8), geometry_hidden=8, dim=16,
+                                                            mean_window=12), hidden=16))
     identity = IdentityEncoder(IdentityConfig(channels=(4, 8), embed_dim=8))
     melgen = MelGen(MelGenConfig(num_res_layers=2, res_channels=8, skip_channels=8, step_embed_in=16,
                                  step_embed_mid=16, step_embed_out=16, cond_channels=16,
