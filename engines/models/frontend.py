@@ -56,8 +56,8 @@ class VisualFrontendConfig:
             raise ValueError(f"roi_pool must be a divisor of roi_size {self.roi_size}, got {self.roi_pool}")
         if self.lookahead_frames < 0:
             raise ValueError(f"lookahead_frames must be >= 0, got {self.lookahead_frames}")
-        if self.mean_window < 0:
-            raise ValueError(f"mean_window must be >= 0, got {self.mean_window}")
+        if self.mean_window < 0 or self.mean_window == 1:  # 1 would leave nothing: x minus itself
+            raise ValueError(f"mean_window must be 0 (off) or >= 2, got {self.mean_window}")
         if self.lookahead_frames > self.span:
             raise ValueError(f"lookahead_frames {self.lookahead_frames} exceeds the temporal span "
                              f"{self.span}")
@@ -143,7 +143,7 @@ class VisualFrontend(nn.Module):
     def temporal(self, frames: Tensor) -> Tensor:
         """Temporal context over per-frame features (B, T, D) → (B, T, D), look-ahead L."""
         lookahead = self.config.lookahead_frames
-        if self.config.mean_window > 1:
+        if self.config.mean_window:
             frames = frames - running_mean(frames, self.config.mean_window)
         x = F.pad(frames, (0, 0, 0, lookahead))  # the L frames after the clip end are zeros
         return self.blocks(x)[:, lookahead:]

@@ -76,9 +76,12 @@ def test_frontend_streaming_window_matches_whole_clip(mean_window: int) -> None:
     torch.testing.assert_close(window[:, past: past + stop - start], whole[:, start:stop])
 
 
-def test_frontend_rejects_lookahead_beyond_its_span() -> None:
+def test_frontend_rejects_lookahead_beyond_its_span_and_a_mean_window_of_one_frame() -> None:
     with pytest.raises(ValueError):
         VisualFrontendConfig(dilations=(1,), kernel_size=3, lookahead_frames=3)
+    for window in (-1, 1):
+        with pytest.raises(ValueError, match="mean_window"):
+            VisualFrontendConfig(mean_window=window)
 
 
 def test_lipreader_shapes_state_and_config_round_trip() -> None:
