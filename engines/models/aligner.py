@@ -1,0 +1,72 @@
+"""The phone aligner: when each phone of the lip-read text is spoken, read from the lips.
+
+The lip reader's CTC output is no clock (it spells a sentence's first word before any sound and drags the
+last one over the trailing silence), so the text's phones are timed by a small net of their own over the
+frozen reader's condition features ("reader": front end + GRU states, per 25-fps frame):
+
+    features (B, T, D) → Linear D → H → [GELU → Conv1d k (same padding)] × layers → GELU
+                       → Linear H → S·C → (B, S·T, C) log-posteriors, S steps per video frame
+
+over C = engines.text.phones.N_CLASSES (silence + PHONES) at S × 25 Hz (100 Hz by default, the mel's rate).
+`align` force-aligns a text's phones to them (engines.text.phones.force_align). Trained on the corpora's
+true phone timelines (engines.train.recipes); the convolutions look `layers · (k − 1) / 2` frames ahead, so
+the aligner is an offline (whole-utterance) model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from engines.params import param
+from engines.text.phones import N_CLASSES, SILENCE, force_align, phone_sequence
+
+
+@dataclass(frozen=True)
+class PhoneAlignerConfig:
+    feature_dim: int = param(320, "lip-reader condition features per frame (its condition_dim('reader'))")
+    hidden: int = param(256, "width H")
+    kernel_size: int = param(5, "temporal convolution kernel (odd)")
+    layers: int = param(2, "temporal convolutions")
+    steps_per_frame: int = param(4, "phone steps per 25-fps video frame (4: 100 Hz, one per mel frame)")
+    classes: int = param(N_CLASSES, "silence + the phones of engines.text.phones.PHONES")
+
+    def __post_init__(self) -> None:
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.steps_per_frame < 1 or self.layers < 0:
+            raise ValueError("steps_per_frame must be >= 1 and layers >= 0")
+
+
+class PhoneAligner(nn.Module):
+    def __init__(self, config: PhoneAlignerConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or PhoneAlignerConfig()
+        self.inp = nn.Linear(c.feature_dim, c.hidden)
+        self.convs = nn.ModuleList(nn.Conv1d(c.hidden, c.hidden, c.kernel_size, padding=c.kernel_size // 2)
+                                   for _ in range(c.layers))
+        self.out = nn.Linear(c.hidden, c.steps_per_frame * c.classes)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """(B, T, feature_dim) → log-posteriors (B, steps_per_frame · T, classes)."""
+        c = self.config
+        h = self.inp(features).transpose(1, 2)
+        for conv in self.convs:
+            h = conv(torch.nn.functional.gelu(h))
+        h = torch.nn.functional.gelu(h).transpose(1, 2)
+        b, t, _ = h.shape
+        return self.out(h).reshape(b, t * c.steps_per_frame, c.classes).log_softmax(dim=-1)
+
+    def align(self, features: Tensor, text: str) -> np.ndarray:
+        """Per-step phone classes (steps_per_frame · T,) of `text` spoken over one clip's features (T, D):
+        all silence when the text has no phones or the clip is too short to say them."""
+        if features.shape[0] == 0:
+            return np.zeros(0, np.int64)
+        with torch.no_grad():
+            log_probs = self(features[None].float())[0].cpu().numpy()
+        classes, optional = phone_sequence(text)
+        path = force_align(log_probs, classes, optional) if len(classes) > 1 else None
+        return path if path is not None else np.full(log_probs.shape[0], SILENCE, np.int64)

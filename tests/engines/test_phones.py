@@ -1,0 +1,113 @@
+"""Phones of lip-read text (engines.text.phones) and the phone aligner (engines.models.aligner)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines.data.text import GRID_WORDS
+from engines.models.aligner import PhoneAligner, PhoneAlignerConfig
+from engines.text import phones
+from engines.text.normalize import normalize
+from engines.text.phones import (
+    N_CLASSES,
+    PHONES,
+    SILENCE,
+    force_align,
+    phone_sequence,
+    timeline_labels,
+    us1_symbol,
+    word_phones,
+)
+
+HAVE_US1 = bool(shutil.which("espeak-ng")) and Path("/usr/share/mbrola/us1").exists()
+
+
+def cls(symbol: str) -> int:
+    return PHONES.index(symbol) + 1
+
+
+def test_the_lexicon_speaks_every_grid_word_in_the_phone_set() -> None:
+    lexicon = json.loads(phones.LEXICON_FILE.read_text())
+    grid_words = {w for word in GRID_WORDS for w in normalize(word).split()}
+    assert grid_words <= set(lexicon)
+    assert all(lexicon[w] and set(lexicon[w]) <= set(PHONES) for w in lexicon)
+    assert word_phones("h") == ("EI", "tS")  # GRID letters are spoken as their names
+
+
+def test_phone_sequence_has_optional_silences_around_words() -> None:
+    classes, optional = phone_sequence("Bin H")
+    assert classes == [SILENCE, cls("b"), cls("I"), cls("n"), SILENCE, cls("EI"), cls("tS"), SILENCE]
+    assert optional == [True, False, False, False, True, False, False, True]
+    assert phone_sequence("") == ([SILENCE], [True])
+
+
+def test_an_unknown_word_without_espeak_goes_unspoken_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def no_espeak(word: str) -> tuple[str, ...]:
+        raise RuntimeError("espeak-ng is not installed")
+
+    monkeypatch.setattr(phones, "_espeak", no_espeak)
+    word_phones.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="engines.text.phones"):
+            classes, _ = phone_sequence("bin zorblax")
+        assert classes == [SILENCE, cls("b"), cls("I"), cls("n"), SILENCE, SILENCE]
+        assert "zorblax" in caplog.text
+    finally:
+        word_phones.cache_clear()
+
+
+@pytest.mark.skipif(not HAVE_US1, reason="espeak-ng and the mbrola us1 voice needed")
+def test_an_unknown_word_is_asked_of_espeak() -> None:
+    word_phones.cache_clear()
+    assert set(word_phones("robot")) <= set(PHONES) and len(word_phones("robot")) >= 4
+
+
+def test_other_voices_symbols_map_onto_us1() -> None:
+    assert us1_symbol("i:") == "i" and us1_symbol("eI") == "EI" and us1_symbol("5") == "l"
+    assert us1_symbol("b") == "b" and us1_symbol("_") is None
+    labels = timeline_labels([("_", 0.0, 0.05), ("b", 0.05, 0.03), ("i:", 0.08, 0.04)], 14)
+    assert labels.tolist() == [0] * 5 + [cls("b")] * 3 + [cls("i")] * 4 + [0] * 2
+
+
+def posteriors(path: list[int], sure: float = 0.9) -> np.ndarray:
+    """(N, C) log-posteriors that put `sure` on each step's class of `path`."""
+    p = np.full((len(path), N_CLASSES), (1 - sure) / (N_CLASSES - 1))
+    p[np.arange(len(path)), path] = sure
+    return np.log(p)
+
+
+def test_force_align_follows_the_posteriors_and_skips_unspoken_silences() -> None:
+    b, i, n = cls("b"), cls("I"), cls("n")
+    truth = [0, 0, b, b, i, i, i, n, n, n]  # no silence at the end
+    classes, optional = [0, b, i, n, 0], [True, False, False, False, True]
+    assert force_align(posteriors(truth), classes, optional).tolist() == truth
+    # Every phone is said, in order, even where the posteriors favour another class.
+    noisy = posteriors([0, 0, b, b, n, n, n, n, n, n])
+    path = force_align(noisy, classes, optional).tolist()
+    assert [c for k, c in enumerate(path) if k == 0 or path[k - 1] != c if c] == [b, i, n]
+    assert force_align(posteriors([0, b]), classes, optional) is None  # too few steps for three phones
+
+
+def test_the_aligner_gives_steps_per_frame_posteriors_and_aligns_text() -> None:
+    config = PhoneAlignerConfig(feature_dim=12, hidden=16, layers=1)
+    aligner = PhoneAligner(config).eval()
+    features = torch.randn(2, 9, 12)
+    out = aligner(features)
+    assert out.shape == (2, 36, N_CLASSES)
+    assert torch.allclose(out.exp().sum(dim=2), torch.ones(2, 36), atol=1e-5)
+    labels = aligner.align(features[0], "bin")
+    assert labels.shape == (36,)
+    spoken = [c for k, c in enumerate(labels) if c and (k == 0 or labels[k - 1] != c)]
+    assert spoken == [cls("b"), cls("I"), cls("n")]
+    assert (aligner.align(features[0, :0], "bin") == SILENCE).all()
+    assert (aligner.align(features[0], "") == SILENCE).all()
+    with pytest.raises(ValueError):
+        PhoneAlignerConfig(kernel_size=4)
