@@ -506,9 +506,10 @@ class ConditionCache:
     and identity encoder, so a training window hears the GRU states of the whole utterance (as a stream
     does, carrying them from window to window) and the frozen networks never run twice. With `variants`
     > 1 each clip also keeps conditions of augmented lip inputs (variant 0 is the plain one), drawn from
-    (seed, variant, clip index)."""
+    (seed, variant, clip index). Without an identity encoder, the lip reader's features alone (the phone
+    aligner's input)."""
 
-    def __init__(self, samples: Any, lipreader: nn.Module, identity_encoder: nn.Module, kind: str,
+    def __init__(self, samples: Any, lipreader: nn.Module, identity_encoder: nn.Module | None, kind: str,
                  progress: bool = True, variants: int = 1, augment: LipAugment | None = None,
                  seed: int = 0) -> None:
         from tqdm import tqdm
@@ -525,15 +526,16 @@ class ConditionCache:
         items = TorchSamples(samples, window=0)
         self.conds: dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            for i in tqdm(range(len(items)), unit="clip", desc="melgen condition", disable=not progress):
+            for i in tqdm(range(len(items)), unit="clip", desc="conditions", disable=not progress):
                 it = items[i]
-                identity = identity_encoder(it["face"][None])
+                identity = identity_encoder(it["face"][None]) if identity_encoder is not None else None
                 conds = []
                 for v in range(variants):
                     seen = it if v == 0 else augment_lips(it, augment, np.random.default_rng(
                         derive_seed(seed, v, i)))
                     visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
-                    conds.append(join_condition(visual, identity)[0].half())
+                    cond = join_condition(visual, identity) if identity is not None else visual
+                    conds.append(cond[0].half())
                 self.conds[it["id"]] = torch.stack(conds)
 
     def window(self, ids: Sequence[str], starts: Sequence[int], frames: int,
@@ -593,6 +595,92 @@ def melgen(model: nn.Module, config: Any, options: MelGenOptions, data: DataOpti
     return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed,
                                                   variants=options.condition_variants), summary,
                   collate, validate if val is not None else None)
+
+
+# ---------------------------------------------------------------- phone aligner
+
+
+@dataclass
+class AlignerOptions:
+    lipreader: str = param("lipreader", "trained lip reader whose features the aligner reads (checkpoint "
+                                        "path or shipped name)")
+    features: str = param("reader", "lip-reader features: 'visual' (front end) or 'reader' (front end and "
+                                    "GRU states)", choices=("visual", "reader"))
+    condition_variants: int = param(1, "features per training clip: the plain ones and N − 1 of lip inputs "
+                                       "changed as `augment` says (as MelGen's condition_variants)")
+    augment: LipAugment = param(LipAugment(), "augmentations of the extra feature variants")  # noqa: RUF009
+
+
+def phone_timeline(clip: Any) -> list[Any]:
+    """The true phone timeline [(symbol, start_s, dur_s), ...] our corpus writes beside each clip."""
+    meta = clip.video.with_suffix(".json")
+    if not meta.is_file():
+        raise RecipeError(f"{clip.id}: no {meta.name} with the phone timeline beside its video (the phone "
+                          "aligner trains on our synthetic corpora, whose clips record what was said when)")
+    return json.loads(meta.read_text())["phones"]
+
+
+def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOptions, train: Any,
+            ctx: Context) -> Recipe:
+    from engines.audio.mel import VIDEO_FPS
+    from engines.text.phones import timeline_labels
+
+    reader = load_frozen(options.lipreader, "lipreader")
+    if reader.condition_dim(options.features) != config.feature_dim:
+        raise RecipeError(f"the lip reader's {options.features!r} features have "
+                          f"{reader.condition_dim(options.features)} values per frame; set model.feature_dim")
+    steps = config.steps_per_frame
+
+    def prepared(split: str, limit: int, variants: int) -> tuple[Any, ConditionCache, dict[str, Any]]:
+        samples = load_samples(data, split, limit, ctx)
+        timelines = {clip.id: phone_timeline(clip) for clip in samples.clips}
+        feats = ConditionCache(samples, reader, None, options.features, ctx.main, variants, options.augment,
+                               train.seed)
+        labels = {clip: torch.from_numpy(timeline_labels(timeline, steps * feats.conds[clip].shape[1],
+                                                         steps * VIDEO_FPS))
+                  for clip, timeline in timelines.items()}
+        return samples, feats, labels
+
+    samples, feats, labels = prepared(data.split, data.limit, options.condition_variants)
+
+    def nll(batch: dict[str, Any], model: nn.Module, cache: ConditionCache,
+            truth: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, correct steps, steps) of one batch; steps past a clip's end do not count."""
+        frames = batch["lips"].shape[1]
+        x = cache.window(batch["id"], batch["start"].tolist(), frames, batch["variant"].tolist())
+        x = x.to(ctx.device)
+        target = torch.full((len(batch["id"]), steps * frames), -100, dtype=torch.long)
+        for row, clip, start in zip(target, batch["id"], batch["start"].tolist(), strict=True):
+            part = truth[clip][steps * start:steps * (start + frames)]
+            row[:len(part)] = part
+        target = target.to(ctx.device)
+        log_probs = model(x)
+        loss = F.nll_loss(log_probs.reshape(-1, config.classes), target.reshape(-1), ignore_index=-100)
+        counted = target >= 0
+        return loss, (log_probs.argmax(dim=2) == target)[counted].sum(), counted.sum()
+
+    def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        return nll(batch, model, feats, labels)[0], {}
+
+    validate = None
+    if data.val_split:
+        val_samples, val_feats, val_labels = prepared(data.val_split, data.val_limit, 1)
+        val = Windows(val_samples, 0, 0)
+
+        def validate(model: nn.Module) -> dict[str, float]:
+            losses, right, total = [], 0, 0
+            with torch.no_grad():
+                for batch in batches(val, train.batch_size, ctx.device):
+                    loss, correct, counted = nll(batch, model, val_feats, val_labels)
+                    losses.append(loss.item())
+                    right, total = right + int(correct), total + int(counted)
+            return {"loss": float(np.mean(losses)), "step_accuracy": right / max(total, 1)}
+
+    summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "features": options.features,
+               "lipreader_digest": checkpoint.weights_digest(reader)}
+    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed,
+                                                  variants=options.condition_variants), summary,
+                  collate, validate)
 
 
 # ---------------------------------------------------------------- vocoder
@@ -678,6 +766,7 @@ RECIPES: dict[str, Spec] = {
     "identity": Spec(identity, "engines.models.identity", "IdentityEncoder", "IdentityConfig",
                      IdentityOptions),
     "melgen": Spec(melgen, "engines.models.melgen", "MelGen", "MelGenConfig", MelGenOptions),
+    "aligner": Spec(aligner, "engines.models.aligner", "PhoneAligner", "PhoneAlignerConfig", AlignerOptions),
     "vocoder": Spec(vocoder, "engines.models.vocoder", "Vocoder", "VocoderConfig", VocoderOptions),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -385,6 +386,36 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     with pytest.raises(recipes.RecipeError, match="aligned"):
         recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2,
                                augment=LipAugment(brightness=0.3, onset_hold=4))
+
+
+@pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
+def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_path: Path) -> None:
+    from engines.models.aligner import PhoneAligner
+    from engines.text.phones import N_CLASSES
+
+    data = tmp_path / "grid" / "s1"
+    data.mkdir(parents=True)
+    videos = sorted(GRID_DEV.glob("*.mpg"))
+    for video in videos:
+        (data / video.name).symlink_to(video.resolve())
+    config = smoke_config(tmp_path, "aligner")
+    run = tmp_path / "runs" / "aligner"
+    argv = ["aligner", "--config", str(config), "--data", str(data.parent), "--out", str(run),
+            "--device", "cpu", "--no-progress"]
+    assert main_train(argv) == 2  # GRID clips carry no phone timeline: said, not guessed
+
+    timeline = [["_", 0.0, 0.3], ["b", 0.3, 0.06], ["I", 0.36, 0.08], ["n", 0.44, 0.1], ["_", 0.54, 0.4]]
+    for video in videos:
+        (data / video.name).with_suffix(".json").write_text(json.dumps({"phones": timeline}))
+    assert main_train(argv) == 0
+    raw = checkpoint.read(run / "latest.pt")
+    assert raw["step"] == 4 and raw["data"]["lipreader"] == "lipreader"
+    assert raw["data"]["features"] == "reader"
+    assert raw["data"]["lipreader_digest"] == checkpoint.weights_digest(checkpoint.load_model("lipreader"))
+    assert math.isfinite(raw["metrics"]["train_loss"]) and 0.0 <= raw["metrics"]["val_step_accuracy"] <= 1.0
+    aligner = checkpoint.load(run / "latest.pt").model
+    assert isinstance(aligner, PhoneAligner)
+    assert aligner(torch.zeros(1, 5, 320)).shape == (1, 20, N_CLASSES)
 
 
 if __name__ == "__main__":
