@@ -683,6 +683,75 @@ def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOp
                   collate, validate)
 
 
+# ---------------------------------------------------------------- mel prior
+
+
+@dataclass
+class PriorOptions:
+    lipreader: str = param("lipreader", "trained lip reader whose features the aligner reads")
+    aligner: str = param("aligner", "trained phone aligner on that reader (checkpoint path or shipped name)")
+    identity: str = param("identity", "trained identity encoder (checkpoint path or shipped name)")
+    features: str = param("reader", "the lip-reader features the aligner was trained on",
+                          choices=("visual", "reader"))
+
+
+def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOptions, train: Any,
+          ctx: Context) -> Recipe:
+    reader = load_frozen(options.lipreader, "lipreader")
+    phone_aligner = load_frozen(options.aligner, "aligner")
+    identity_encoder = load_frozen(options.identity, "identity")
+    if identity_encoder.config.embed_dim != config.identity_dim:
+        raise RecipeError(f"the identity embedding has {identity_encoder.config.embed_dim} values; set "
+                          "model.identity_dim")
+    if phone_aligner.config.classes != config.classes:
+        raise RecipeError(f"the aligner knows {phone_aligner.config.classes} phone classes, the prior "
+                          f"{config.classes}")
+    feature_dim = reader.condition_dim(options.features)
+
+    def prepared(split: str, limit: int) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Per clip: the aligner's timing of its transcript, and its identity embedding."""
+        samples = load_samples(data, split, limit, ctx)
+        conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main).conds
+        texts = {clip.id: clip.text or "" for clip in samples.clips}
+        labels = {clip: torch.from_numpy(phone_aligner.align(cond[0, :, :feature_dim].float(), texts[clip]))
+                  for clip, cond in conds.items()}
+        return samples, labels, {clip: cond[0, 0, feature_dim:].float() for clip, cond in conds.items()}
+
+    samples, labels, identities = prepared(data.split, data.limit)
+    steps = phone_aligner.config.steps_per_frame
+
+    def l1(batch: dict[str, Any], model: nn.Module, labels: dict[str, torch.Tensor],
+           identities: dict[str, torch.Tensor]) -> torch.Tensor:
+        mel = batch["mel"]
+        lab = torch.zeros((mel.shape[0], mel.shape[2]), dtype=torch.long)
+        for row, clip, start in zip(lab, batch["id"], batch["start"].tolist(), strict=True):
+            part = labels[clip][steps * start:steps * start + mel.shape[2]]
+            row[:len(part)] = part
+        identity = torch.stack([identities[clip] for clip in batch["id"]])
+        return (model(lab.to(ctx.device), identity.to(ctx.device)) - mel).abs().mean()
+
+    def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+        return l1(batch, model, labels, identities), {}
+
+    validate = None
+    if data.val_split:
+        val_samples, val_labels, val_identities = prepared(data.val_split, data.val_limit)
+        val = Windows(val_samples, 0, 0)
+
+        def validate(model: nn.Module) -> dict[str, float]:
+            with torch.no_grad():
+                return {"loss": float(np.mean([l1(batch, model, val_labels, val_identities).item()
+                                               for batch in batches(val, train.batch_size, ctx.device)]))}
+
+    summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "aligner": options.aligner,
+               "identity": options.identity, "features": options.features,
+               "lipreader_digest": checkpoint.weights_digest(reader),
+               "aligner_digest": checkpoint.weights_digest(phone_aligner),
+               "identity_digest": checkpoint.weights_digest(identity_encoder)}
+    return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed), summary, collate,
+                  validate)
+
+
 # ---------------------------------------------------------------- vocoder
 
 
@@ -767,6 +836,7 @@ RECIPES: dict[str, Spec] = {
                      IdentityOptions),
     "melgen": Spec(melgen, "engines.models.melgen", "MelGen", "MelGenConfig", MelGenOptions),
     "aligner": Spec(aligner, "engines.models.aligner", "PhoneAligner", "PhoneAlignerConfig", AlignerOptions),
+    "prior": Spec(prior, "engines.models.mel_prior", "MelPrior", "MelPriorConfig", PriorOptions),
     "vocoder": Spec(vocoder, "engines.models.vocoder", "Vocoder", "VocoderConfig", VocoderOptions),
 }
 

@@ -111,3 +111,15 @@ def test_the_aligner_gives_steps_per_frame_posteriors_and_aligns_text() -> None:
     assert (aligner.align(features[0], "") == SILENCE).all()
     with pytest.raises(ValueError):
         PhoneAlignerConfig(kernel_size=4)
+
+
+def test_the_mel_prior_speaks_labels_in_a_voice_as_a_normalised_mel() -> None:
+    from engines.models.mel_prior import MelPrior, MelPriorConfig
+
+    prior = MelPrior(MelPriorConfig(channels=8, dilations=(1, 2))).eval()
+    labels = torch.tensor([[0, 0, cls("b"), cls("b"), cls("I"), cls("n"), 0]])
+    a, b = prior(labels, torch.zeros(1, 128)), prior(labels, torch.ones(1, 128))
+    assert a.shape == (1, 80, 7) and a.abs().max() <= 1.0
+    assert not torch.allclose(a, b)  # the voice follows the face
+    with pytest.raises(ValueError):
+        MelPriorConfig(dilations=(0,))

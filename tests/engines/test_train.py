@@ -417,6 +417,19 @@ def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_
     assert isinstance(aligner, PhoneAligner)
     assert aligner(torch.zeros(1, 5, 320)).shape == (1, 20, N_CLASSES)
 
+    # The mel prior learns to speak the transcripts as that aligner times them.
+    prior_run = tmp_path / "runs" / "prior"
+    config = smoke_config(tmp_path, "prior", aligner=str(run / "latest.pt"))
+    assert main_train(["prior", "--config", str(config), "--data", str(data.parent), "--out", str(prior_run),
+                       "--device", "cpu", "--no-progress"]) == 0
+    raw = checkpoint.read(prior_run / "latest.pt")
+    assert raw["step"] == 4 and raw["data"]["aligner"] == str(run / "latest.pt")
+    assert raw["data"]["aligner_digest"] == checkpoint.weights_digest(aligner)
+    assert math.isfinite(raw["metrics"]["train_loss"]) and math.isfinite(raw["metrics"]["val_loss"])
+    prior = checkpoint.load(prior_run / "latest.pt").model
+    mel = prior(torch.zeros(1, 12, dtype=torch.long), torch.zeros(1, 128))
+    assert mel.shape == (1, 80, 12) and mel.abs().max() <= 1.0
+
 
 if __name__ == "__main__":
     from tests.engines.test_train import worker as _worker  # classes named by module, not __main__
