@@ -53,22 +53,28 @@ class DiffusionSchedule:
         frac = u - lo
         return (self._sqrt_ab[lo] * (1.0 - frac) + self._sqrt_ab[(lo + 1).clamp(max=self.T)] * frac) ** 2
 
-    def timesteps(self, nfe: int, spacing: str = "quadratic") -> torch.Tensor:
-        """`nfe` integer training times, descending from T−1: where a sampler calls the network.
+    def timesteps(self, nfe: int, spacing: str = "quadratic", start: int | None = None) -> torch.Tensor:
+        """`nfe` integer training times, descending from `start` (default T−1): where a sampler calls the
+        network.
 
-        The sampler steps t_0 → t_1 → … → t_{nfe−1} → clean. The times are −1 + T·u^p rounded, for
-        u = 1, (nfe−1)/nfe, …, 1/nfe: p = 1 ("uniform", DDIM's even stride) or p = 2 ("quadratic",
+        The sampler steps t_0 → t_1 → … → t_{nfe−1} → clean. The times are −1 + S·u^p rounded, S = start + 1,
+        for u = 1, (nfe−1)/nfe, …, 1/nfe: p = 1 ("uniform", DDIM's even stride) or p = 2 ("quadratic",
         DDIM's "quad": the steps crowd towards the clean end, where a mel's fine detail is decided).
         Rounding collisions at large nfe are pushed apart, so the times are always distinct;
-        nfe = T gives every step (the DDPM reference).
+        nfe = T gives every step (the DDPM reference). A lower start samples from a partly noised mel
+        (SDEdit: the mel prior's, engines.synth.engine): timesteps(2, start=99) are the last two of
+        timesteps(4).
         """
-        if not 1 <= nfe <= self.T:
-            raise ValueError(f"nfe must be in 1..{self.T}, got {nfe}")
+        span = self.T if start is None else int(start) + 1
+        if not 1 <= span <= self.T:
+            raise ValueError(f"start must be in 0..{self.T - 1}, got {start}")
+        if not 1 <= nfe <= span:
+            raise ValueError(f"nfe must be in 1..{span}, got {nfe}")
         if spacing not in SPACINGS:
             raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
         power = 1.0 if spacing == "uniform" else 2.0
         u = torch.arange(nfe, 0, -1, dtype=torch.float64) / nfe
-        t = torch.round(-1.0 + self.T * u**power)
+        t = torch.round(-1.0 + span * u**power)
         # Time i must leave room for the nfe−1−i distinct times after it.
         floor = torch.arange(nfe - 1, -1, -1, dtype=torch.float64)
         return torch.maximum(t, floor)

@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
                        help=f"{model} weights: a shipped name or a checkpoint path (default: {model})"
                        + ("; 'griffin-lim' for the zero-weight vocoder" if model == "vocoder" else "")
                        + ("; not loaded with --w2 0" if model == "asr" else ""))
+    for model in ("aligner", "prior"):
+        p.add_argument(f"--{model}", default="", help=f"{model} weights (a shipped name or a checkpoint "
+                       "path) to speak the lip-read text with; both or neither (see --prior-mode)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_arguments(p, SynthParams)
     return p
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         params = part(args, SynthParams)
         # the guidance ASR is only loaded to guide: --w2 0 runs without its weights
         models = SynthModels.load(args.lipreader, args.melgen, args.identity, args.asr if params.w2 else None,
-                                  args.vocoder, args.device)
+                                  args.vocoder, args.device, aligner=args.aligner or None,
+                                  prior=args.prior or None)
         synthesizer = Synthesizer(models, params, args.device)
         from engines.data.loaders import track_video
 

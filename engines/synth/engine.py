@@ -6,6 +6,11 @@ speech out. One class serves the offline command (a whole utterance at once) and
     MelGen hears) → text (CTC decoding) → condition (features + identity embedding) → mel (few-step
     sampler, classifier-free guidance w1, ASR guidance w2 toward the lip-read text) → waveform (vocoder,
     or Griffin-Lim)
+Offline, with a phone aligner and mel prior loaded, the text is also spoken: its phones timed on the
+reader's features, their mel in the face's voice, which is the mel (prior_mode speak) or MelGen's
+starting point at step prior_t (prior_mode refine). Sphinx-GRID hears the spoken text far better than
+MelGen's speech from the lips alone (NOTES.md, session 13); a stream cannot, since a word's phones are
+known only once the word is read.
 
 The frame, reader, denoiser and vocoder networks run on the chosen backend (engines.backends: PyTorch,
 ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face and the guidance ASR
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim,
                                                "dpmpp_2m": sample_dpmpp_2m}
 DECODERS = ("greedy", "beam", "grid")
+PRIOR_MODES = ("speak", "refine", "off")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,12 @@ class SynthParams:
                          choices=("torch", "onnxruntime", "tensorrt", "auto"))
     precision: str = param("fp32", "fp32 or fp16 (GPU backends)", choices=("fp32", "fp16"))
     seed: int = param(0, "seed of the sampler's noise (the same input gives the same speech)")
+    prior_mode: str = param("speak", "with a phone aligner and mel prior loaded, offline: speak the lip-read "
+                                     "text with the prior's mel (speak), or have MelGen refine that mel from "
+                                     "diffusion step prior_t with nfe steps (refine), or ignore it (off: "
+                                     "MelGen from noise on the lips alone); streaming always runs off",
+                            choices=PRIOR_MODES)
+    prior_t: int = param(99, "diffusion step (of 400) a refined prior's mel is noised to")
 
     def __post_init__(self) -> None:
         if self.nfe < 1:
@@ -85,6 +97,9 @@ class SynthParams:
             raise ValueError(f"asr_t_max must be in [0, 400), got {self.asr_t_max}")
         if self.w1 < 0 or self.w2 < 0:
             raise ValueError(f"guidance weights must be >= 0, got w1 {self.w1}, w2 {self.w2}")
+        if not 0 <= self.prior_t < 400 or (self.prior_mode == "refine" and self.nfe > self.prior_t + 1):
+            raise ValueError(f"prior_t must be in [0, 400) and leave room for nfe {self.nfe} steps, got "
+                             f"{self.prior_t}")
 
 
 @dataclass
@@ -250,9 +265,10 @@ class Synthesizer:
         return join_condition(features, identity)
 
     def generate(self, cond: Tensor, text: str, *, known: tuple[Tensor, Tensor] | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, start: Tensor | None = None) -> Tensor:
         """A normalised mel (1, 80, 4T) for a condition (1, T, C), guided toward `text`; `known` (mask,
-        values) in-paints a fixed part (a stream's past)."""
+        values) in-paints a fixed part (a stream's past); `start` (1, 80, 4T), a mel to refine: noised to
+        step prior_t and sampled from there (SDEdit)."""
         p, m = self.params, self.models
         with self._timed("mel"):
             ids = encode(text)
@@ -265,10 +281,25 @@ class Synthesizer:
                 generator = torch.Generator(self.device).manual_seed(p.seed)
             x = torch.randn((1, m.melgen.config.n_mels, MELS_PER_FRAME * cond.shape[1]), generator=generator,
                             device=self.device)
+            times = None
+            if start is not None:
+                times = self.schedule.timesteps(p.nfe, start=p.prior_t)
+                alpha_bar = float(self.schedule.alpha_bars[p.prior_t])
+                x = alpha_bar ** 0.5 * start + (1.0 - alpha_bar) ** 0.5 * x
             mask, values = known if known is not None else (None, None)
             mel = SAMPLERS[p.sampler](denoiser, x, self.schedule, p.nfe, fixed_mask=mask, fixed_values=values,
-                                      generator=generator, clip_x0=True)
+                                      generator=generator, clip_x0=True, timesteps=times)
             return mel.clamp(-1.0, 1.0)
+
+    def speak(self, reading: Reading, text: str, identity: Tensor) -> Tensor | None:
+        """The mel prior's mel (1, 80, 4T) of `text` as the aligner times it on the reading's features, or
+        None without a prior (or with prior off)."""
+        m = self.models
+        if m.aligner is None or m.prior is None or self.params.prior_mode == "off":
+            return None
+        with self._timed("prior"):
+            labels = torch.from_numpy(m.aligner.align(reading.features[0], text)).to(self.device)
+            return m.prior(labels[None], identity)
 
     def vocode(self, mel: Tensor) -> np.ndarray:
         """16 kHz float32 speech of a normalised mel (1, 80, F)."""
@@ -279,13 +310,18 @@ class Synthesizer:
 
     def synthesize(self, features: Features, guide_text: str | None = None) -> SynthResult:
         """Speech for a whole utterance (offline). `guide_text` replaces the lip-read text as ASR guidance's
-        target (an evaluation's reference text, to measure guidance apart from lip-reading errors); the
-        result's text stays the lip-read one."""
+        target and as the text the mel prior speaks (an evaluation's reference text, to measure synthesis
+        apart from lip-reading errors); the result's text stays the lip-read one."""
         self.seconds = {}
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         text = self.decode(reading.log_probs)
-        cond = self.condition(reading.features, self.identity(features.face_crop))
-        mel = self.generate(cond, text if guide_text is None else guide_text)
+        said = text if guide_text is None else guide_text
+        identity = self.identity(features.face_crop)
+        prior = self.speak(reading, said, identity)
+        if prior is not None and self.params.prior_mode == "speak":
+            mel = prior
+        else:
+            mel = self.generate(self.condition(reading.features, identity), said, start=prior)
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)

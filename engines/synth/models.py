@@ -2,7 +2,8 @@
 
 A MelGen is trained on the features of one particular lip reader and identity encoder (their weight
 digests are in its checkpoint's training-data summary): pairing it with others would feed it inputs it
-never saw, so `SynthModels.load` refuses a mismatch unless told otherwise.
+never saw, so `SynthModels.load` refuses a mismatch unless told otherwise. So are the phone aligner (on a
+lip reader) and the mel prior (on an aligner and an identity encoder), which speak the lip-read text.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ class SynthModels:
     vocoder: nn.Module | None  # engines.models.vocoder.Vocoder; None: Griffin-Lim
     features: str  # the lip-reader features the MelGen hears (engines.models.lipreader.condition_features)
     sources: dict[str, str]  # model → where it was loaded from
+    aligner: nn.Module | None = None  # engines.models.aligner.PhoneAligner, times the text's phones
+    prior: nn.Module | None = None  # engines.models.mel_prior.MelPrior, speaks them
 
     @classmethod
     def load(cls, lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
              asr: str | None = "asr", vocoder: str | None = "vocoder", device: str | torch.device = "cpu",
-             strict: bool = True) -> SynthModels:
+             strict: bool = True, aligner: str | None = None, prior: str | None = None) -> SynthModels:
         """Each model from a checkpoint path or a shipped name; `asr` None: no ASR guidance, `vocoder` None
-        or "griffin-lim": Griffin-Lim. With `strict`, a MelGen trained on other lip-reader or identity
-        weights is refused (ModelMismatch); otherwise a warning."""
+        or "griffin-lim": Griffin-Lim; `aligner` and `prior` (both or neither) speak the lip-read text. With
+        `strict`, a model trained on other weights than those it is loaded with is refused
+        (ModelMismatch); otherwise a warning."""
+        if (aligner is None) != (prior is None):
+            raise ModelMismatch("the mel prior speaks phones its aligner times: give both or neither")
         loaded = {"lipreader": checkpoint.load_ref(lipreader, "lipreader", device),
                   "melgen": checkpoint.load_ref(melgen, "melgen", device),
                   "identity": checkpoint.load_ref(identity, "identity", device)}
@@ -50,22 +56,36 @@ class SynthModels:
             loaded["asr"] = checkpoint.load_ref(asr, "asr", device)
         if vocoder not in (None, GRIFFIN_LIM):
             loaded["vocoder"] = checkpoint.load_ref(vocoder, "vocoder", device)
+        if aligner is not None and prior is not None:
+            loaded["aligner"] = checkpoint.load_ref(aligner, "aligner", device)
+            loaded["prior"] = checkpoint.load_ref(prior, "prior", device)
+        pairs = {"melgen": ("lipreader", "identity"), "aligner": ("lipreader",),
+                 "prior": ("aligner", "identity")}
+        for model, bases in pairs.items():
+            if model not in loaded:
+                continue
+            summary = loaded[model].data_summary
+            for kind in bases:
+                expected = summary.get(f"{kind}_digest")
+                found = checkpoint.weights_digest(loaded[kind].model)
+                if expected is not None and expected != found:
+                    message = (f"{loaded[model].path} was trained on {kind} weights {expected}, but "
+                               f"{loaded[kind].path} has {found}: use the {kind} it was trained with")
+                    if strict:
+                        raise ModelMismatch(message)
+                    log.warning(message)
         summary = loaded["melgen"].data_summary
-        for kind in ("lipreader", "identity"):
-            expected = summary.get(f"{kind}_digest")
-            found = checkpoint.weights_digest(loaded[kind].model)
-            if expected is not None and expected != found:
-                message = (f"{melgen} was trained on {kind} weights {expected}, but {loaded[kind].path} has "
-                           f"{found}: use the {kind} it was trained with")
-                if strict:
-                    raise ModelMismatch(message)
-                log.warning(message)
         features = summary.get("features", "visual")
         check_condition(loaded["melgen"].model, loaded["lipreader"].model, loaded["identity"].model, features)
         models = {k: c.model.eval().requires_grad_(False) for k, c in loaded.items()}
+        if "aligner" in loaded:
+            check_phones(loaded["aligner"].model, loaded["prior"].model, loaded["lipreader"].model,
+                         loaded["identity"].model, loaded["aligner"].data_summary.get("features", "reader"),
+                         features)
         return cls(lipreader=models["lipreader"], melgen=models["melgen"], identity=models["identity"],
                    asr=models.get("asr"), vocoder=models.get("vocoder"), features=features,
-                   sources={k: str(c.path) for k, c in loaded.items()})
+                   sources={k: str(c.path) for k, c in loaded.items()}, aligner=models.get("aligner"),
+                   prior=models.get("prior"))
 
     def describe(self) -> dict[str, Any]:
         """What runs, for logs and reports."""
@@ -83,3 +103,22 @@ def check_condition(melgen: nn.Module, lipreader: nn.Module, identity: nn.Module
     if made != melgen.config.cond_dim:
         raise ModelMismatch(f"the MelGen takes {melgen.config.cond_dim} condition values per frame, but the "
                             f"lip reader's {features!r} features and the identity embedding make {made}")
+
+
+def check_phones(aligner: nn.Module, prior: nn.Module, lipreader: nn.Module, identity: nn.Module,
+                 features: str, melgen_features: str) -> None:
+    """ModelMismatch unless the aligner reads the lip-reader features MelGen hears (the synthesizer
+    computes one kind), steps once per mel frame, and the prior speaks its phone classes in the identity
+    embedding's voice."""
+    from engines.audio.mel import MELS_PER_FRAME
+
+    a, p = aligner.config, prior.config
+    if features != melgen_features or lipreader.condition_dim(features) != a.feature_dim:
+        raise ModelMismatch(f"the aligner reads the lip reader's {features!r} features ({a.feature_dim} "
+                            f"values), MelGen hears its {melgen_features!r} ones")
+    if a.steps_per_frame != MELS_PER_FRAME or a.classes != p.classes:
+        raise ModelMismatch(f"the aligner times {a.classes} phone classes {a.steps_per_frame} times a frame; "
+                            f"the prior speaks {p.classes}, {MELS_PER_FRAME} mel frames a frame")
+    if identity.config.embed_dim != p.identity_dim:
+        raise ModelMismatch(f"the prior takes {p.identity_dim} identity values, the encoder gives "
+                            f"{identity.config.embed_dim}")

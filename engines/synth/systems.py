@@ -61,10 +61,11 @@ class Lip2Speech:
 
 def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
                asr: str = "asr", vocoder: str = "vocoder", cache: str = "", guide: str = "lipread",
-               **params: Any) -> Lip2Speech:
-    """Factory: model names or checkpoint paths (the ASR only for w2 > 0), `guide` (ASR guidance toward
-    the lip-read text, or toward the clip's `reference` text: the diagnostic row), then any SynthParams
-    field (nfe, w1, w2, sampler, ...)."""
+               aligner: str = "", prior: str = "", **params: Any) -> Lip2Speech:
+    """Factory: model names or checkpoint paths (the ASR only for w2 > 0; aligner and prior, both or
+    neither, to speak the lip-read text), `guide` (ASR guidance toward the lip-read text, or toward the
+    clip's `reference` text: the diagnostic row, also the text the prior speaks), then any SynthParams
+    field (nfe, w1, w2, sampler, prior_mode, ...)."""
     if guide not in ("lipread", "reference"):
         raise ValueError(f"guide must be 'lipread' or 'reference', got {guide!r}")
     from engines.synth.engine import Synthesizer, SynthParams
@@ -75,7 +76,8 @@ def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: s
     if unknown:
         raise ValueError(f"unknown lip2speech options {unknown}; known: {sorted(known)}")
     synth_params = SynthParams(**params)
-    models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder)
+    models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder,
+                              aligner=aligner or None, prior=prior or None)
     return Lip2Speech(Synthesizer(models, synth_params), cache or None, "generated", guide == "reference")
 
 

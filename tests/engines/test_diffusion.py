@@ -168,6 +168,12 @@ def test_timesteps_are_distinct_descending_training_steps(spacing: str) -> None:
 def test_timestep_spacings() -> None:
     assert SCHEDULE.timesteps(4, "uniform").tolist() == [399, 299, 199, 99]
     assert SCHEDULE.timesteps(4, "quadratic").tolist() == [399, 224, 99, 24]
+    # From a partly noised start (the mel prior's), the same curve over the shorter span.
+    assert SCHEDULE.timesteps(2, "quadratic", start=99).tolist() == [99, 24]
+    assert SCHEDULE.timesteps(100, "uniform", start=99).tolist() == list(range(99, -1, -1))
+    for bad in ({"nfe": 101, "start": 99}, {"nfe": 1, "start": 400}, {"nfe": 1, "start": -1}):
+        with pytest.raises(ValueError):
+            SCHEDULE.timesteps(**bad)
     assert SCHEDULE.timesteps(4).tolist() == [399, 224, 99, 24]  # quadratic by default
     with pytest.raises(ValueError):
         SCHEDULE.timesteps(4, "cosine")

@@ -20,10 +20,12 @@ from torch import nn
 from engines.clipsets import VIDEO_EXTS, Clip
 from engines.data.loaders import decode_video
 from engines.eval.systems import make_system
+from engines.models.aligner import PhoneAligner, PhoneAlignerConfig
 from engines.models.asr import ASR, ASRConfig
 from engines.models.frontend import VisualFrontendConfig
 from engines.models.identity import IdentityConfig, IdentityEncoder
 from engines.models.lipreader import LipReader, LipReaderConfig
+from engines.models.mel_prior import MelPrior, MelPriorConfig
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
@@ -275,6 +277,8 @@ def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
     ({"w1": -0.5}, "guidance weights must be >= 0"),
     ({"w2": -1.0}, "guidance weights must be >= 0"),
     ({"sampler": "ddim", "nfe": 60}, "few-step sampler"),
+    ({"prior_t": 400}, "prior_t must be in"),
+    ({"prior_mode": "refine", "prior_t": 2, "nfe": 4}, "leave room for nfe 4"),
 ])
 def test_params_refuse_bad_values(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -282,7 +286,75 @@ def test_params_refuse_bad_values(change: dict, message: str) -> None:
     assert SynthParams(sampler="ddpm", nfe=400).nfe == 400  # the reference sampler takes any step count
 
 
+# ---------------------------------------------------------------- the mel prior
+
+
+@pytest.fixture(scope="module")
+def tiny_phones(tiny: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny phone aligner on the tiny lip reader's "reader" features and a mel prior on it."""
+    folder = tmp_path_factory.mktemp("phones")
+    torch.manual_seed(1)
+    lipreader, identity = checkpoint.load(tiny["lipreader"]).model, checkpoint.load(tiny["identity"]).model
+    aligner = PhoneAligner(PhoneAlignerConfig(feature_dim=32, hidden=8, layers=1))
+    prior = MelPrior(MelPriorConfig(identity_dim=16, channels=8, dilations=(1,)))
+    return {"aligner": save(folder / "aligner.pt", aligner, "aligner",
+                            {"features": "reader", "lipreader_digest": checkpoint.weights_digest(lipreader)}),
+            "prior": save(folder / "prior.pt", prior, "prior",
+                          {"aligner_digest": checkpoint.weights_digest(aligner),
+                           "identity_digest": checkpoint.weights_digest(identity)})}
+
+
+def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
+        tiny: dict[str, str], tiny_phones: dict[str, str], models: SynthModels) -> None:
+    phones = SynthModels.load(**tiny, **tiny_phones)
+    clip = features(20)
+    spoken = Synthesizer(phones, SynthParams(decode="greedy")).synthesize(clip, "bin blue")
+    synth = Synthesizer(phones)
+    reading = synth.read(synth.frame_features(clip.mouth_rois, clip.lip_geometry))
+    identity = synth.identity(clip.face_crop)
+    expected = synth.speak(reading, "bin blue", identity)
+    assert expected.shape == (1, 80, 80)
+    torch.testing.assert_close(spoken.mel, expected[0])
+    assert not torch.allclose(synth.speak(reading, "set red", identity), expected)
+    assert len(spoken.wav) == 20 * SAMPLES_PER_FRAME and np.isfinite(spoken.wav).all()
+
+    off = Synthesizer(phones, SynthParams(prior_mode="off", nfe=2)).synthesize(clip)
+    plain = Synthesizer(models, SynthParams(nfe=2)).synthesize(clip)
+    np.testing.assert_array_equal(off.wav, plain.wav)  # off: MelGen on the lips alone, as without a prior
+    refined = Synthesizer(phones, SynthParams(prior_mode="refine", nfe=2)).synthesize(clip)
+    assert np.isfinite(refined.wav).all() and not np.allclose(refined.wav, off.wav)
+    assert set(refined.seconds) >= {"prior", "mel"} and "mel" not in spoken.seconds
+
+
+def test_an_aligner_or_prior_trained_on_other_weights_is_refused(
+        tiny: dict[str, str], tiny_phones: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ModelMismatch, match="give both or neither"):
+        SynthModels.load(**tiny, aligner=tiny_phones["aligner"])
+    other = save(tmp_path / "prior.pt", MelPrior(MelPriorConfig(identity_dim=16, channels=8, dilations=(1,))),
+                 "prior", {"aligner_digest": "0123456789abcdef"})
+    with pytest.raises(ModelMismatch, match="trained on aligner weights 0123456789abcdef"):
+        SynthModels.load(**tiny, aligner=tiny_phones["aligner"], prior=other)
+    wide = save(tmp_path / "wide.pt", MelPrior(MelPriorConfig(identity_dim=128, channels=8, dilations=(1,))),
+                "prior")
+    with pytest.raises(ModelMismatch, match="128 identity values"):
+        SynthModels.load(**tiny, aligner=tiny_phones["aligner"], prior=wide, strict=False)
+
+
 # ---------------------------------------------------------------- voxsight lip2speech
+
+
+@needs_grid
+def test_lip2speech_speaks_the_lip_read_text_with_an_aligner_and_prior(
+        tiny: dict[str, str], tiny_phones: dict[str, str], tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.wav"
+    phones = ["--aligner", tiny_phones["aligner"], "--prior", tiny_phones["prior"]]
+    assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(out), *model_args(tiny), *phones]) == 0
+    assert "prior" in capsys.readouterr().out  # its compute time is reported
+    wav, _ = soundfile.read(out, dtype="float32")
+    assert len(wav) == sum(1 for _ in decode_video(GRID_VIDEOS[0])) * SAMPLES_PER_FRAME
+    assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(out), *model_args(tiny), *phones[:2]]) == 1
+    assert "both or neither" in capsys.readouterr().err
 
 
 @needs_grid
