@@ -7,9 +7,11 @@ Run: `.venv/bin/python bench/eval_table.py CORPUS --cache FEATURES [--split test
 The list (OUT/clips.txt) is the first `--per-speaker` GRID clips of each speaker of the split in clip-id
 order, so the same corpus always gives the same list (36 clips for the 3 test speakers of the default
 corpus). CORPUS may also be a folder of real clips (../shared/real/grid-dev): every clip is then used.
-Rows `quick`: reference, vocoders, generated at the defaults, with ASR guidance toward GRID-grammar text,
+Rows `quick`: reference, vocoders, generated at the defaults (with the shipped mel prior, it speaks the
+lip-read text), MelGen on the lips alone (prior_mode off), that with ASR guidance toward GRID-grammar text,
 and with guidance toward the reference text (a diagnostic: how far guidance gets with every word right);
-`full` adds the NFE sweep (1, 2, 8), the 400-step DDPM reference sampler and the streamed engine.
+`full` adds, for MelGen on the lips alone, the NFE sweep (1, 2, 8), the 400-step DDPM reference sampler and
+the streamed engine, and MelGen refining the prior's mel (prior_mode refine).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from engines.eval.cli import main as eval_main
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR
 
-FULL = ("nfe=1", "nfe=2", "nfe=8", "sampler=ddpm,nfe=400")
+LIPS = "prior_mode=off"  # MelGen on the lips alone: the rows that measure the sampler and guidance
+FULL = (f"{LIPS},nfe=1", f"{LIPS},nfe=2", f"{LIPS},nfe=8", f"{LIPS},sampler=ddpm,nfe=400")
 
 
 def clip_list(corpus: Path, split: str, per_speaker: int) -> list[str]:
@@ -64,21 +67,27 @@ def main() -> int:
         return 2
     listing.write_text("".join(f"{path}\n" for path in paths))
     base = "engines.synth.systems:lip2speech"
-    common = [x for x in (args.models, f"cache={args.cache}" if args.cache else "") if x]
-    guided = [f"{args.guidance},decode=grid", f"{args.guidance},guide=reference"]
-    rows = ["", *guided] + (list(FULL) if args.rows == "full" else [])
+    cache = [f"cache={args.cache}"] if args.cache else []
+    common = [x for x in (args.models, *cache) if x]
+    guided = [f"{LIPS},{args.guidance},decode=grid", f"{LIPS},{args.guidance},guide=reference"]
+    rows = ["", LIPS, *guided] + (list(FULL) if args.rows == "full" else [])
     systems = [",".join([base, *common, row] if row else [base, *common]) for row in rows]
     if args.rows == "full":
-        systems.append(",".join([f"{base}_stream", *common]))
+        # a stream speaks without the prior (a word's phones are known only once it is read)
+        phones = {"aligner", "prior"}
+        stream_models = [x for x in args.models.split(",") if x and x.split("=")[0] not in phones]
+        systems.append(",".join([f"{base}_stream", *stream_models, *cache]))
+        systems.append(",".join([base, *common, "prior_mode=refine,nfe=2"]))
     argv = [str(listing), "--judges", "whisper,sphinx,stoi", "--out", str(args.out / "report"),
             "--system", "engines.synth.systems:vocoder"]
     for spec in systems:
         argv += ["--system", spec]
-    # Rows: 1 reference, 2 Griffin-Lim, 3 our vocoder, 4 generated, 5 guided, 6 guided toward the reference
-    # text, then the full rows (7-9 NFE 1, 2, 8; 10 DDPM; 11 streamed).
-    argv += ["--compare", "5:4", "--compare", "6:4"]
+    # Rows: 1 reference, 2 Griffin-Lim, 3 our vocoder, 4 generated, 5 MelGen on the lips alone, 6 that guided,
+    # 7 guided toward the reference text, then the full rows (8-10 NFE 1, 2, 8; 11 DDPM; 12 streamed;
+    # 13 MelGen refining the prior's mel).
+    argv += ["--compare", "4:5", "--compare", "6:5", "--compare", "7:5"]
     if args.rows == "full":
-        argv += ["--compare", "4:10", "--compare", "11:4"]
+        argv += ["--compare", "5:11", "--compare", "12:5", "--compare", "13:4"]
     print(f"{len(paths)} clips → {listing}")
     return eval_main(argv)
 
