@@ -43,7 +43,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     clips = [c for c in load_clips(args.clips) if c.text and is_grid_sentence(c.text)][::args.every]
-    base = "engines.synth.systems:lip2speech" + (f",cache={args.cache}" if args.cache else "")
+    # guidance steers MelGen: its speech from the lips alone, without the mel prior
+    base = "engines.synth.systems:lip2speech,prior_mode=off" + (f",cache={args.cache}" if args.cache else "")
     guided = f"{base},asr={args.asr},w2={args.w2}"
     rows = {"unguided": make_system(base),
             "guided toward the reference text": make_system(f"{guided},guide=reference"),

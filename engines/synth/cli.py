@@ -3,6 +3,7 @@ video at once). Prints the lip-read text and the compute time per stage.
 
     voxsight lip2speech clip.mp4 -o speech.wav [--nfe 4] [--w1 1] [--w2 0.1] [--backend onnxruntime]
                        [--decode grid] [--vocoder griffin-lim] [--melgen runs/melgen/latest.pt]
+                       [--prior-mode speak|refine|off]
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def parser() -> argparse.ArgumentParser:
                        + ("; 'griffin-lim' for the zero-weight vocoder" if model == "vocoder" else "")
                        + ("; not loaded with --w2 0" if model == "asr" else ""))
     for model in ("aligner", "prior"):
-        p.add_argument(f"--{model}", default="", help=f"{model} weights (a shipped name or a checkpoint "
-                       "path) to speak the lip-read text with; both or neither (see --prior-mode)")
+        p.add_argument(f"--{model}", default=model, help=f"{model} weights to speak the lip-read text "
+                       f"with: a shipped name or a checkpoint path (default: {model}); '' for none, with the "
+                       "other (see --prior-mode)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_arguments(p, SynthParams)
     return p

@@ -61,11 +61,11 @@ class Lip2Speech:
 
 def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
                asr: str = "asr", vocoder: str = "vocoder", cache: str = "", guide: str = "lipread",
-               aligner: str = "", prior: str = "", **params: Any) -> Lip2Speech:
+               aligner: str = "aligner", prior: str = "prior", **params: Any) -> Lip2Speech:
     """Factory: model names or checkpoint paths (the ASR only for w2 > 0; aligner and prior, both or
-    neither, to speak the lip-read text), `guide` (ASR guidance toward the lip-read text, or toward the
-    clip's `reference` text: the diagnostic row, also the text the prior speaks), then any SynthParams
-    field (nfe, w1, w2, sampler, prior_mode, ...)."""
+    neither ('' for none), to speak the lip-read text), `guide` (ASR guidance toward the lip-read text, or
+    toward the clip's `reference` text: the diagnostic row, also the text the prior speaks), then any
+    SynthParams field (nfe, w1, w2, sampler, prior_mode, ...)."""
     if guide not in ("lipread", "reference"):
         raise ValueError(f"guide must be 'lipread' or 'reference', got {guide!r}")
     from engines.synth.engine import Synthesizer, SynthParams

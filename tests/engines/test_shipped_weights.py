@@ -45,3 +45,21 @@ def test_the_shipped_reader_reads_the_bundled_clip_wherever_speech_starts(clip: 
     with torch.no_grad():
         text = decode(greedy_decode(reader(item["video"], item["lips"][None]).log_probs[0]))
     assert edit_distance(text, SAID) <= 0.35 * len(SAID), f"read {text!r} for {SAID!r} (lead {lead:+d})"
+
+
+def test_the_shipped_models_load_together_and_speak_the_bundled_clips_text() -> None:
+    """The shipped aligner and mel prior were trained on the shipped reader and identity encoder (their
+    digests are checked on load), and speak what the reader read: speech of the clip's length."""
+    import numpy as np
+
+    from engines.data.loaders import track_video
+    from engines.synth.engine import Features, Synthesizer, SynthParams
+    from engines.synth.models import SynthModels
+
+    models = SynthModels.load(asr=None, aligner="aligner", prior="prior")
+    tracked = track_video(CLIP)
+    result = Synthesizer(models, SynthParams(decode="grid")).synthesize(Features.from_tracks(tracked))
+    assert len(result.wav) == len(tracked["valid"]) * 640 and np.isfinite(result.wav).all()
+    assert "prior" in result.seconds and "mel" not in result.seconds  # spoken by the prior, not MelGen
+    assert edit_distance(result.text, SAID) <= 0.35 * len(SAID), result.text
+    assert np.abs(result.wav).max() > 0.01  # not silence
