@@ -9,7 +9,8 @@ order, so the same corpus always gives the same list (36 clips for the 3 test sp
 corpus). CORPUS may also be a folder of real clips (../shared/real/grid-dev): every clip is then used.
 Rows `quick`: reference, vocoders, generated at the defaults (with the shipped mel prior, it speaks the
 lip-read text), MelGen on the lips alone (prior_mode off), that with ASR guidance toward GRID-grammar text,
-and with guidance toward the reference text (a diagnostic: how far guidance gets with every word right);
+with guidance toward the reference text (a diagnostic: how far guidance gets with every word right), and
+the prior speaking GRID-grammar text (decode grid: what a command-vocabulary robot would run);
 `full` adds, for MelGen on the lips alone, the NFE sweep (1, 2, 8), the 400-step DDPM reference sampler and
 the streamed engine, and MelGen refining the prior's mel (prior_mode refine).
 """
@@ -70,7 +71,7 @@ def main() -> int:
     cache = [f"cache={args.cache}"] if args.cache else []
     common = [x for x in (args.models, *cache) if x]
     guided = [f"{LIPS},{args.guidance},decode=grid", f"{LIPS},{args.guidance},guide=reference"]
-    rows = ["", LIPS, *guided] + (list(FULL) if args.rows == "full" else [])
+    rows = ["", LIPS, *guided, "decode=grid"] + (list(FULL) if args.rows == "full" else [])
     systems = [",".join([base, *common, row] if row else [base, *common]) for row in rows]
     if args.rows == "full":
         # a stream speaks without the prior (a word's phones are known only once it is read)
@@ -83,11 +84,11 @@ def main() -> int:
     for spec in systems:
         argv += ["--system", spec]
     # Rows: 1 reference, 2 Griffin-Lim, 3 our vocoder, 4 generated, 5 MelGen on the lips alone, 6 that guided,
-    # 7 guided toward the reference text, then the full rows (8-10 NFE 1, 2, 8; 11 DDPM; 12 streamed;
-    # 13 MelGen refining the prior's mel).
-    argv += ["--compare", "4:5", "--compare", "6:5", "--compare", "7:5"]
+    # 7 guided toward the reference text, 8 generated from GRID-grammar text, then the full rows (9-11 NFE 1,
+    # 2, 8; 12 DDPM; 13 streamed; 14 MelGen refining the prior's mel).
+    argv += ["--compare", "4:5", "--compare", "8:5", "--compare", "6:5", "--compare", "7:5"]
     if args.rows == "full":
-        argv += ["--compare", "5:11", "--compare", "12:5", "--compare", "13:4"]
+        argv += ["--compare", "5:12", "--compare", "13:5", "--compare", "14:4"]
     print(f"{len(paths)} clips → {listing}")
     return eval_main(argv)
 

@@ -293,9 +293,10 @@ class Synthesizer:
 
     def speak(self, reading: Reading, text: str, identity: Tensor) -> Tensor | None:
         """The mel prior's mel (1, 80, 4T) of `text` as the aligner times it on the reading's features, or
-        None without a prior (or with prior off)."""
+        None without a prior, with prior off, or with no text read (MelGen then speaks from the lips: the
+        prior would say nothing)."""
         m = self.models
-        if m.aligner is None or m.prior is None or self.params.prior_mode == "off":
+        if m.aligner is None or m.prior is None or self.params.prior_mode == "off" or not text.strip():
             return None
         with self._timed("prior"):
             labels = torch.from_numpy(m.aligner.align(reading.features[0], text)).to(self.device)

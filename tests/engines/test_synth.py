@@ -319,6 +319,7 @@ def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
     assert expected.shape == (1, 80, 80)
     torch.testing.assert_close(spoken.mel, expected[0])
     assert not torch.allclose(synth.speak(reading, "set red", identity), expected)
+    assert synth.speak(reading, " ", identity) is None  # nothing read: MelGen speaks from the lips
     assert len(spoken.wav) == 20 * SAMPLES_PER_FRAME and np.isfinite(spoken.wav).all()
 
     off = Synthesizer(phones, SynthParams(prior_mode="off", nfe=2)).synthesize(clip)
