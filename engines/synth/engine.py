@@ -41,7 +41,7 @@ from engines.models.melgen import MelGen, join_condition
 from engines.params import param
 from engines.synth.models import SynthModels
 from engines.text.charset import decode, encode
-from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
+from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_decode
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,9 @@ class Synthesizer:
             p = self.params
             if p.decode == "greedy":
                 return decode(greedy_decode(log_probs))
-            grammar = GRID_GRAMMAR if p.decode == "grid" else None
-            hyps = beam_search(log_probs.float().cpu(), p.beam_width, grammar)
+            if p.decode == "grid":
+                return best_sentence(log_probs.float().cpu(), p.beam_width, GRID_GRAMMAR)
+            hyps = beam_search(log_probs.float().cpu(), p.beam_width)
             return hyps[0].text if hyps else ""
 
     def condition(self, features: Tensor, identity: Tensor) -> Tensor:

@@ -130,12 +130,14 @@ _FREE_TOKENS = tuple(i for i in range(VOCAB_SIZE) if i != BLANK)
 
 
 def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | None = None,
-                prune_log_prob: float = -20.0) -> list[Hypothesis]:
+                prune_log_prob: float = -20.0, token_bonus: float = 0.0) -> list[Hypothesis]:
     """CTC prefix beam search; hypotheses best first.
 
     With a `grammar`, only prefixes of its sentences are kept; complete sentences rank before
     incomplete ones (an incomplete best guess is still returned when the input is too short for any
     whole sentence). Tokens with a frame log-probability below `prune_log_prob` are not tried there.
+    `token_bonus` is added to the log-probability of every token a prefix emits (an insertion bonus: it
+    lets the beam reach whole sentences where the frames mostly say blank).
     """
     if beam_width < 1:
         raise ValueError(f"beam_width must be >= 1, got {beam_width}")
@@ -163,6 +165,7 @@ def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | Non
                 lp_token = row_list[token]
                 if lp_token < prune_log_prob:
                     continue
+                lp_token += token_bonus
                 extended = entry((*prefix, token), grammar.advance(state, token) if grammar else None)
                 # a repeated token is a new one only after a blank
                 source = p_blank if token == last else total
@@ -173,3 +176,21 @@ def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | Non
             for prefix, (pb, pt, state) in beams.items()]
     hyps.sort(key=lambda h: (h.complete, h.log_prob), reverse=True)
     return hyps
+
+
+COMPLETION_BONUSES = (1.0, 2.0, 4.0, 8.0)
+
+
+def best_sentence(log_probs: Any, beam_width: int, grammar: WordGrammar) -> str:
+    """The grammar's likeliest whole sentence for the frames: the plain beam's best, or, where the frames
+    say too little for any (a face the reader barely reads: mostly blank), the first whole sentence a
+    growing `token_bonus` brings into the beam; the plain beam's best prefix if none does. A robot acts
+    on whole commands, and a mel prior speaks only what it is given."""
+    hyps = beam_search(log_probs, beam_width, grammar)
+    if not hyps or hyps[0].complete:
+        return hyps[0].text if hyps else ""
+    for bonus in COMPLETION_BONUSES:
+        found = beam_search(log_probs, beam_width, grammar, token_bonus=bonus)
+        if found and found[0].complete:
+            return found[0].text
+    return hyps[0].text

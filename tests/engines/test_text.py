@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engines.text.charset import BLANK, CHARSET, SPACE, VOCAB_SIZE, decode, encode
-from engines.text.ctc import GRID_GRAMMAR, WordGrammar, beam_search, greedy_decode
+from engines.text.ctc import GRID_GRAMMAR, WordGrammar, beam_search, best_sentence, greedy_decode
 from engines.text.normalize import cardinal, normalize, ordinal
 
 
@@ -134,6 +134,19 @@ def test_grammar_ranks_complete_sentences_first_and_reports_incomplete_ones() ->
     two_slots = WordGrammar([("bin", "lay"), ("blue", "red")])
     best = beam_search(short, beam_width=8, grammar=two_slots)[0]
     assert best.complete and best.text == "bin blue"
+
+
+def test_best_sentence_completes_a_command_the_frames_barely_say() -> None:
+    text = "bin blue at f two now"
+    assert best_sentence(frames_for(text), 8, GRID_GRAMMAR) == text  # a clear reading stays as it is
+    # Frames that say "bin blue" and then only spaces, long enough to spell a whole sentence: the plain beam
+    # stops at the prefix, the completion gives a whole sentence that starts the same way.
+    faint = np.concatenate([frames_for("bin blue"), frames_for(" " * 40)])
+    assert not beam_search(faint, 8, GRID_GRAMMAR)[0].complete
+    sentence = best_sentence(faint, 8, GRID_GRAMMAR)
+    assert sentence in GRID_GRAMMAR and sentence.startswith("bin blue ")
+    # Too few frames for any whole sentence: the best prefix, as before.
+    assert best_sentence(frames_for("bin"), 8, GRID_GRAMMAR) == "bin"
 
 
 def test_word_grammar() -> None:
