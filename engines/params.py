@@ -37,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         flag = f"--{f.name.replace('_', '-')}"
+        # argparse %-formats help text: a literal "%" (our help quotes WERs) must be doubled
+        text = str(f.metadata.get("help", "")).replace("%", "%%")
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=f.metadata.get("help"))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
             continue
         parser.add_argument(flag, type=kind if kind in (int, float, str) else str, default=f.default,
-                            choices=f.metadata.get("choices"),
-                            help=f"{f.metadata.get('help', '')} (default: {f.default})")
+                            choices=f.metadata.get("choices"), help=f"{text} (default: {f.default})")
 
 
 def part(params: Any, cls: type) -> Any:
