@@ -285,8 +285,7 @@ class Synthesizer:
             times = None
             if start is not None:
                 times = self.schedule.timesteps(p.nfe, start=p.prior_t)
-                alpha_bar = float(self.schedule.alpha_bars[p.prior_t])
-                x = alpha_bar ** 0.5 * start + (1.0 - alpha_bar) ** 0.5 * x
+                x = self.schedule.q_sample(start, torch.tensor([float(p.prior_t)]), x)
             mask, values = known if known is not None else (None, None)
             mel = SAMPLERS[p.sampler](denoiser, x, self.schedule, p.nfe, fixed_mask=mask, fixed_values=values,
                                       generator=generator, clip_x0=True, timesteps=times)

@@ -56,7 +56,7 @@ class SynthModels:
             loaded["asr"] = checkpoint.load_ref(asr, "asr", device)
         if vocoder not in (None, GRIFFIN_LIM):
             loaded["vocoder"] = checkpoint.load_ref(vocoder, "vocoder", device)
-        if aligner is not None and prior is not None:
+        if aligner is not None:  # and so prior
             loaded["aligner"] = checkpoint.load_ref(aligner, "aligner", device)
             loaded["prior"] = checkpoint.load_ref(prior, "prior", device)
         pairs = {"melgen": ("lipreader", "identity"), "aligner": ("lipreader",),
