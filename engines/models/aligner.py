@@ -8,9 +8,12 @@ frozen reader's condition features ("reader": front end + GRU states, per 25-fps
                        → Linear H → S·C → (B, S·T, C) log-posteriors, S steps per video frame
 
 over C = engines.text.phones.N_CLASSES (silence + PHONES) at S × 25 Hz (100 Hz by default, the mel's rate).
-`align` force-aligns a text's phones to them (engines.text.phones.force_align). Trained on the corpora's
-true phone timelines (engines.train.recipes); the convolutions look `layers · (k − 1) / 2` frames ahead, so
-the aligner is an offline (whole-utterance) model.
+`align` force-aligns a text's phones to them (engines.text.phones.force_align); `log_likelihoods` scores
+candidate texts against them, which GRID-grammar decoding uses to re-rank the reader's whole sentences
+(engines.synth.engine: trained on frame-exact phone targets, the aligner tells look-alike letters and
+command words apart better than the reader's CTC head on unseen faces). Trained on the corpora's true phone
+timelines (engines.train.recipes); the convolutions look `layers · (k − 1) / 2` frames ahead, so the
+aligner is an offline (whole-utterance) model.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from engines.params import param
-from engines.text.phones import N_CLASSES, SILENCE, force_align, phone_sequence
+from engines.text.phones import N_CLASSES, SILENCE, force_align, phone_sequence, text_log_likelihood
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,13 @@ class PhoneAligner(nn.Module):
         h = torch.nn.functional.gelu(h).transpose(1, 2)
         b, t, _ = h.shape
         return self.out(h).reshape(b, t * c.steps_per_frame, c.classes).log_softmax(dim=-1)
+
+    def log_likelihoods(self, features: Tensor, texts: list[str]) -> list[float]:
+        """How well one clip's features (T, D) say each text: the log-posterior of its phones on their best
+        path (engines.text.phones.text_log_likelihood), −inf for a text too long for the clip."""
+        with torch.no_grad():
+            log_probs = self(features[None].float())[0].cpu().numpy()
+        return [text_log_likelihood(log_probs, text) for text in texts]
 
     def align(self, features: Tensor, text: str) -> np.ndarray:
         """Per-step phone classes (steps_per_frame · T,) of `text` spoken over one clip's features (T, D):

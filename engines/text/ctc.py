@@ -11,7 +11,7 @@ Log-probabilities may be a numpy array or a torch tensor (one utterance, not a b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,16 +181,26 @@ def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | Non
 COMPLETION_BONUSES = (1.0, 2.0, 4.0, 8.0)
 
 
-def best_sentence(log_probs: Any, beam_width: int, grammar: WordGrammar) -> str:
+def best_sentence(log_probs: Any, beam_width: int, grammar: WordGrammar,
+                  rescore: Callable[[list[str]], Sequence[float]] | None = None) -> str:
     """The grammar's likeliest whole sentence for the frames: the plain beam's best, or, where the frames
     say too little for any (a face the reader barely reads: mostly blank), the first whole sentence a
     growing `token_bonus` brings into the beam; the plain beam's best prefix if none does. A robot acts
-    on whole commands, and a mel prior speaks only what it is given."""
+    on whole commands, and a mel prior speaks only what it is given.
+
+    `rescore` gives each of the beam's whole sentences a log-score of a second view of the same frames
+    (a phone aligner's: engines.models.aligner), added to its CTC log-probability before they are ranked."""
     hyps = beam_search(log_probs, beam_width, grammar)
-    if not hyps or hyps[0].complete:
-        return hyps[0].text if hyps else ""
-    for bonus in COMPLETION_BONUSES:
-        found = beam_search(log_probs, beam_width, grammar, token_bonus=bonus)
-        if found and found[0].complete:
-            return found[0].text
-    return hyps[0].text
+    if hyps and not hyps[0].complete:
+        for bonus in COMPLETION_BONUSES:
+            found = beam_search(log_probs, beam_width, grammar, token_bonus=bonus)
+            if found and found[0].complete:
+                hyps = found
+                break
+    if not hyps:
+        return ""
+    whole = [h for h in hyps if h.complete]
+    if rescore is None or len(whole) < 2:
+        return hyps[0].text
+    extra = rescore([h.text for h in whole])
+    return max(zip(whole, extra, strict=True), key=lambda pair: pair[0].log_prob + pair[1])[0].text

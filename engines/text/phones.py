@@ -8,7 +8,8 @@ timeline (`timeline_labels`) speaks the same set.
 
 `force_align` times a text's phones against (steps, classes) log-posteriors (a phone aligner's over the
 lips): the monotonic path that visits every phone of `phone_sequence`, each for ≥ 1 step, with an optional
-silence before, between and after the words (Viterbi).
+silence before, between and after the words (Viterbi); `text_log_likelihood` is that path's log-posterior,
+which ranks candidate texts of the same steps.
 
 Rebuild the lexicon: `python -m engines.text.phones CORPUS [CORPUS ...]` (reads each manifest.jsonl).
 """
@@ -118,6 +119,14 @@ def force_align(log_probs: Any, classes: Sequence[int], optional: Sequence[bool]
         path[t] = classes[end]
         end = back[t, end]
     return path
+
+
+def text_log_likelihood(log_probs: Any, text: str) -> float:
+    """Log-posterior of `text`'s phones on their best path (force_align) through (N, C) log-posteriors:
+    how well the steps say the text; −inf when they are too few to say it."""
+    lp = np.asarray(log_probs, np.float64)
+    path = force_align(lp, *phone_sequence(text))
+    return -np.inf if path is None else float(lp[np.arange(len(path)), path].sum())
 
 
 def timeline_labels(phones: Iterable[Sequence[Any]], n_steps: int, steps_per_s: float = 100.0) -> np.ndarray:

@@ -620,11 +620,16 @@ def phone_timeline(clip: Any) -> list[Any]:
     return json.loads(meta.read_text())["phones"]
 
 
-def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOptions, train: Any,
-            ctx: Context) -> Recipe:
+def true_labels(clip: Any, n_steps: int, steps_per_frame: int) -> torch.Tensor:
+    """Per-step phone classes (n_steps,) of what the clip's audio says when (its corpus timeline)."""
     from engines.audio.mel import VIDEO_FPS
     from engines.text.phones import timeline_labels
 
+    return torch.from_numpy(timeline_labels(phone_timeline(clip), n_steps, steps_per_frame * VIDEO_FPS))
+
+
+def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOptions, train: Any,
+            ctx: Context) -> Recipe:
     reader = load_frozen(options.lipreader, "lipreader")
     if reader.condition_dim(options.features) != config.feature_dim:
         raise RecipeError(f"the lip reader's {options.features!r} features have "
@@ -633,12 +638,10 @@ def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOp
 
     def prepared(split: str, limit: int, variants: int) -> tuple[Any, ConditionCache, dict[str, Any]]:
         samples = load_samples(data, split, limit, ctx)
-        timelines = {clip.id: phone_timeline(clip) for clip in samples.clips}
         feats = ConditionCache(samples, reader, None, options.features, ctx.main, variants, options.augment,
                                train.seed)
-        labels = {clip: torch.from_numpy(timeline_labels(timeline, steps * feats.conds[clip].shape[1],
-                                                         steps * VIDEO_FPS))
-                  for clip, timeline in timelines.items()}
+        labels = {clip.id: true_labels(clip, steps * feats.conds[clip.id].shape[1], steps)
+                  for clip in samples.clips}
         return samples, feats, labels
 
     samples, feats, labels = prepared(data.split, data.limit, options.condition_variants)
@@ -693,6 +696,10 @@ class PriorOptions:
     identity: str = param("identity", "trained identity encoder (checkpoint path or shipped name)")
     features: str = param("reader", "the lip-reader features the aligner was trained on",
                           choices=("visual", "reader"))
+    timing: str = param("aligner", "the phone timing it learns to speak: the aligner's, of each transcript "
+                                   "on the clip's lips (as the prior is timed when it speaks), or the "
+                                   "corpus's true timeline (mel targets exactly in step with their phones)",
+                        choices=("aligner", "truth"))
 
 
 def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOptions, train: Any,
@@ -712,13 +719,18 @@ def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOption
         """Per clip: the aligner's timing of its transcript, and its identity embedding."""
         samples = load_samples(data, split, limit, ctx)
         conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main).conds
-        texts = {clip.id: clip.text or "" for clip in samples.clips}
-        labels = {clip: torch.from_numpy(phone_aligner.align(cond[0, :, :feature_dim].float(), texts[clip]))
-                  for clip, cond in conds.items()}
+        if options.timing == "truth":
+            labels = {clip.id: true_labels(clip, steps * conds[clip.id].shape[1], steps)
+                      for clip in samples.clips}
+        else:
+            texts = {clip.id: clip.text or "" for clip in samples.clips}
+            labels = {clip: torch.from_numpy(phone_aligner.align(cond[0, :, :feature_dim].float(),
+                                                                 texts[clip]))
+                      for clip, cond in conds.items()}
         return samples, labels, {clip: cond[0, 0, feature_dim:].float() for clip, cond in conds.items()}
 
-    samples, labels, identities = prepared(data.split, data.limit)
     steps = phone_aligner.config.steps_per_frame
+    samples, labels, identities = prepared(data.split, data.limit)
 
     def l1(batch: dict[str, Any], model: nn.Module, labels: dict[str, torch.Tensor],
            identities: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -744,7 +756,7 @@ def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOption
                                                for batch in batches(val, train.batch_size, ctx.device)]))}
 
     summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "aligner": options.aligner,
-               "identity": options.identity, "features": options.features,
+               "identity": options.identity, "features": options.features, "timing": options.timing,
                "lipreader_digest": checkpoint.weights_digest(reader),
                "aligner_digest": checkpoint.weights_digest(phone_aligner),
                "identity_digest": checkpoint.weights_digest(identity_encoder)}
@@ -760,6 +772,12 @@ class VocoderOptions:
     segment_frames: int = param(32, "mel frames per training segment (32 = 5120 samples, as HiFi-GAN's)")
     stft_weight: float = param(1.0, "weight of the multi-resolution STFT loss")
     mel_weight: float = param(1.0, "weight of the log-mel L1 loss")
+    prior: str = param("", "a trained mel prior (checkpoint path or shipped name): voice its mel of each "
+                           "clip, spoken on the clip's true phone timeline with the clip's identity "
+                           "embedding, instead of the audio's own mel (fine-tune a trained vocoder with "
+                           "init_from): the prior's mel is smoother than speech's, and a vocoder that has "
+                           "only heard real mel voices it blurred")
+    identity: str = param("identity", "the identity encoder the prior was trained with (with `prior`)")
 
 
 class AudioSegments(Dataset):
@@ -791,6 +809,64 @@ class AudioSegments(Dataset):
         return {"wav": torch.from_numpy(out)}
 
 
+class PriorSegments(Dataset):
+    """Segments of the clips' reference audio that start on a mel frame, each with the mel prior's mel over
+    the same frames (`mels`: clip id → (80, F), the audio's own mel frames); drawn as AudioSegments'."""
+
+    def __init__(self, clips: Sequence[Any], mels: dict[str, torch.Tensor], frames: int,
+                 seed: int | None) -> None:
+        self.clips, self.mels, self.frames, self.seed, self.epoch = list(clips), mels, frames, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from engines.audio.mel import MELS_PER_FRAME, fit_to_frames, peak_normalise
+        from engines.audio.torch_mel import HOP
+        from engines.clipsets import read_audio
+
+        clip = self.clips[index]
+        prior_mel = self.mels[clip.id].float()
+        # the audio as the feature cache cut it for the clip's mel (engines.data.loaders.audio_features)
+        audio = fit_to_frames(peak_normalise(read_audio(clip.audio)), prior_mel.shape[1] // MELS_PER_FRAME)
+        spare = prior_mel.shape[1] - self.frames
+        start = 0
+        if spare > 0 and self.seed is not None:
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+            start = int(rng.integers(0, spare + 1))
+        wav = np.zeros(self.frames * HOP, np.float32)
+        part = audio[start * HOP:(start + self.frames) * HOP]
+        wav[:len(part)] = part
+        mel = torch.full((prior_mel.shape[0], self.frames), -1.0)
+        seg = prior_mel[:, start:start + self.frames]
+        mel[:, :seg.shape[1]] = seg
+        return {"wav": torch.from_numpy(wav), "mel": mel}
+
+
+def prior_mels(samples: Any, prior_ref: str, identity_ref: str) -> dict[str, torch.Tensor]:
+    """The mel prior's mel (80, F) of every clip of `samples`, spoken on its true phone timeline with its
+    own identity embedding."""
+    from tqdm import tqdm
+
+    from engines.audio.mel import MELS_PER_FRAME
+    from engines.data.loaders import TorchSamples
+
+    mel_prior = load_frozen(prior_ref, "prior")
+    identity_encoder = load_frozen(identity_ref, "identity")
+    items = TorchSamples(samples, window=0)
+    clips = {clip.id: clip for clip in samples.clips}
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for i in tqdm(range(len(items)), unit="clip", desc="prior mels"):
+            it = items[i]
+            labels = true_labels(clips[it["id"]], it["mel"].shape[1], MELS_PER_FRAME)
+            out[it["id"]] = mel_prior(labels[None], identity_encoder(it["face"][None]))[0].half()
+    return out
+
+
 def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOptions, train: Any,
             ctx: Context) -> Recipe:
     from engines.audio.torch_mel import HOP, LogMel, normalize
@@ -805,7 +881,7 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
     def losses(batch: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
         wav = batch["wav"]
         logmel.to(wav.device)
-        mel = normalize(logmel(wav)[..., :options.segment_frames])
+        mel = batch["mel"] if "mel" in batch else normalize(logmel(wav)[..., :options.segment_frames])
         return vocoder_losses(model(mel), wav, logmel, stft_weight=options.stft_weight,
                               mel_weight=options.mel_weight)
 
@@ -818,14 +894,21 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
                                                            torch.utils.data.default_collate)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
-    clips = list_clips(source_of(data), data.layout, split_name(data.split), data.limit or None)
-    val = None
-    if data.val_split:
-        val_clips = list_clips(source_of(data), data.layout, split_name(data.val_split),
-                               data.val_limit or None)
-        val = AudioSegments(val_clips, n, None)
-    return Recipe(model, config, loss_fn, AudioSegments(clips, n, train.seed),
-                  summarize(data, clips), None, validate if val is not None else None)
+    def segments(split: str, limit: int, seed: int | None) -> tuple[Sequence[Any], Dataset]:
+        if not options.prior:
+            clips = list_clips(source_of(data), data.layout, split_name(split), limit or None)
+            return clips, AudioSegments(clips, n, seed)
+        samples = load_samples(data, split, limit, ctx)
+        mels = prior_mels(samples, options.prior, options.identity)
+        return samples.clips, PriorSegments(samples.clips, mels, options.segment_frames, seed)
+
+    clips, dataset = segments(data.split, data.limit, train.seed)
+    val = segments(data.val_split, data.val_limit, None)[1] if data.val_split else None
+    summary = summarize(data, clips)
+    if options.prior:
+        summary.update(prior=options.prior, identity=options.identity,
+                       prior_digest=checkpoint.weights_digest(load_frozen(options.prior, "prior")))
+    return Recipe(model, config, loss_fn, dataset, summary, None, validate if val is not None else None)
 
 
 RECIPES: dict[str, Spec] = {

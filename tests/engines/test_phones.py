@@ -21,6 +21,7 @@ from engines.text.phones import (
     SILENCE,
     force_align,
     phone_sequence,
+    text_log_likelihood,
     timeline_labels,
     us1_symbol,
     word_phones,
@@ -96,6 +97,15 @@ def test_force_align_follows_the_posteriors_and_skips_unspoken_silences() -> Non
     assert force_align(posteriors([0, b]), classes, optional) is None  # too few steps for three phones
 
 
+def test_text_log_likelihood_prefers_the_text_the_steps_say() -> None:
+    b, i, n = cls("b"), cls("I"), cls("n")
+    said = posteriors([0, 0, b, b, i, i, i, n, n, n])
+    assert text_log_likelihood(said, "bin") > text_log_likelihood(said, "in")
+    assert text_log_likelihood(said, "bin") > text_log_likelihood(said, "b")  # the letter: b i
+    assert text_log_likelihood(said, "bin") == pytest.approx(10 * np.log(0.9))  # every step on its class
+    assert text_log_likelihood(said[:2], "bin") == -np.inf  # too few steps to say it
+
+
 def test_the_aligner_gives_steps_per_frame_posteriors_and_aligns_text() -> None:
     config = PhoneAlignerConfig(feature_dim=12, hidden=16, layers=1)
     aligner = PhoneAligner(config).eval()
@@ -109,6 +119,10 @@ def test_the_aligner_gives_steps_per_frame_posteriors_and_aligns_text() -> None:
     assert spoken == [cls("b"), cls("I"), cls("n")]
     assert (aligner.align(features[0, :0], "bin") == SILENCE).all()
     assert (aligner.align(features[0], "") == SILENCE).all()
+    with torch.no_grad():
+        log_probs = aligner(features[:1])[0].numpy()
+    assert aligner.log_likelihoods(features[0], ["bin", "lay"]) == pytest.approx(
+        [text_log_likelihood(log_probs, "bin"), text_log_likelihood(log_probs, "lay")])
     with pytest.raises(ValueError):
         PhoneAlignerConfig(kernel_size=4)
 

@@ -31,8 +31,9 @@ from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
 from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
 from engines.synth.models import ModelMismatch, SynthModels
-from engines.text.ctc import GRID_GRAMMAR
+from engines.text.ctc import GRID_GRAMMAR, beam_search
 from engines.train import checkpoint
+from tests.engines.test_text import frames_for
 from tests.helpers import REPO, SHARED
 
 # roi_pool 4 and two stages leave a 6×6 map: ONNX export needs it to be a multiple of the 3×3 pool
@@ -328,6 +329,25 @@ def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
     refined = Synthesizer(phones, SynthParams(prior_mode="refine", nfe=2)).synthesize(clip)
     assert np.isfinite(refined.wav).all() and not np.allclose(refined.wav, off.wav)
     assert set(refined.seconds) >= {"prior", "mel"} and "mel" not in spoken.seconds
+
+
+def test_grid_decoding_re_ranks_whole_sentences_by_the_aligners_phones(
+        tiny: dict[str, str], tiny_phones: dict[str, str]) -> None:
+    phones = SynthModels.load(**tiny, **tiny_phones)
+    log_probs = torch.from_numpy(frames_for("bin blue at f two now")).float()
+    features = torch.randn(1, len(log_probs), 32, generator=torch.Generator().manual_seed(0))
+    whole = [h.text for h in beam_search(log_probs, 16, GRID_GRAMMAR) if h.complete]
+    scores = phones.aligner.log_likelihoods(features[0], whole)
+    by_phones = whole[int(np.argmax(scores))]
+    assert by_phones != whole[0]  # else the test shows nothing
+    # a huge weight: the aligner alone ranks the beam's whole sentences
+    assert Synthesizer(phones, SynthParams(decode="grid", phone_weight=1e6)).decode(log_probs, features) \
+        == by_phones
+    for params, given in ((SynthParams(decode="grid", phone_weight=0), features),
+                          (SynthParams(decode="grid", phone_weight=1e6), None)):  # streaming: no features
+        assert Synthesizer(phones, params).decode(log_probs, given) == whole[0]
+    with pytest.raises(ValueError, match="phone_weight"):
+        SynthParams(phone_weight=-1)
 
 
 def test_an_aligner_or_prior_trained_on_other_weights_is_refused(

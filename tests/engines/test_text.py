@@ -149,6 +149,25 @@ def test_best_sentence_completes_a_command_the_frames_barely_say() -> None:
     assert best_sentence(frames_for("bin"), 8, GRID_GRAMMAR) == "bin"
 
 
+def test_best_sentence_lets_a_second_view_re_rank_its_whole_sentences() -> None:
+    text = "bin blue at f two now"
+    frames = frames_for(text)
+    whole = [h.text for h in beam_search(frames, 8, GRID_GRAMMAR) if h.complete]
+    assert whole[0] == text and len(whole) > 1
+    runner_up = whole[1]
+    calls = []
+
+    def favour(texts: list[str]) -> list[float]:
+        calls.append(texts)
+        return [50.0 if t == runner_up else 0.0 for t in texts]
+
+    assert best_sentence(frames, 8, GRID_GRAMMAR, favour) == runner_up
+    assert calls == [whole]  # only whole sentences are scored
+    assert best_sentence(frames, 8, GRID_GRAMMAR, lambda texts: [0.0] * len(texts)) == text
+    assert best_sentence(frames, 8, GRID_GRAMMAR, lambda texts: [-np.inf] * len(texts)) == text
+    assert best_sentence(frames_for("bin"), 8, GRID_GRAMMAR, favour) == "bin"  # no whole sentence to rank
+
+
 def test_word_grammar() -> None:
     assert "set white with z zero soon" in GRID_GRAMMAR
     assert "set white with w zero soon" not in GRID_GRAMMAR  # no w in GRID's letter slot

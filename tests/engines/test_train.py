@@ -430,6 +430,47 @@ def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_
     mel = prior(torch.zeros(1, 12, dtype=torch.long), torch.zeros(1, 128))
     assert mel.shape == (1, 80, 12) and mel.abs().max() <= 1.0
 
+    # Or on the clips' true timelines; and a vocoder fine-tuned to voice that prior's mel.
+    truth_run = tmp_path / "runs" / "prior-truth"
+    config = smoke_config(tmp_path, "prior", aligner=str(run / "latest.pt"), timing="truth")
+    assert main_train(["prior", "--config", str(config), "--data", str(data.parent), "--out", str(truth_run),
+                       "--device", "cpu", "--no-progress"]) == 0
+    assert checkpoint.read(truth_run / "latest.pt")["data"]["timing"] == "truth"
+    vocoder_run = tmp_path / "runs" / "vocoder"
+    config = smoke_config(tmp_path, "vocoder", prior=str(truth_run / "latest.pt"))
+    assert main_train(["vocoder", "--config", str(config), "--data", str(data.parent), "--out",
+                       str(vocoder_run), "--device", "cpu", "--no-progress"]) == 0
+    raw = checkpoint.read(vocoder_run / "latest.pt")
+    assert raw["data"]["prior"] == str(truth_run / "latest.pt")
+    truth_prior = checkpoint.load(truth_run / "latest.pt").model
+    assert raw["data"]["prior_digest"] == checkpoint.weights_digest(truth_prior)
+    assert math.isfinite(raw["metrics"]["train_loss"]) and math.isfinite(raw["metrics"]["val_total"])
+
+
+def test_prior_segments_pair_each_audio_segment_with_the_prior_mel_of_the_same_frames(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from engines.audio.mel import PEAK
+    from engines.audio.torch_mel import HOP
+
+    audio = np.linspace(-1.0, 1.0, 8 * 4 * HOP, dtype=np.float32)  # 8 video frames: 32 mel frames
+    sf.write(tmp_path / "a.wav", audio, 16000)
+    clip = argparse.Namespace(id="a", audio=tmp_path / "a.wav")
+    mel = torch.arange(80 * 32, dtype=torch.float32).reshape(80, 32) / 5000
+    starts = set()
+    for seed in range(6):
+        item = recipes.PriorSegments([clip], {"a": mel}, 10, seed)[0]
+        start = round(float(item["mel"][0, 0]) * 5000)  # the mel's first column says where it starts
+        starts.add(start)
+        torch.testing.assert_close(item["mel"], mel[:, start:start + 10])
+        segment = audio[start * HOP:(start + 10) * HOP] * PEAK  # peak-normalised, as the cache's mel
+        np.testing.assert_allclose(item["wav"].numpy(), segment, atol=1e-4)
+    assert len(starts) > 1
+    item = recipes.PriorSegments([clip], {"a": mel}, 40, None)[0]  # longer than the clip: padded
+    torch.testing.assert_close(item["mel"][:, :32], mel)
+    assert (item["mel"][:, 32:] == -1).all() and (item["wav"][32 * HOP:] == 0).all()
+
 
 if __name__ == "__main__":
     from tests.engines.test_train import worker as _worker  # classes named by module, not __main__
