@@ -697,39 +697,60 @@ class PriorOptions:
     features: str = param("reader", "the lip-reader features the aligner was trained on",
                           choices=("visual", "reader"))
     timing: str = param("aligner", "the phone timing it learns to speak: the aligner's, of each transcript "
-                                   "on the clip's lips (as the prior is timed when it speaks), or the "
-                                   "corpus's true timeline (mel targets exactly in step with their phones)",
+                                   "on the clip's lips (as the prior is timed when it speaks; the prior is "
+                                   "then tied to that aligner), or the corpus's true timeline (mel targets "
+                                   "exactly in step with their phones; no aligner needed)",
                         choices=("aligner", "truth"))
+
+
+def clip_identities(samples: Any, identity_encoder: nn.Module) -> dict[str, tuple[torch.Tensor, int]]:
+    """Per clip: its identity embedding (E,) and its length in mel frames."""
+    from tqdm import tqdm
+
+    from engines.data.loaders import TorchSamples
+
+    items = TorchSamples(samples, window=0)
+    out = {}
+    with torch.no_grad():
+        for i in tqdm(range(len(items)), unit="clip", desc="identities"):
+            it = items[i]
+            out[it["id"]] = (identity_encoder(it["face"][None])[0], it["mel"].shape[1])
+    return out
 
 
 def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOptions, train: Any,
           ctx: Context) -> Recipe:
-    reader = load_frozen(options.lipreader, "lipreader")
-    phone_aligner = load_frozen(options.aligner, "aligner")
+    from engines.audio.mel import MELS_PER_FRAME
+    from engines.text.phones import N_CLASSES
+
     identity_encoder = load_frozen(options.identity, "identity")
     if identity_encoder.config.embed_dim != config.identity_dim:
         raise RecipeError(f"the identity embedding has {identity_encoder.config.embed_dim} values; set "
                           "model.identity_dim")
-    if phone_aligner.config.classes != config.classes:
-        raise RecipeError(f"the aligner knows {phone_aligner.config.classes} phone classes, the prior "
-                          f"{config.classes}")
-    feature_dim = reader.condition_dim(options.features)
+    # On true timelines the prior depends on no aligner (any aligner may time it when it speaks).
+    timed = options.timing == "aligner"
+    reader = load_frozen(options.lipreader, "lipreader") if timed else None
+    phone_aligner = load_frozen(options.aligner, "aligner") if timed else None
+    classes = phone_aligner.config.classes if phone_aligner is not None else N_CLASSES
+    if classes != config.classes:
+        raise RecipeError(f"the aligner knows {classes} phone classes, the prior {config.classes}")
+    steps = phone_aligner.config.steps_per_frame if phone_aligner is not None else MELS_PER_FRAME
 
     def prepared(split: str, limit: int) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Per clip: the aligner's timing of its transcript, and its identity embedding."""
+        """Per clip: its phone timing (the aligner's of its transcript, or the true one) and its identity
+        embedding."""
         samples = load_samples(data, split, limit, ctx)
+        if phone_aligner is None:
+            known = clip_identities(samples, identity_encoder)
+            labels = {clip.id: true_labels(clip, known[clip.id][1], steps) for clip in samples.clips}
+            return samples, labels, {clip: identity for clip, (identity, _) in known.items()}
+        feature_dim = reader.condition_dim(options.features)
         conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main).conds
-        if options.timing == "truth":
-            labels = {clip.id: true_labels(clip, steps * conds[clip.id].shape[1], steps)
-                      for clip in samples.clips}
-        else:
-            texts = {clip.id: clip.text or "" for clip in samples.clips}
-            labels = {clip: torch.from_numpy(phone_aligner.align(cond[0, :, :feature_dim].float(),
-                                                                 texts[clip]))
-                      for clip, cond in conds.items()}
+        texts = {clip.id: clip.text or "" for clip in samples.clips}
+        labels = {clip: torch.from_numpy(phone_aligner.align(cond[0, :, :feature_dim].float(), texts[clip]))
+                  for clip, cond in conds.items()}
         return samples, labels, {clip: cond[0, 0, feature_dim:].float() for clip, cond in conds.items()}
 
-    steps = phone_aligner.config.steps_per_frame
     samples, labels, identities = prepared(data.split, data.limit)
 
     def l1(batch: dict[str, Any], model: nn.Module, labels: dict[str, torch.Tensor],
@@ -755,11 +776,12 @@ def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOption
                 return {"loss": float(np.mean([l1(batch, model, val_labels, val_identities).item()
                                                for batch in batches(val, train.batch_size, ctx.device)]))}
 
-    summary = {**summarize(data, samples.clips), "lipreader": options.lipreader, "aligner": options.aligner,
-               "identity": options.identity, "features": options.features, "timing": options.timing,
-               "lipreader_digest": checkpoint.weights_digest(reader),
-               "aligner_digest": checkpoint.weights_digest(phone_aligner),
+    summary = {**summarize(data, samples.clips), "timing": options.timing, "identity": options.identity,
                "identity_digest": checkpoint.weights_digest(identity_encoder)}
+    if timed:
+        summary.update(lipreader=options.lipreader, aligner=options.aligner, features=options.features,
+                       lipreader_digest=checkpoint.weights_digest(reader),
+                       aligner_digest=checkpoint.weights_digest(phone_aligner))
     return Recipe(model, config, loss_fn, Windows(samples, data.window, train.seed), summary, collate,
                   validate)
 
@@ -849,21 +871,16 @@ class PriorSegments(Dataset):
 def prior_mels(samples: Any, prior_ref: str, identity_ref: str) -> dict[str, torch.Tensor]:
     """The mel prior's mel (80, F) of every clip of `samples`, spoken on its true phone timeline with its
     own identity embedding."""
-    from tqdm import tqdm
-
     from engines.audio.mel import MELS_PER_FRAME
-    from engines.data.loaders import TorchSamples
 
     mel_prior = load_frozen(prior_ref, "prior")
-    identity_encoder = load_frozen(identity_ref, "identity")
-    items = TorchSamples(samples, window=0)
-    clips = {clip.id: clip for clip in samples.clips}
+    known = clip_identities(samples, load_frozen(identity_ref, "identity"))
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for i in tqdm(range(len(items)), unit="clip", desc="prior mels"):
-            it = items[i]
-            labels = true_labels(clips[it["id"]], it["mel"].shape[1], MELS_PER_FRAME)
-            out[it["id"]] = mel_prior(labels[None], identity_encoder(it["face"][None]))[0].half()
+        for clip in samples.clips:
+            identity, frames = known[clip.id]
+            labels = true_labels(clip, frames, MELS_PER_FRAME)
+            out[clip.id] = mel_prior(labels[None], identity[None])[0].half()
     return out
 
 

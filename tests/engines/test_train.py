@@ -430,12 +430,13 @@ def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_
     mel = prior(torch.zeros(1, 12, dtype=torch.long), torch.zeros(1, 128))
     assert mel.shape == (1, 80, 12) and mel.abs().max() <= 1.0
 
-    # Or on the clips' true timelines; and a vocoder fine-tuned to voice that prior's mel.
+    # Or on the clips' true timelines, needing no aligner; and a vocoder fine-tuned to voice its mel.
     truth_run = tmp_path / "runs" / "prior-truth"
     config = smoke_config(tmp_path, "prior", aligner=str(run / "latest.pt"), timing="truth")
     assert main_train(["prior", "--config", str(config), "--data", str(data.parent), "--out", str(truth_run),
                        "--device", "cpu", "--no-progress"]) == 0
-    assert checkpoint.read(truth_run / "latest.pt")["data"]["timing"] == "truth"
+    truth_data = checkpoint.read(truth_run / "latest.pt")["data"]
+    assert truth_data["timing"] == "truth" and "aligner_digest" not in truth_data  # tied to no aligner
     vocoder_run = tmp_path / "runs" / "vocoder"
     config = smoke_config(tmp_path, "vocoder", prior=str(truth_run / "latest.pt"))
     assert main_train(["vocoder", "--config", str(config), "--data", str(data.parent), "--out",
