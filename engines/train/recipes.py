@@ -800,6 +800,9 @@ class VocoderOptions:
                            "init_from): the prior's mel is smoother than speech's, and a vocoder that has "
                            "only heard real mel voices it blurred")
     identity: str = param("identity", "the identity encoder the prior was trained with (with `prior`)")
+    prior_fraction: float = param(1.0, "with `prior`: the share of training segments whose input is the "
+                                       "prior's mel; the others keep their audio's own mel, so one vocoder "
+                                       "voices both the prior's mel and MelGen's speech-like mel")
 
 
 class AudioSegments(Dataset):
@@ -833,11 +836,14 @@ class AudioSegments(Dataset):
 
 class PriorSegments(Dataset):
     """Segments of the clips' reference audio that start on a mel frame, each with the mel prior's mel over
-    the same frames (`mels`: clip id → (80, F), the audio's own mel frames); drawn as AudioSegments'."""
+    the same frames (`mels`: clip id → (80, F), the audio's own mel frames) and whether the vocoder is to
+    hear it (`prior`, drawn with probability `fraction`; else the audio's own mel); drawn as AudioSegments'
+    are."""
 
     def __init__(self, clips: Sequence[Any], mels: dict[str, torch.Tensor], frames: int,
-                 seed: int | None) -> None:
+                 seed: int | None, fraction: float = 1.0) -> None:
         self.clips, self.mels, self.frames, self.seed, self.epoch = list(clips), mels, frames, seed, 0
+        self.fraction = fraction
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -855,17 +861,18 @@ class PriorSegments(Dataset):
         # the audio as the feature cache cut it for the clip's mel (engines.data.loaders.audio_features)
         audio = fit_to_frames(peak_normalise(read_audio(clip.audio)), prior_mel.shape[1] // MELS_PER_FRAME)
         spare = prior_mel.shape[1] - self.frames
-        start = 0
-        if spare > 0 and self.seed is not None:
+        start, use_prior = 0, True
+        if self.seed is not None:
             rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
-            start = int(rng.integers(0, spare + 1))
+            start = int(rng.integers(0, spare + 1)) if spare > 0 else 0
+            use_prior = bool(rng.uniform() < self.fraction)
         wav = np.zeros(self.frames * HOP, np.float32)
         part = audio[start * HOP:(start + self.frames) * HOP]
         wav[:len(part)] = part
         mel = torch.full((prior_mel.shape[0], self.frames), -1.0)
         seg = prior_mel[:, start:start + self.frames]
         mel[:, :seg.shape[1]] = seg
-        return {"wav": torch.from_numpy(wav), "mel": mel}
+        return {"wav": torch.from_numpy(wav), "mel": mel, "prior": torch.tensor(use_prior)}
 
 
 def prior_mels(samples: Any, prior_ref: str, identity_ref: str) -> dict[str, torch.Tensor]:
@@ -892,13 +899,17 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
 
     if not data.source:
         raise RecipeError("no training data: give --data DIR (or data.source in the config)")
+    if not 0 < options.prior_fraction <= 1:
+        raise RecipeError(f"prior_fraction must be in (0, 1], got {options.prior_fraction}")
     logmel = LogMel()
     n = options.segment_frames * HOP
 
     def losses(batch: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
         wav = batch["wav"]
         logmel.to(wav.device)
-        mel = batch["mel"] if "mel" in batch else normalize(logmel(wav)[..., :options.segment_frames])
+        mel = normalize(logmel(wav)[..., :options.segment_frames])
+        if "prior" in batch:
+            mel = torch.where(batch["prior"][:, None, None], batch["mel"].to(mel.device), mel)
         return vocoder_losses(model(mel), wav, logmel, stft_weight=options.stft_weight,
                               mel_weight=options.mel_weight)
 
@@ -917,13 +928,14 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
             return clips, AudioSegments(clips, n, seed)
         samples = load_samples(data, split, limit, ctx)
         mels = prior_mels(samples, options.prior, options.identity)
-        return samples.clips, PriorSegments(samples.clips, mels, options.segment_frames, seed)
+        fraction = options.prior_fraction if seed is not None else 1.0  # validation: the prior's mel
+        return samples.clips, PriorSegments(samples.clips, mels, options.segment_frames, seed, fraction)
 
     clips, dataset = segments(data.split, data.limit, train.seed)
     val = segments(data.val_split, data.val_limit, None)[1] if data.val_split else None
     summary = summarize(data, clips)
     if options.prior:
-        summary.update(prior=options.prior, identity=options.identity,
+        summary.update(prior=options.prior, identity=options.identity, prior_fraction=options.prior_fraction,
                        prior_digest=checkpoint.weights_digest(load_frozen(options.prior, "prior")))
     return Recipe(model, config, loss_fn, dataset, summary, None, validate if val is not None else None)
 

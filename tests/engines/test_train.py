@@ -438,7 +438,7 @@ def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_
     truth_data = checkpoint.read(truth_run / "latest.pt")["data"]
     assert truth_data["timing"] == "truth" and "aligner_digest" not in truth_data  # tied to no aligner
     vocoder_run = tmp_path / "runs" / "vocoder"
-    config = smoke_config(tmp_path, "vocoder", prior=str(truth_run / "latest.pt"))
+    config = smoke_config(tmp_path, "vocoder", prior=str(truth_run / "latest.pt"), prior_fraction=0.5)
     assert main_train(["vocoder", "--config", str(config), "--data", str(data.parent), "--out",
                        str(vocoder_run), "--device", "cpu", "--no-progress"]) == 0
     raw = checkpoint.read(vocoder_run / "latest.pt")
@@ -468,6 +468,9 @@ def test_prior_segments_pair_each_audio_segment_with_the_prior_mel_of_the_same_f
         segment = audio[start * HOP:(start + 10) * HOP] * PEAK  # peak-normalised, as the cache's mel
         np.testing.assert_allclose(item["wav"].numpy(), segment, atol=1e-4)
     assert len(starts) > 1
+    assert item["prior"]  # every segment hears the prior's mel by default
+    heard = {bool(recipes.PriorSegments([clip], {"a": mel}, 10, seed, 0.5)[0]["prior"]) for seed in range(20)}
+    assert heard == {True, False}  # half of them the audio's own
     item = recipes.PriorSegments([clip], {"a": mel}, 40, None)[0]  # longer than the clip: padded
     torch.testing.assert_close(item["mel"][:, :32], mel)
     assert (item["mel"][:, 32:] == -1).all() and (item["wav"][32 * HOP:] == 0).all()
