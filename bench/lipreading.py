@@ -41,6 +41,7 @@ from engines.eval.stats import paired_ratio_ci
 from engines.models.lipreader import condition_features
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_decode
+from engines.text.phones import phone_rescorer
 from engines.train.augment import move_onset
 from engines.train.checkpoint import load_ref
 from engines.train.recipes import edit_distance
@@ -99,11 +100,8 @@ def main() -> int:
                                            GRID_GRAMMAR)
                     paired[(lead, "against")].append(pair(hyps["grid"], theirs, ref))
             if kind == "grid" and aligner is not None:
-                features = condition_features(out, "reader")[0]
-
-                def rescore(texts: list[str], features: torch.Tensor = features) -> list[float]:
-                    return [args.phone_weight * s for s in aligner.log_likelihoods(features, texts)]
-
+                phones = aligner.posteriors(condition_features(out, "reader")[0])
+                rescore = phone_rescorer(phones, args.phone_weight)
                 hyps["phones"] = best_sentence(log_probs, args.beam, GRID_GRAMMAR, rescore)
                 if "grid" in hyps:
                     paired[(lead, "phones")].append(pair(hyps["phones"], hyps["grid"], ref))

@@ -8,7 +8,7 @@ frozen reader's condition features ("reader": front end + GRU states, per 25-fps
                        → Linear H → S·C → (B, S·T, C) log-posteriors, S steps per video frame
 
 over C = engines.text.phones.N_CLASSES (silence + PHONES) at S × 25 Hz (100 Hz by default, the mel's rate).
-`align` force-aligns a text's phones to them (engines.text.phones.force_align); `log_likelihoods` scores
+`align` force-aligns a text's phones to them (engines.text.phones.align_text); phone_rescorer scores
 candidate texts against them, which GRID-grammar decoding uses to re-rank the reader's whole sentences
 (engines.synth.engine: trained on frame-exact phone targets, the aligner tells look-alike letters and
 command words apart better than the reader's CTC head on unseen faces). Trained on the corpora's true phone
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from engines.params import param
-from engines.text.phones import N_CLASSES, SILENCE, force_align, phone_sequence, text_log_likelihood
+from engines.text.phones import N_CLASSES, align_text
 
 
 @dataclass(frozen=True)
@@ -63,20 +63,15 @@ class PhoneAligner(nn.Module):
         b, t, _ = h.shape
         return self.out(h).reshape(b, t * c.steps_per_frame, c.classes).log_softmax(dim=-1)
 
-    def log_likelihoods(self, features: Tensor, texts: list[str]) -> list[float]:
-        """How well one clip's features (T, D) say each text: the log-posterior of its phones on their best
-        path (engines.text.phones.text_log_likelihood), −inf for a text too long for the clip."""
+    def posteriors(self, features: Tensor) -> np.ndarray:
+        """Log-posteriors (steps_per_frame · T, classes) of one clip's features (T, D), as numpy: what
+        engines.text.phones.align_text times a text on and phone_rescorer ranks texts by."""
+        if features.shape[0] == 0:
+            return np.zeros((0, self.config.classes), np.float32)
         with torch.no_grad():
-            log_probs = self(features[None].float())[0].cpu().numpy()
-        return [text_log_likelihood(log_probs, text) for text in texts]
+            return self(features[None].float())[0].cpu().numpy()
 
     def align(self, features: Tensor, text: str) -> np.ndarray:
         """Per-step phone classes (steps_per_frame · T,) of `text` spoken over one clip's features (T, D):
         all silence when the text has no phones or the clip is too short to say them."""
-        if features.shape[0] == 0:
-            return np.zeros(0, np.int64)
-        with torch.no_grad():
-            log_probs = self(features[None].float())[0].cpu().numpy()
-        classes, optional = phone_sequence(text)
-        path = force_align(log_probs, classes, optional) if len(classes) > 1 else None
-        return path if path is not None else np.full(log_probs.shape[0], SILENCE, np.int64)
+        return align_text(self.posteriors(features), text)

@@ -42,6 +42,7 @@ from engines.params import param
 from engines.synth.models import SynthModels
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_decode
+from engines.text.phones import align_text, phone_rescorer
 
 log = logging.getLogger(__name__)
 
@@ -257,18 +258,28 @@ class Synthesizer:
             face = torch.from_numpy(np.ascontiguousarray(face_crop)).to(self.device).permute(2, 0, 1)
             return self.models.identity(face[None].float() / 255.0)
 
-    def decode(self, log_probs: Tensor, features: Tensor | None = None) -> str:
-        """The lip-read text of CTC log-probabilities (T, V); with the whole utterance's reader features
-        (1, T, D) and a phone aligner, GRID-grammar decoding re-ranks its whole sentences by their phones."""
+    def phone_posteriors(self, reading: Reading) -> np.ndarray | None:
+        """The phone aligner's log-posteriors (4T, C) of a whole utterance's reading, computed once for both
+        their uses (re-ranking GRID-grammar text, timing the text the prior speaks); None without an aligner
+        or when neither use is on."""
+        p, aligner = self.params, self.models.aligner
+        ranks = p.decode == "grid" and p.phone_weight > 0
+        if aligner is None or not (ranks or (self.models.prior is not None and p.prior_mode != "off")):
+            return None
+        with self._timed("aligner"):
+            return aligner.posteriors(reading.features[0])
+
+    def decode(self, log_probs: Tensor, phones: np.ndarray | None = None) -> str:
+        """The lip-read text of CTC log-probabilities (T, V); with the phone aligner's log-posteriors of the
+        whole utterance (`phone_posteriors`), GRID-grammar decoding re-ranks its whole sentences by their
+        phones."""
         with self._timed("decode"):
-            p, aligner = self.params, self.models.aligner
+            p = self.params
             if p.decode == "greedy":
                 return decode(greedy_decode(log_probs))
             if p.decode == "grid":
-                rescore = None
-                if aligner is not None and features is not None and p.phone_weight > 0:
-                    def rescore(texts: list[str]) -> list[float]:
-                        return [p.phone_weight * s for s in aligner.log_likelihoods(features[0], texts)]
+                ranked = phones is not None and p.phone_weight > 0
+                rescore = phone_rescorer(phones, p.phone_weight) if ranked else None
                 return best_sentence(log_probs.float().cpu(), p.beam_width, GRID_GRAMMAR, rescore)
             hyps = beam_search(log_probs.float().cpu(), p.beam_width)
             return hyps[0].text if hyps else ""
@@ -302,16 +313,16 @@ class Synthesizer:
                                       generator=generator, clip_x0=True, timesteps=times)
             return mel.clamp(-1.0, 1.0)
 
-    def speak(self, reading: Reading, text: str, identity: Tensor) -> Tensor | None:
-        """The mel prior's mel (1, 80, 4T) of `text` as the aligner times it on the reading's features, or
-        None without a prior, with prior off, or with no text read (MelGen then speaks from the lips: the
-        prior would say nothing)."""
-        m = self.models
-        if m.aligner is None or m.prior is None or self.params.prior_mode == "off" or not text.strip():
+    def speak(self, phones: np.ndarray | None, text: str, identity: Tensor) -> Tensor | None:
+        """The mel prior's mel (1, 80, 4T) of `text` timed on the aligner's log-posteriors of the utterance
+        (`phone_posteriors`), or None without them or a prior, with prior off, or with no text read (MelGen
+        then speaks from the lips: the prior would say nothing)."""
+        prior = self.models.prior
+        if phones is None or prior is None or self.params.prior_mode == "off" or not text.strip():
             return None
         with self._timed("prior"):
-            labels = torch.from_numpy(m.aligner.align(reading.features[0], text)).to(self.device)
-            return m.prior(labels[None], identity)
+            labels = torch.from_numpy(align_text(phones, text)).to(self.device)
+            return prior(labels[None], identity)
 
     def vocode(self, mel: Tensor) -> np.ndarray:
         """16 kHz float32 speech of a normalised mel (1, 80, F)."""
@@ -326,10 +337,11 @@ class Synthesizer:
         apart from lip-reading errors); the result's text stays the lip-read one."""
         self.seconds = {}
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
-        text = self.decode(reading.log_probs, reading.features)
+        phones = self.phone_posteriors(reading)
+        text = self.decode(reading.log_probs, phones)
         said = text if guide_text is None else guide_text
         identity = self.identity(features.face_crop)
-        prior = self.speak(reading, said, identity)
+        prior = self.speak(phones, said, identity)
         if prior is not None and self.params.prior_mode == "speak":
             mel = prior
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,21 @@ def force_align(log_probs: Any, classes: Sequence[int], optional: Sequence[bool]
         path[t] = classes[end]
         end = back[t, end]
     return path
+
+
+def align_text(log_probs: Any, text: str) -> np.ndarray:
+    """Per-step phone classes (N,) of `text` spoken over (N, C) log-posteriors (force_align): all silence
+    when the text has no phones or the steps are too few to say them."""
+    lp = np.asarray(log_probs)
+    classes, optional = phone_sequence(text)
+    path = force_align(lp, classes, optional) if len(classes) > 1 and len(lp) else None
+    return path if path is not None else np.full(len(lp), SILENCE, np.int64)
+
+
+def phone_rescorer(log_probs: Any, weight: float) -> Callable[[list[str]], list[float]]:
+    """`weight` × text_log_likelihood of each text under the same log-posteriors: the second view with which
+    engines.text.ctc.best_sentence re-ranks a beam's whole sentences."""
+    return lambda texts: [weight * text_log_likelihood(log_probs, text) for text in texts]
 
 
 def text_log_likelihood(log_probs: Any, text: str) -> float:

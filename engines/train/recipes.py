@@ -834,22 +834,17 @@ class AudioSegments(Dataset):
         return {"wav": torch.from_numpy(out)}
 
 
-class PriorSegments(Dataset):
-    """Segments of the clips' reference audio that start on a mel frame, each with the mel prior's mel over
-    the same frames (`mels`: clip id → (80, F), the audio's own mel frames) and whether the vocoder is to
-    hear it (`prior`, drawn with probability `fraction`; else the audio's own mel); drawn as AudioSegments'
-    are."""
+class PriorSegments(AudioSegments):
+    """AudioSegments that start on a mel frame, each with the mel prior's mel over the same frames (`mels`:
+    clip id → (80, F), the audio's own mel frames) and whether the vocoder is to hear it (`prior`, drawn
+    with probability `fraction`; else the audio's own mel)."""
 
     def __init__(self, clips: Sequence[Any], mels: dict[str, torch.Tensor], frames: int,
                  seed: int | None, fraction: float = 1.0) -> None:
-        self.clips, self.mels, self.frames, self.seed, self.epoch = list(clips), mels, frames, seed, 0
-        self.fraction = fraction
+        from engines.audio.torch_mel import HOP
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.clips)
+        super().__init__(clips, frames * HOP, seed)
+        self.mels, self.frames, self.fraction = mels, frames, fraction
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         from engines.audio.mel import MELS_PER_FRAME, fit_to_frames, peak_normalise
@@ -866,8 +861,8 @@ class PriorSegments(Dataset):
             rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
             start = int(rng.integers(0, spare + 1)) if spare > 0 else 0
             use_prior = bool(rng.uniform() < self.fraction)
-        wav = np.zeros(self.frames * HOP, np.float32)
-        part = audio[start * HOP:(start + self.frames) * HOP]
+        wav = np.zeros(self.samples, np.float32)
+        part = audio[start * HOP:start * HOP + self.samples]
         wav[:len(part)] = part
         mel = torch.full((prior_mel.shape[0], self.frames), -1.0)
         seg = prior_mel[:, start:start + self.frames]
@@ -875,13 +870,12 @@ class PriorSegments(Dataset):
         return {"wav": torch.from_numpy(wav), "mel": mel, "prior": torch.tensor(use_prior)}
 
 
-def prior_mels(samples: Any, prior_ref: str, identity_ref: str) -> dict[str, torch.Tensor]:
+def prior_mels(samples: Any, mel_prior: nn.Module, identity_encoder: nn.Module) -> dict[str, torch.Tensor]:
     """The mel prior's mel (80, F) of every clip of `samples`, spoken on its true phone timeline with its
     own identity embedding."""
     from engines.audio.mel import MELS_PER_FRAME
 
-    mel_prior = load_frozen(prior_ref, "prior")
-    known = clip_identities(samples, load_frozen(identity_ref, "identity"))
+    known = clip_identities(samples, identity_encoder)
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for clip in samples.clips:
@@ -922,12 +916,16 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
                                                            torch.utils.data.default_collate)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
+    if options.prior:  # loaded once for both splits and the digest
+        mel_prior = load_frozen(options.prior, "prior")
+        identity_encoder = load_frozen(options.identity, "identity")
+
     def segments(split: str, limit: int, seed: int | None) -> tuple[Sequence[Any], Dataset]:
         if not options.prior:
             clips = list_clips(source_of(data), data.layout, split_name(split), limit or None)
             return clips, AudioSegments(clips, n, seed)
         samples = load_samples(data, split, limit, ctx)
-        mels = prior_mels(samples, options.prior, options.identity)
+        mels = prior_mels(samples, mel_prior, identity_encoder)
         fraction = options.prior_fraction if seed is not None else 1.0  # validation: the prior's mel
         return samples.clips, PriorSegments(samples.clips, mels, options.segment_frames, seed, fraction)
 
@@ -936,7 +934,7 @@ def vocoder(model: nn.Module, config: Any, options: VocoderOptions, data: DataOp
     summary = summarize(data, clips)
     if options.prior:
         summary.update(prior=options.prior, identity=options.identity, prior_fraction=options.prior_fraction,
-                       prior_digest=checkpoint.weights_digest(load_frozen(options.prior, "prior")))
+                       prior_digest=checkpoint.weights_digest(mel_prior))
     return Recipe(model, config, loss_fn, dataset, summary, None, validate if val is not None else None)
 
 

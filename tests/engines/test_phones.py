@@ -20,6 +20,7 @@ from engines.text.phones import (
     PHONES,
     SILENCE,
     force_align,
+    phone_rescorer,
     phone_sequence,
     text_log_likelihood,
     timeline_labels,
@@ -121,8 +122,9 @@ def test_the_aligner_gives_steps_per_frame_posteriors_and_aligns_text() -> None:
     assert (aligner.align(features[0], "") == SILENCE).all()
     with torch.no_grad():
         log_probs = aligner(features[:1])[0].numpy()
-    assert aligner.log_likelihoods(features[0], ["bin", "lay"]) == pytest.approx(
-        [text_log_likelihood(log_probs, "bin"), text_log_likelihood(log_probs, "lay")])
+    np.testing.assert_allclose(aligner.posteriors(features[0]), log_probs, atol=1e-6)
+    assert phone_rescorer(log_probs, 0.5)(["bin", "lay"]) == pytest.approx(
+        [0.5 * text_log_likelihood(log_probs, "bin"), 0.5 * text_log_likelihood(log_probs, "lay")])
     with pytest.raises(ValueError):
         PhoneAlignerConfig(kernel_size=4)
 

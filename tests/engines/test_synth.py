@@ -32,6 +32,7 @@ from engines.synth.cli import main as lip2speech_main
 from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
 from engines.synth.models import ModelMismatch, SynthModels
 from engines.text.ctc import GRID_GRAMMAR, beam_search
+from engines.text.phones import text_log_likelihood
 from engines.train import checkpoint
 from tests.engines.test_text import frames_for
 from tests.helpers import REPO, SHARED
@@ -316,11 +317,12 @@ def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
     synth = Synthesizer(phones)
     reading = synth.read(synth.frame_features(clip.mouth_rois, clip.lip_geometry))
     identity = synth.identity(clip.face_crop)
-    expected = synth.speak(reading, "bin blue", identity)
+    posteriors = synth.phone_posteriors(reading)
+    expected = synth.speak(posteriors, "bin blue", identity)
     assert expected.shape == (1, 80, 80)
     torch.testing.assert_close(spoken.mel, expected[0])
-    assert not torch.allclose(synth.speak(reading, "set red", identity), expected)
-    assert synth.speak(reading, " ", identity) is None  # nothing read: MelGen speaks from the lips
+    assert not torch.allclose(synth.speak(posteriors, "set red", identity), expected)
+    assert synth.speak(posteriors, " ", identity) is None  # nothing read: MelGen speaks from the lips
     assert len(spoken.wav) == 20 * SAMPLES_PER_FRAME and np.isfinite(spoken.wav).all()
 
     off = Synthesizer(phones, SynthParams(prior_mode="off", nfe=2)).synthesize(clip)
@@ -337,14 +339,15 @@ def test_grid_decoding_re_ranks_whole_sentences_by_the_aligners_phones(
     log_probs = torch.from_numpy(frames_for("bin blue at f two now")).float()
     features = torch.randn(1, len(log_probs), 32, generator=torch.Generator().manual_seed(0))
     whole = [h.text for h in beam_search(log_probs, 16, GRID_GRAMMAR) if h.complete]
-    scores = phones.aligner.log_likelihoods(features[0], whole)
+    posteriors = phones.aligner.posteriors(features[0])
+    scores = [text_log_likelihood(posteriors, text) for text in whole]
     by_phones = whole[int(np.argmax(scores))]
     assert by_phones != whole[0]  # else the test shows nothing
     # a huge weight: the aligner alone ranks the beam's whole sentences
-    assert Synthesizer(phones, SynthParams(decode="grid", phone_weight=1e6)).decode(log_probs, features) \
+    assert Synthesizer(phones, SynthParams(decode="grid", phone_weight=1e6)).decode(log_probs, posteriors) \
         == by_phones
-    for params, given in ((SynthParams(decode="grid", phone_weight=0), features),
-                          (SynthParams(decode="grid", phone_weight=1e6), None)):  # streaming: no features
+    for params, given in ((SynthParams(decode="grid", phone_weight=0), posteriors),
+                          (SynthParams(decode="grid", phone_weight=1e6), None)):  # streaming: no posteriors
         assert Synthesizer(phones, params).decode(log_probs, given) == whole[0]
     with pytest.raises(ValueError, match="phone_weight"):
         SynthParams(phone_weight=-1)
