@@ -42,7 +42,7 @@ from engines.params import param
 from engines.synth.models import SynthModels
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_decode
-from engines.text.phones import align_text, phone_rescorer
+from engines.text.phones import align_text, phone_rescorer, short_phone_share
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ class SynthParams:
                                       "beam's whole sentences by CTC log-probability + this × the aligner's "
                                       "log-posterior of their phones (0: CTC alone; 0.25 weighs its 100-Hz "
                                       "steps as the reader's 25-Hz frames)")
+    max_short_phones: float = param(0.4, "the prior speaks only if at most this share of the text's phones "
+                                         "is timed 20 ms or less (true timelines: at most 0.18 in any "
+                                         "corpus clip; the aligner on unseen synthetic faces: at most 0.28; "
+                                         "on the real grid-dev faces: 0.5-0.75, where it cannot follow the "
+                                         "lips); above it MelGen speaks from the lips (1: never)")
 
     def __post_init__(self) -> None:
         if self.nfe < 1:
@@ -104,6 +109,8 @@ class SynthParams:
             raise ValueError(f"guidance weights must be >= 0, got w1 {self.w1}, w2 {self.w2}")
         if self.phone_weight < 0:
             raise ValueError(f"phone_weight must be >= 0, got {self.phone_weight}")
+        if not 0 <= self.max_short_phones <= 1:
+            raise ValueError(f"max_short_phones must be in [0, 1], got {self.max_short_phones}")
         if not 0 <= self.prior_t < 400 or (self.prior_mode == "refine" and self.nfe > self.prior_t + 1):
             raise ValueError(f"prior_t must be in [0, 400) and leave room for nfe {self.nfe} steps, got "
                              f"{self.prior_t}")
@@ -151,6 +158,7 @@ class SynthResult:
     text: str  # the lip-read text
     mel: Tensor  # (80, 4T) normalised mel
     seconds: dict[str, float] = field(default_factory=dict)  # compute time per stage
+    fallback: str = ""  # why MelGen spoke from the lips although the prior was to speak ("" if it did not)
 
     @property
     def duration_s(self) -> float:
@@ -313,16 +321,27 @@ class Synthesizer:
                                       generator=generator, clip_x0=True, timesteps=times)
             return mel.clamp(-1.0, 1.0)
 
-    def speak(self, phones: np.ndarray | None, text: str, identity: Tensor) -> Tensor | None:
-        """The mel prior's mel (1, 80, 4T) of `text` timed on the aligner's log-posteriors of the utterance
-        (`phone_posteriors`), or None without them or a prior, with prior off, or with no text read (MelGen
-        then speaks from the lips: the prior would say nothing)."""
-        prior = self.models.prior
-        if phones is None or prior is None or self.params.prior_mode == "off" or not text.strip():
+    def timing(self, phones: np.ndarray | None, text: str) -> np.ndarray | None:
+        """Per-step phone classes (4T,) of `text` on the aligner's log-posteriors of the utterance
+        (`phone_posteriors`): what the prior is to speak; None without them or a prior, with prior off, or
+        with no text read (MelGen then speaks from the lips: the prior would say nothing)."""
+        if phones is None or self.models.prior is None or self.params.prior_mode == "off" or not text.strip():
             return None
         with self._timed("prior"):
-            labels = torch.from_numpy(align_text(phones, text)).to(self.device)
-            return prior(labels[None], identity)
+            return align_text(phones, text)
+
+    def implausible(self, labels: np.ndarray) -> str:
+        """Why a timing is no speech's (too many phones of 20 ms or less), or "" when it could be."""
+        share = short_phone_share(labels)
+        if share <= self.params.max_short_phones:
+            return ""
+        return (f"the aligner times {share:.0%} of the text's phones at 20 ms or less (max_short_phones "
+                f"{self.params.max_short_phones:.0%}): it cannot follow these lips; MelGen speaks from them")
+
+    def speak(self, labels: np.ndarray, identity: Tensor) -> Tensor:
+        """The mel prior's mel (1, 80, 4T) of per-step phone classes (`timing`) in the face's voice."""
+        with self._timed("prior"):
+            return self.models.prior(torch.from_numpy(labels).to(self.device)[None], identity)
 
     def vocode(self, mel: Tensor) -> np.ndarray:
         """16 kHz float32 speech of a normalised mel (1, 80, F)."""
@@ -341,7 +360,11 @@ class Synthesizer:
         text = self.decode(reading.log_probs, phones)
         said = text if guide_text is None else guide_text
         identity = self.identity(features.face_crop)
-        prior = self.speak(phones, said, identity)
+        labels = self.timing(phones, said)
+        fallback = self.implausible(labels) if labels is not None else ""
+        if fallback:
+            log.info("%s", fallback)
+        prior = self.speak(labels, identity) if labels is not None and not fallback else None
         if prior is not None and self.params.prior_mode == "speak":
             mel = prior
         else:
@@ -349,7 +372,7 @@ class Synthesizer:
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
-        return SynthResult(wav, text, mel[0], dict(self.seconds))
+        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback)
 
 
 class PreparedDenoiser:

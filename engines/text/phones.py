@@ -130,6 +130,19 @@ def align_text(log_probs: Any, text: str) -> np.ndarray:
     return path if path is not None else np.full(len(lp), SILENCE, np.int64)
 
 
+def short_phone_share(labels: Any, max_steps: int = 2) -> float:
+    """The share of a timing's spoken phones (runs of one non-silence class in per-step labels) that last at
+    most `max_steps` steps. Speech has few: in the corpora's true timelines at most 0.18 of a clip's phones
+    last 25 ms or less. A timing with many says the steps do not say the text (the aligner crammed it in)."""
+    labels = np.asarray(labels)
+    if not len(labels):
+        return 0.0
+    starts = np.r_[0, np.flatnonzero(np.diff(labels)) + 1]
+    lengths = np.diff(np.r_[starts, len(labels)])
+    spoken = labels[starts] != SILENCE
+    return float((lengths[spoken] <= max_steps).mean()) if spoken.any() else 0.0
+
+
 def phone_rescorer(log_probs: Any, weight: float) -> Callable[[list[str]], list[float]]:
     """`weight` × text_log_likelihood of each text under the same log-posteriors: the second view with which
     engines.text.ctc.best_sentence re-ranks a beam's whole sentences."""

@@ -22,6 +22,7 @@ from engines.text.phones import (
     force_align,
     phone_rescorer,
     phone_sequence,
+    short_phone_share,
     text_log_likelihood,
     timeline_labels,
     us1_symbol,
@@ -105,6 +106,14 @@ def test_text_log_likelihood_prefers_the_text_the_steps_say() -> None:
     assert text_log_likelihood(said, "bin") > text_log_likelihood(said, "b")  # the letter: b i
     assert text_log_likelihood(said, "bin") == pytest.approx(10 * np.log(0.9))  # every step on its class
     assert text_log_likelihood(said[:2], "bin") == -np.inf  # too few steps to say it
+
+
+def test_short_phone_share_counts_spoken_phones_of_at_most_two_steps() -> None:
+    b, i, n = cls("b"), cls("I"), cls("n")
+    assert short_phone_share([0, 0, b, b, b, i, i, i, n, n, n, 0]) == 0.0  # silences never count
+    assert short_phone_share([0, b, i, i, i, n, 0, 0]) == pytest.approx(2 / 3)
+    assert short_phone_share([0, 0, 0]) == 0.0 and short_phone_share([]) == 0.0
+    assert short_phone_share([b, i, i, n, n, n], max_steps=1) == pytest.approx(1 / 3)
 
 
 def test_the_aligner_gives_steps_per_frame_posteriors_and_aligns_text() -> None:

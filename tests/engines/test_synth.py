@@ -32,7 +32,7 @@ from engines.synth.cli import main as lip2speech_main
 from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
 from engines.synth.models import ModelMismatch, SynthModels
 from engines.text.ctc import GRID_GRAMMAR, beam_search
-from engines.text.phones import text_log_likelihood
+from engines.text.phones import SILENCE, text_log_likelihood
 from engines.train import checkpoint
 from tests.engines.test_text import frames_for
 from tests.helpers import REPO, SHARED
@@ -309,28 +309,69 @@ def tiny_phones(tiny: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
                            "identity_digest": checkpoint.weights_digest(identity)})}
 
 
+# the tiny aligner is untrained: its timings need not look like speech's, so these tests let the prior speak
+# whatever they look like (max_short_phones 1), but the one on implausible timings
+ANY_TIMING = {"max_short_phones": 1.0}
+
+
 def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
         tiny: dict[str, str], tiny_phones: dict[str, str], models: SynthModels) -> None:
     phones = SynthModels.load(**tiny, **tiny_phones)
     clip = features(20)
-    spoken = Synthesizer(phones, SynthParams(decode="greedy")).synthesize(clip, "bin blue")
-    synth = Synthesizer(phones)
+    spoken = Synthesizer(phones, SynthParams(decode="greedy", **ANY_TIMING)).synthesize(clip, "bin blue")
+    synth = Synthesizer(phones, SynthParams(**ANY_TIMING))
     reading = synth.read(synth.frame_features(clip.mouth_rois, clip.lip_geometry))
     identity = synth.identity(clip.face_crop)
     posteriors = synth.phone_posteriors(reading)
-    expected = synth.speak(posteriors, "bin blue", identity)
-    assert expected.shape == (1, 80, 80)
+    expected = synth.speak(synth.timing(posteriors, "bin blue"), identity)
+    assert expected.shape == (1, 80, 80) and spoken.fallback == ""
     torch.testing.assert_close(spoken.mel, expected[0])
-    assert not torch.allclose(synth.speak(posteriors, "set red", identity), expected)
-    assert synth.speak(posteriors, " ", identity) is None  # nothing read: MelGen speaks from the lips
+    assert not torch.allclose(synth.speak(synth.timing(posteriors, "set red"), identity), expected)
+    assert synth.timing(posteriors, " ") is None  # nothing read: MelGen speaks from the lips
     assert len(spoken.wav) == 20 * SAMPLES_PER_FRAME and np.isfinite(spoken.wav).all()
 
     off = Synthesizer(phones, SynthParams(prior_mode="off", nfe=2)).synthesize(clip)
     plain = Synthesizer(models, SynthParams(nfe=2)).synthesize(clip)
     np.testing.assert_array_equal(off.wav, plain.wav)  # off: MelGen on the lips alone, as without a prior
-    refined = Synthesizer(phones, SynthParams(prior_mode="refine", nfe=2)).synthesize(clip)
+    refined = Synthesizer(phones, SynthParams(prior_mode="refine", nfe=2, **ANY_TIMING)).synthesize(clip)
     assert np.isfinite(refined.wav).all() and not np.allclose(refined.wav, off.wav)
     assert set(refined.seconds) >= {"prior", "mel"} and "mel" not in spoken.seconds
+
+
+@pytest.fixture(scope="module")
+def deaf_phones(tiny: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An aligner that hears silence everywhere, and a prior on it: it crams any text's phones into single
+    10-ms steps, as no speech is timed."""
+    folder = tmp_path_factory.mktemp("deaf")
+    aligner = PhoneAligner(PhoneAlignerConfig(feature_dim=32, hidden=8, layers=1))
+    with torch.no_grad():
+        aligner.out.weight.zero_()
+        aligner.out.bias.zero_()
+        aligner.out.bias.view(aligner.config.steps_per_frame, -1)[:, SILENCE] = 10.0
+    identity = checkpoint.load(tiny["identity"]).model
+    lipreader = checkpoint.load(tiny["lipreader"]).model
+    return {"aligner": save(folder / "aligner.pt", aligner, "aligner",
+                            {"features": "reader", "lipreader_digest": checkpoint.weights_digest(lipreader)}),
+            "prior": save(folder / "prior.pt", MelPrior(MelPriorConfig(identity_dim=16, channels=8,
+                                                                       dilations=(1,))), "prior",
+                          {"aligner_digest": checkpoint.weights_digest(aligner),
+                           "identity_digest": checkpoint.weights_digest(identity)})}
+
+
+def test_melgen_speaks_from_the_lips_when_the_aligner_times_no_speech(
+        tiny: dict[str, str], deaf_phones: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    models = SynthModels.load(**tiny, **deaf_phones)
+    clip = features(20)
+    with caplog.at_level(logging.INFO, logger="engines.synth.engine"):
+        fell_back = Synthesizer(models, SynthParams(nfe=2)).synthesize(clip, "bin blue")
+    assert "100% of the text's phones at 20 ms or less" in fell_back.fallback
+    assert fell_back.fallback in caplog.text
+    off = Synthesizer(models, SynthParams(nfe=2, prior_mode="off")).synthesize(clip, "bin blue")
+    np.testing.assert_array_equal(fell_back.wav, off.wav)
+    spoken = Synthesizer(models, SynthParams(nfe=2, **ANY_TIMING)).synthesize(clip, "bin blue")
+    assert spoken.fallback == "" and not np.allclose(spoken.wav, off.wav)
+    with pytest.raises(ValueError, match="max_short_phones"):
+        SynthParams(max_short_phones=1.5)
 
 
 def test_grid_decoding_re_ranks_whole_sentences_by_the_aligners_phones(
@@ -375,13 +416,26 @@ def test_lip2speech_speaks_the_lip_read_text_with_an_aligner_and_prior(
         tiny: dict[str, str], tiny_phones: dict[str, str], tmp_path: Path,
         capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out.wav"
-    phones = ["--aligner", tiny_phones["aligner"], "--prior", tiny_phones["prior"]]
+    phones = ["--aligner", tiny_phones["aligner"], "--prior", tiny_phones["prior"], "--max-short-phones", "1"]
     assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(out), *model_args(tiny), *phones]) == 0
     assert "prior" in capsys.readouterr().out  # its compute time is reported
     wav, _ = soundfile.read(out, dtype="float32")
     assert len(wav) == sum(1 for _ in decode_video(GRID_VIDEOS[0])) * SAMPLES_PER_FRAME
     assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(out), *model_args(tiny), *phones[:2]]) == 1
     assert "both or neither" in capsys.readouterr().err
+
+
+@needs_grid
+def test_lip2speech_says_when_melgen_speaks_instead_of_the_prior(
+        tiny: dict[str, str], deaf_phones: dict[str, str], tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    phones = ["--aligner", deaf_phones["aligner"], "--prior", deaf_phones["prior"], "--nfe", "2",
+              "--decode", "grid"]
+    assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(tmp_path / "out.wav"), *model_args(tiny),
+                            *phones]) == 0
+    printed = capsys.readouterr().out
+    assert "note: the aligner times 100% of the text's phones at 20 ms or less" in printed
+    assert "mel " in printed  # MelGen's compute time: it spoke
 
 
 @needs_grid
