@@ -2,7 +2,8 @@
 
 A system that has nothing for a clip (MissingOutput, an unreadable WAV) leaves that clip out of its row
 (the row's n says so, and the report lists the clips); a judge that fails on one output leaves that
-output's values empty and the failure is listed; neither stops the run. Generated audio is made
+output's values empty and the failure is listed; neither stops the run. What a system notes it did
+otherwise for a clip (its `notes`) is listed too. Generated audio is made
 mono float32 first (channels averaged, integer PCM scaled to ±1): NaN/inf become 0 and samples beyond ±1
 are clipped (both counted).
 """
@@ -133,6 +134,10 @@ def evaluate(clips: list[Clip], systems: list[System], judges: list[Judge], prog
                 continue
             finally:
                 timing[f"generate: {system.name}"] += time.perf_counter() - started
+                notes = getattr(system, "notes", None)
+                if notes:
+                    results.problems.extend(f"{clip.id} {system.name}: {note}" for note in notes)
+                    notes.clear()
             scores: Scores = {"seconds": len(audio) / mel.SAMPLE_RATE}
             for judge in judges:
                 started = time.perf_counter()

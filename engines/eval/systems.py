@@ -24,7 +24,11 @@ class MissingOutput(Exception):
 
 @runtime_checkable
 class System(Protocol):
-    name: str  # the row's name in the report; `about` (optional) says what the row is
+    """`name` is the row's name in the report; optional: `about` says what the row is, and `notes`, a list the
+    system appends to when it did something else than asked for a clip (a fallback), which evaluate moves
+    into the report's problems after each clip."""
+
+    name: str
 
     def generate(self, clip: Clip) -> np.ndarray:
         """Speech for the clip: 16 kHz mono float32 (raise MissingOutput when there is none)."""

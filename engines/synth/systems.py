@@ -42,6 +42,7 @@ class Lip2Speech:
         target = ", guided toward the reference text" if guide_reference else ""
         self.about = f"lip2speech {synthesizer.params}{target} on {synthesizer.models.describe()}"
         self.texts: dict[str, str] = {}
+        self.notes: list[str] = []  # fallbacks, moved into the eval report's problems after each clip
         self.seconds: dict[str, float] = {}
         self.speech_s = 0.0
 
@@ -53,6 +54,8 @@ class Lip2Speech:
         guide = clip.text if self.guide_reference else None
         result = self.synthesizer.synthesize(Features.from_tracks(_features(clip, self.cache)), guide)
         self.texts[clip.id] = result.text
+        if result.fallback:
+            self.notes.append(result.fallback)
         for stage, s in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
         self.speech_s += result.duration_s

@@ -46,9 +46,11 @@ class Echo:
     def __init__(self, gain: float = 1.0, skip: str = "", corrupt: str = "") -> None:
         self.name = f"echo x{gain}"
         self.gain, self.skip, self.corrupt = gain, skip, corrupt
+        self.notes: list[str] = []
 
     def generate(self, clip: Clip) -> np.ndarray:
         if clip.id == self.skip:
+            self.notes.append("asked to skip it")
             raise MissingOutput("skipped on purpose")
         audio = self.gain * np.array(clip.reference())
         if clip.id == self.corrupt:
@@ -86,6 +88,7 @@ def test_evaluate_carries_on_past_missing_outputs_and_failing_judges(corpus: Pat
     assert results.missing("echo x0.5") == ["s1/bbaf2n"]
     problems = "\n".join(results.problems)
     assert "s1/bbaf2n echo x0.5: no output (skipped on purpose)" in problems
+    assert "s1/bbaf2n echo x0.5: asked to skip it" in problems and problems.count("asked to skip") == 1
     assert "s3/pgiz9s echo x0.5: 100 NaN/inf samples set to 0" in problems
     assert problems.count("fragile failed") == 2  # one per row that reached it
     summary = results.summary()

@@ -426,7 +426,7 @@ def test_lip2speech_speaks_the_lip_read_text_with_an_aligner_and_prior(
 
 
 @needs_grid
-def test_lip2speech_says_when_melgen_speaks_instead_of_the_prior(
+def test_lip2speech_and_the_eval_system_say_when_melgen_speaks_instead_of_the_prior(
         tiny: dict[str, str], deaf_phones: dict[str, str], tmp_path: Path,
         capsys: pytest.CaptureFixture) -> None:
     phones = ["--aligner", deaf_phones["aligner"], "--prior", deaf_phones["prior"], "--nfe", "2",
@@ -436,6 +436,11 @@ def test_lip2speech_says_when_melgen_speaks_instead_of_the_prior(
     printed = capsys.readouterr().out
     assert "note: the aligner times 100% of the text's phones at 20 ms or less" in printed
     assert "mel " in printed  # MelGen's compute time: it spoke
+    video = GRID_VIDEOS[0]
+    options = ",".join(f"{kind}={path}" for kind, path in {**tiny, **deaf_phones}.items())
+    system = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid")
+    system.generate(Clip(video.stem, audio=video, video=video))
+    assert len(system.notes) == 1 and "cannot follow these lips" in system.notes[0]  # for the eval report
 
 
 @needs_grid
