@@ -31,6 +31,7 @@ item), so runs are repeatable and resumable (engines.train.loop).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -46,7 +47,7 @@ from torch.utils.data import Dataset
 
 from engines.params import param
 from engines.train import checkpoint, distributed
-from engines.train.augment import LipAugment, augment_lips
+from engines.train.augment import LipAugment, augment_lips, move_onset
 from engines.train.distributed import Context, derive_seed
 
 
@@ -507,11 +508,14 @@ class ConditionCache:
     does, carrying them from window to window) and the frozen networks never run twice. With `variants`
     > 1 each clip also keeps conditions of augmented lip inputs (variant 0 is the plain one), drawn from
     (seed, variant, clip index). Without an identity encoder, the lip reader's features alone (the phone
-    aligner's input)."""
+    aligner's input). With `moves` (the phone aligner, whose labels can follow), the augmentations may also
+    move a clip's start and end (onset_trim, onset_hold, end_hold; not tempo): `moved[clip][variant]` is
+    then (lead, tail), the frames held before (dropped, if negative) and after the clip (augment.move_onset),
+    and each variant has its own length."""
 
     def __init__(self, samples: Any, lipreader: nn.Module, identity_encoder: nn.Module | None, kind: str,
                  progress: bool = True, variants: int = 1, augment: LipAugment | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, moves: bool = False) -> None:
         from tqdm import tqdm
 
         from engines.data.loaders import TorchSamples
@@ -520,32 +524,44 @@ class ConditionCache:
 
         if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
             raise RecipeError(f"condition_variants {variants} needs >= 1, and augmentations when above 1")
-        if augment is not None and augment.changes_length:
+        moving = augment is not None and any((augment.onset_trim, augment.onset_hold, augment.end_hold))
+        if augment is not None and (augment.tempo or (moving and not moves)):
             raise RecipeError("onset_trim, onset_hold, end_hold and tempo change a clip's length: MelGen's "
-                              "conditions must stay aligned with its mel (they are for the lip reader)")
+                              "conditions must stay aligned with its mel (they are for the lip reader; the "
+                              "phone aligner takes all but tempo)")
+        # the move is drawn first, then the rest as augment_lips draws it without one
+        steady = dataclasses.replace(augment, onset_trim=0, onset_hold=0, end_hold=0) if moving else augment
         items = TorchSamples(samples, window=0)
-        self.conds: dict[str, torch.Tensor] = {}
+        self.conds: dict[str, list[torch.Tensor]] = {}  # clip → per variant (T_v, C)
+        self.moved: dict[str, list[tuple[int, int]]] = {}
         with torch.no_grad():
             for i in tqdm(range(len(items)), unit="clip", desc="conditions", disable=not progress):
                 it = items[i]
                 identity = identity_encoder(it["face"][None]) if identity_encoder is not None else None
-                conds = []
+                conds, moved = [], []
                 for v in range(variants):
-                    seen = it if v == 0 else augment_lips(it, augment, np.random.default_rng(
-                        derive_seed(seed, v, i)))
+                    seen, lead, tail = it, 0, 0
+                    if v:
+                        rng = np.random.default_rng(derive_seed(seed, v, i))
+                        if moving:
+                            n = it["lips"].shape[0]
+                            lead = int(rng.integers(-min(augment.onset_trim, n - 1), augment.onset_hold + 1))
+                            tail = int(rng.integers(0, augment.end_hold + 1))
+                            seen = move_onset(it, lead, tail)
+                        seen = augment_lips(seen, steady, rng)
                     visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
                     cond = join_condition(visual, identity) if identity is not None else visual
                     conds.append(cond[0].half())
-                self.conds[it["id"]] = torch.stack(conds)
+                    moved.append((lead, tail))
+                self.conds[it["id"]], self.moved[it["id"]] = conds, moved
 
     def window(self, ids: Sequence[str], starts: Sequence[int], frames: int,
                variants: Sequence[int] | None = None) -> torch.Tensor:
         """(B, frames, C): each clip's condition (of its variant; default the plain one) from its window
         start, zero past the clip's end."""
-        first = self.conds[ids[0]]
-        out = torch.zeros((len(ids), frames, first.shape[2]))
+        out = torch.zeros((len(ids), frames, self.conds[ids[0]][0].shape[1]))
         for row, clip, start, variant in zip(out, ids, starts, variants or [0] * len(ids), strict=True):
-            part = self.conds[clip][int(variant), int(start):int(start) + frames]
+            part = self.conds[clip][int(variant)][int(start):int(start) + frames]
             row[:len(part)] = part.float()
         return out
 
@@ -608,7 +624,9 @@ class AlignerOptions:
                                     "GRU states)", choices=("visual", "reader"))
     condition_variants: int = param(1, "features per training clip: the plain ones and N − 1 of lip inputs "
                                        "changed as `augment` says (as MelGen's condition_variants)")
-    augment: LipAugment = param(LipAugment(), "augmentations of the extra feature variants")  # noqa: RUF009
+    augment: LipAugment = param(LipAugment(), "augmentations of the extra feature variants; onset_trim, "  # noqa: RUF009
+                                              "onset_hold and end_hold move the phone labels with the frames "
+                                              "(tempo is refused)")
 
 
 def phone_timeline(clip: Any) -> list[Any]:
@@ -628,6 +646,15 @@ def true_labels(clip: Any, n_steps: int, steps_per_frame: int) -> torch.Tensor:
     return torch.from_numpy(timeline_labels(phone_timeline(clip), n_steps, steps_per_frame * VIDEO_FPS))
 
 
+def moved_labels(labels: torch.Tensor, lead: int, tail: int) -> torch.Tensor:
+    """Per-step labels of a clip whose start moved by `lead` steps (held: silence before; negative: that
+    many dropped) and whose end moved by `tail` (silence after): augment.move_onset's move, in steps."""
+    from engines.text.phones import SILENCE
+
+    return torch.cat([torch.full((max(0, lead),), SILENCE, dtype=labels.dtype), labels[max(0, -lead):],
+                      torch.full((tail,), SILENCE, dtype=labels.dtype)])
+
+
 def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOptions, train: Any,
             ctx: Context) -> Recipe:
     reader = load_frozen(options.lipreader, "lipreader")
@@ -637,11 +664,15 @@ def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOp
     steps = config.steps_per_frame
 
     def prepared(split: str, limit: int, variants: int) -> tuple[Any, ConditionCache, dict[str, Any]]:
+        """Samples, their features and per clip and variant the phone labels (moved with the frames)."""
         samples = load_samples(data, split, limit, ctx)
         feats = ConditionCache(samples, reader, None, options.features, ctx.main, variants, options.augment,
-                               train.seed)
-        labels = {clip.id: true_labels(clip, steps * feats.conds[clip.id].shape[1], steps)
-                  for clip in samples.clips}
+                               train.seed, moves=True)
+        labels = {}
+        for clip in samples.clips:
+            truth = true_labels(clip, steps * feats.conds[clip.id][0].shape[0], steps)
+            labels[clip.id] = [moved_labels(truth, steps * lead, steps * tail)
+                               for lead, tail in feats.moved[clip.id]]
         return samples, feats, labels
 
     samples, feats, labels = prepared(data.split, data.limit, options.condition_variants)
@@ -653,8 +684,9 @@ def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOp
         x = cache.window(batch["id"], batch["start"].tolist(), frames, batch["variant"].tolist())
         x = x.to(ctx.device)
         target = torch.full((len(batch["id"]), steps * frames), -100, dtype=torch.long)
-        for row, clip, start in zip(target, batch["id"], batch["start"].tolist(), strict=True):
-            part = truth[clip][steps * start:steps * (start + frames)]
+        for row, clip, start, variant in zip(target, batch["id"], batch["start"].tolist(),
+                                             batch["variant"].tolist(), strict=True):
+            part = truth[clip][variant][steps * start:steps * (start + frames)]
             row[:len(part)] = part
         target = target.to(ctx.device)
         log_probs = model(x)
@@ -747,9 +779,9 @@ def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOption
         feature_dim = reader.condition_dim(options.features)
         conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main).conds
         texts = {clip.id: clip.text or "" for clip in samples.clips}
-        labels = {clip: torch.from_numpy(phone_aligner.align(cond[0, :, :feature_dim].float(), texts[clip]))
+        labels = {clip: torch.from_numpy(phone_aligner.align(cond[0][:, :feature_dim].float(), texts[clip]))
                   for clip, cond in conds.items()}
-        return samples, labels, {clip: cond[0, 0, feature_dim:].float() for clip, cond in conds.items()}
+        return samples, labels, {clip: cond[0][0, feature_dim:].float() for clip, cond in conds.items()}
 
     samples, labels, identities = prepared(data.split, data.limit)
 

@@ -377,8 +377,9 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
                                    variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
     clip = samples.clips[0].id
     plain = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False)
-    frames = plain.conds[clip].shape[1]
-    assert cache.conds[clip].shape == (2, frames, raw["config"]["cond_dim"])
+    frames = plain.conds[clip][0].shape[0]
+    assert [c.shape for c in cache.conds[clip]] == [(frames, raw["config"]["cond_dim"])] * 2
+    assert cache.moved[clip] == [(0, 0), (0, 0)]
     torch.testing.assert_close(cache.window([clip], [0], frames, [0]), plain.window([clip], [0], frames))
     assert not torch.allclose(cache.window([clip], [0], frames, [1]), plain.window([clip], [0], frames))
     with pytest.raises(recipes.RecipeError, match="augmentations"):
@@ -386,6 +387,26 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     with pytest.raises(recipes.RecipeError, match="aligned"):
         recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2,
                                augment=LipAugment(brightness=0.3, onset_hold=4))
+    # The phone aligner's cache may move the clip's start and end: each variant then has its own length.
+    moving = recipes.ConditionCache(samples, models.lipreader, None, "reader", False, variants=4,
+                                    augment=LipAugment(onset_trim=3, onset_hold=3, end_hold=2), seed=1,
+                                    moves=True)
+    for clip in moving.conds:
+        base = moving.conds[clip][0].shape[0]
+        assert moving.moved[clip][0] == (0, 0)
+        for cond, (lead, tail) in zip(moving.conds[clip], moving.moved[clip], strict=True):
+            assert -3 <= lead <= 3 and 0 <= tail <= 2 and cond.shape[0] == base + lead + tail
+    assert any(m != (0, 0) for moved in moving.moved.values() for m in moved[1:])
+    with pytest.raises(recipes.RecipeError, match="tempo"):
+        recipes.ConditionCache(samples, models.lipreader, None, "reader", False, variants=2,
+                               augment=LipAugment(tempo=0.1), moves=True)
+
+
+def test_moved_labels_follow_the_frames() -> None:
+    labels = torch.tensor([0, 0, 5, 5, 7, 0])
+    assert recipes.moved_labels(labels, 2, 1).tolist() == [0, 0, 0, 0, 5, 5, 7, 0, 0]
+    assert recipes.moved_labels(labels, -3, 0).tolist() == [5, 7, 0]
+    assert recipes.moved_labels(labels, 0, 0).tolist() == labels.tolist()
 
 
 @pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
@@ -398,7 +419,10 @@ def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_
     videos = sorted(GRID_DEV.glob("*.mpg"))
     for video in videos:
         (data / video.name).symlink_to(video.resolve())
-    config = smoke_config(tmp_path, "aligner")
+    # variants whose start and end moved: their labels move with them
+    moving = {"condition_variants": 3, "augment": {"onset_trim": 2, "onset_hold": 3, "end_hold": 1,
+                                                   "brightness": 0.2}}
+    config = smoke_config(tmp_path, "aligner", **moving)
     run = tmp_path / "runs" / "aligner"
     argv = ["aligner", "--config", str(config), "--data", str(data.parent), "--out", str(run),
             "--device", "cpu", "--no-progress"]
