@@ -93,7 +93,7 @@ class SynthParams:
     max_short_phones: float = param(0.4, "the prior speaks only if at most this share of the text's phones "
                                          "is timed 20 ms or less (true timelines: at most 0.18 in any "
                                          "corpus clip; the aligner on unseen synthetic faces: at most 0.28; "
-                                         "on the real grid-dev faces: 0.5-0.75, where it cannot follow the "
+                                         "on the real grid-dev faces: 0.31-0.81, where it cannot follow the "
                                          "lips); above it MelGen speaks from the lips (1: never)")
 
     def __post_init__(self) -> None:
