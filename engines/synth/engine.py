@@ -10,7 +10,9 @@ Offline, with a phone aligner and mel prior loaded, the text is also spoken: its
 reader's features, their mel in the face's voice, which is the mel (prior_mode speak) or MelGen's
 starting point at step prior_t (prior_mode refine). Sphinx-GRID hears the spoken text far better than
 MelGen's speech from the lips alone (NOTES.md, session 13); a stream cannot, since a word's phones are
-known only once the word is read.
+known only once the word is read. A timing no speech has (too many phones of 20 ms or less: the aligner
+could not follow the lips, as on real faces) is not spoken: MelGen speaks from the lips, and the result's
+`fallback` says why.
 
 The frame, reader, denoiser and vocoder networks run on the chosen backend (engines.backends: PyTorch,
 ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face and the guidance ASR
