@@ -57,9 +57,14 @@ class LipAugment:
             self.changes_length
 
     @property
+    def moves_onset(self) -> bool:
+        """Whether the clip's start or end moves (frames dropped or held: move_onset)."""
+        return any((self.onset_trim, self.onset_hold, self.end_hold))
+
+    @property
     def changes_length(self) -> bool:
         """Whether the clip's length changes (the options MelGen's conditions cannot take)."""
-        return any((self.onset_trim, self.onset_hold, self.end_hold, self.tempo))
+        return self.moves_onset or bool(self.tempo)
 
 
 def _factor(rng: np.random.Generator, spread: float) -> float:
@@ -71,9 +76,8 @@ def augment_lips(item: dict[str, Any], options: LipAugment, rng: np.random.Gener
     """A copy of a TorchSamples item with its video (1, T, H, W, normalised) and lips (T, 82) augmented."""
     if options.tempo:
         item = change_tempo(item, _factor(rng, options.tempo))
-    if options.onset_trim or options.onset_hold or options.end_hold:
-        item = move_onset(item, int(rng.integers(-options.onset_trim, options.onset_hold + 1)),
-                          int(rng.integers(0, options.end_hold + 1)))
+    if options.moves_onset:
+        item = move_onset(item, *draw_move(options, rng, item["lips"].shape[0]))
     video, lips = item["video"], item["lips"]
     if options.shift or options.zoom or options.aspect:
         z, a = _factor(rng, options.zoom), _factor(rng, options.aspect)
@@ -97,6 +101,13 @@ def augment_lips(item: dict[str, Any], options: LipAugment, rng: np.random.Gener
         lips[:, 1:80:2] *= a  # y of every lip point (x, y interleaved; engines/face/lips.py)
         lips[:, 80] *= a  # the opening is vertical; the width (81) is not
     return {**item, "video": video.contiguous(), "lips": lips}
+
+
+def draw_move(options: LipAugment, rng: np.random.Generator, frames: int) -> tuple[int, int]:
+    """(lead, tail) for move_onset: up to onset_trim of a `frames`-frame clip's first frames dropped (never
+    all) or up to onset_hold held before it, and up to end_hold held after it."""
+    lead = int(rng.integers(-min(options.onset_trim, frames - 1), options.onset_hold + 1))
+    return lead, int(rng.integers(0, options.end_hold + 1))
 
 
 def mirror(video: Tensor, lips: Tensor) -> tuple[Tensor, Tensor]:

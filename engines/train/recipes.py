@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 
 from engines.params import param
 from engines.train import checkpoint, distributed
-from engines.train.augment import LipAugment, augment_lips, move_onset
+from engines.train.augment import LipAugment, augment_lips, draw_move, move_onset
 from engines.train.distributed import Context, derive_seed
 
 
@@ -524,7 +524,7 @@ class ConditionCache:
 
         if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
             raise RecipeError(f"condition_variants {variants} needs >= 1, and augmentations when above 1")
-        moving = augment is not None and any((augment.onset_trim, augment.onset_hold, augment.end_hold))
+        moving = augment is not None and augment.moves_onset
         if augment is not None and (augment.tempo or (moving and not moves)):
             raise RecipeError("onset_trim, onset_hold, end_hold and tempo change a clip's length: MelGen's "
                               "conditions must stay aligned with its mel (they are for the lip reader; the "
@@ -544,9 +544,7 @@ class ConditionCache:
                     if v:
                         rng = np.random.default_rng(derive_seed(seed, v, i))
                         if moving:
-                            n = it["lips"].shape[0]
-                            lead = int(rng.integers(-min(augment.onset_trim, n - 1), augment.onset_hold + 1))
-                            tail = int(rng.integers(0, augment.end_hold + 1))
+                            lead, tail = draw_move(augment, rng, it["lips"].shape[0])
                             seen = move_onset(it, lead, tail)
                         seen = augment_lips(seen, steady, rng)
                     visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
