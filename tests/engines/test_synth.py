@@ -323,9 +323,14 @@ def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
     reading = synth.read(synth.frame_features(clip.mouth_rois, clip.lip_geometry))
     identity = synth.identity(clip.face_crop)
     posteriors = synth.phone_posteriors(reading)
-    expected = synth.speak(synth.timing(posteriors, "bin blue"), identity)
+    viterbi = synth.timing(posteriors, "bin blue")
+    paced = synth.pace(posteriors, "bin blue", viterbi)
+    assert paced.shape == viterbi.shape and not np.array_equal(paced, viterbi)
+    expected = synth.speak(paced, identity)  # spoken paced by the phones' typical lengths
     assert expected.shape == (1, 80, 80) and spoken.fallback == ""
     torch.testing.assert_close(spoken.mel, expected[0])
+    unpaced = Synthesizer(phones, SynthParams(decode="greedy", duration_weight=0, **ANY_TIMING))
+    torch.testing.assert_close(unpaced.synthesize(clip, "bin blue").mel, synth.speak(viterbi, identity)[0])
     assert not torch.allclose(synth.speak(synth.timing(posteriors, "set red"), identity), expected)
     assert synth.timing(posteriors, " ") is None  # nothing read: MelGen speaks from the lips
     assert len(spoken.wav) == 20 * SAMPLES_PER_FRAME and np.isfinite(spoken.wav).all()
