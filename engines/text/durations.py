@@ -127,8 +127,8 @@ def paced_align(log_probs: Any, text: str, weight: float, durations: PhoneDurati
         score = entry + emitted[t] - emitted[starts] + length_score[:, :d].T
         k = score.argmax(axis=0)
         best[t], length[t] = score[k, states], k + 1
-        came[t] = np.array([0, -1, -2, 0])[way[k, states]] + states
-        came[t][way[k, states] == 3] = -1
+        chosen = way[k, states]  # 0: silence chained, 1: from s−1, 2: from s−2 over a silence, 3: the start
+        came[t] = np.where(chosen == 3, -1, states - chosen)
     ends = [s_len - 1] + ([s_len - 2] if optional[-1] else [])
     state = max(ends, key=lambda e: best[n, e])
     if not np.isfinite(best[n, state]):
