@@ -98,7 +98,7 @@ class SynthParams:
                                         "long each phone lasts in speech (engines.text.durations), this "
                                         "weight on the latter; 0: the aligner's Viterbi path alone. The "
                                         "reference text so timed is heard at 4.3 % sphinx-GRID WER instead "
-                                        "of 6.0 % (true timing: 3.4 %; NOTES.md, session 16)")
+                                        "of 6.0 % (true timing: 3.2 %; bench/rendering.py)")
     max_short_phones: float = param(0.4, "the prior speaks only if at most this share of the text's phones "
                                          "is timed 20 ms or less (true timelines: at most 0.18 in any "
                                          "corpus clip; the aligner on unseen synthetic faces: at most 0.28; "

@@ -19,7 +19,8 @@ import numpy as np
 from engines.clipsets import Clip
 
 
-def _features(clip: Clip, cache: str | None) -> dict[str, np.ndarray]:
+def clip_features(clip: Clip, cache: str | None) -> dict[str, np.ndarray]:
+    """A clip's tracked face (engines.data.loaders.track_video's arrays), from the feature cache if given."""
     from engines.data.cache import FeatureCache
     from engines.data.loaders import FEATURES_VERSION, ClipRef, extract, track_video
 
@@ -52,7 +53,7 @@ class Lip2Speech:
         if self.guide_reference and not clip.text:
             raise ValueError(f"clip {clip.id} has no reference text to guide toward")
         guide = clip.text if self.guide_reference else None
-        result = self.synthesizer.synthesize(Features.from_tracks(_features(clip, self.cache)), guide)
+        result = self.synthesizer.synthesize(Features.from_tracks(clip_features(clip, self.cache)), guide)
         self.texts[clip.id] = result.text
         if result.fallback:
             self.notes.append(result.fallback)
@@ -97,7 +98,7 @@ class StreamedLip2Speech(Lip2Speech):
         from engines.synth.engine import Features
         from engines.synth.streaming import frames_of, stream
 
-        chunks = stream(self.streamer, frames_of(Features.from_tracks(_features(clip, self.cache))))
+        chunks = stream(self.streamer, frames_of(Features.from_tracks(clip_features(clip, self.cache))))
         self.texts[clip.id] = " ".join(c.text for c in chunks if c.final_text and c.text)
         for chunk in chunks:
             for stage, s in chunk.seconds.items():

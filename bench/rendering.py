@@ -1,0 +1,95 @@
+"""How well the mel prior speaks a text that is right, apart from lip reading: each clip's reference text
+spoken in the face's voice on three timings — the clip's true phone timeline (what the corpus said when),
+the phone aligner's Viterbi timing on the lips, and paced (engines.text.durations) at each `--weights` —
+judged by pocketsphinx-GRID and whisper (≤ 1 per clip), paired against the Viterbi timing.
+
+Run: `.venv/bin/python bench/rendering.py CORPUS --cache FEATURES [--split test] [--per-speaker 36]
+[--weights 3] [--judges sphinx,whisper]`. The clips are bench/eval_table.py's (the first `--per-speaker` GRID
+clips of each speaker); the corpus must be ours (the true timelines are the .json beside each clip). Session
+16, 108 test clips: true timeline 3.4 %, Viterbi 6.0 %, paced (weight 3) 4.3 % sphinx-GRID WER; the
+reference audio 3.9 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eval_table import clip_list
+
+from engines.clipsets import load_clips
+from engines.eval.judges.asr import SphinxGrid, Whisper, errors
+from engines.eval.stats import paired_ratio_ci, ratio_ci
+from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
+from engines.synth.models import SynthModels
+from engines.synth.systems import clip_features
+from engines.text.durations import paced_align
+from engines.text.phones import align_text, timeline_labels
+
+VITERBI = "aligner's Viterbi path"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("corpus", type=Path)
+    p.add_argument("--cache", default="", help="feature cache folder (no video is tracked twice)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--per-speaker", type=int, default=36)
+    p.add_argument("--weights", default="3", help="duration weights of the paced rows, comma-separated")
+    p.add_argument("--judges", default="sphinx,whisper", help="sphinx, whisper or both")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    wanted = set(clip_list(args.corpus, args.split, args.per_speaker))
+    clips = [c for c in load_clips(args.corpus, split=args.split)
+             if c.video is not None and str(c.video.resolve()) in wanted]
+    if not clips:
+        print(f"{args.corpus}: no GRID clip in split {args.split}", file=sys.stderr)
+        return 2
+    judges = {name: {"sphinx": SphinxGrid, "whisper": Whisper}[name]() for name in args.judges.split(",")}
+    synth = Synthesizer(SynthModels.load(asr=None, aligner="aligner", prior="prior"), SynthParams())
+    weights = [float(w) for w in args.weights.split(",")]
+    rows = ["true timeline", VITERBI, *(f"paced, weight {w:g}" for w in weights)]
+    errs = {(row, judge): [] for row in rows for judge in judges}
+    for clip in tqdm(clips, unit="clip"):
+        features = Features.from_tracks(clip_features(clip, args.cache or None))
+        reading = synth.read(synth.frame_features(features.mouth_rois, features.lip_geometry))
+        posteriors = synth.phone_posteriors(reading)
+        truth = json.loads(clip.video.with_suffix(".json").read_text())["phones"]
+        viterbi = align_text(posteriors, clip.text)
+        paced = [paced_align(posteriors, clip.text, w) for w in weights]
+        timings = [timeline_labels(truth, len(posteriors)), viterbi,
+                   *(viterbi if labels is None else labels for labels in paced)]
+        identity = synth.identity(features.face_crop)
+        for row, labels in zip(rows, timings, strict=True):
+            wav = synth.vocode(synth.speak(labels, identity))
+            if features.valid is not None and not features.valid.all():
+                wav = silence_unseen(wav, features.valid)
+            for name, judge in judges.items():
+                wrong, words = errors(clip.text, judge.transcribe(wav))[:2]
+                errs[(row, name)].append((min(wrong, words), words))
+    print(f"{len(clips)} clips of {args.corpus} ({args.split}); the prior speaks each reference text; ± half "
+          "the 95 % interval; Δ: paired against the Viterbi timing\n")
+    print("| timing | " + " | ".join(f"WER {j} | Δ {j}" for j in judges) + " |")
+    print("|---|" + "---|---|" * len(judges))
+    for row in rows:
+        cells = []
+        for name in judges:
+            e, n = (np.array(v, float) for v in zip(*errs[(row, name)], strict=True))
+            base = np.array([x for x, _ in errs[(VITERBI, name)]], float)
+            c, d = ratio_ci(e, n), paired_ratio_ci(e, n, base, n)
+            delta = f"{100 * d.value:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+            cells += [f"{100 * c.value:.1f} % ± {100 * c.half_width:.1f}", "" if row == VITERBI else delta]
+        print(f"| {row} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
