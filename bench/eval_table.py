@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.clipsets import CORPUS_MANIFEST
+from engines.clipsets import CORPUS_MANIFEST, Clip, load_clips
 from engines.eval.cli import main as eval_main
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR
@@ -33,19 +33,17 @@ LIPS = "prior_mode=off"  # MelGen on the lips alone: the rows that measure the s
 FULL = (f"{LIPS},nfe=1", f"{LIPS},nfe=2", f"{LIPS},nfe=8", f"{LIPS},sampler=ddpm,nfe=400")
 
 
-def clip_list(corpus: Path, split: str, per_speaker: int) -> list[str]:
-    """Video paths of the first `per_speaker` GRID clips of each speaker of `split` (module docstring)."""
-    from engines.clipsets import load_clips
-
+def table_clips(corpus: Path, split: str, per_speaker: int) -> list[Clip]:
+    """The first `per_speaker` GRID clips with video of each speaker of `split` (module docstring); every
+    clip with video of a folder of real clips."""
     if not (corpus / CORPUS_MANIFEST).is_file():
-        return [str(c.video.resolve()) for c in load_clips(corpus) if c.video is not None]
-    clips = load_clips(corpus, split=split)
-    chosen: dict[str, list[str]] = defaultdict(list)
-    for clip in sorted(clips, key=lambda c: c.id):
+        return [c for c in load_clips(corpus) if c.video is not None]
+    chosen: dict[str, list[Clip]] = defaultdict(list)
+    for clip in sorted(load_clips(corpus, split=split), key=lambda c: c.id):
         grid = clip.text is not None and decode(encode(clip.text)) in GRID_GRAMMAR
         if clip.video is not None and grid and len(chosen[clip.speaker_key]) < per_speaker:
-            chosen[clip.speaker_key].append(str(clip.video.resolve()))
-    return [path for speaker in sorted(chosen) for path in chosen[speaker]]
+            chosen[clip.speaker_key].append(clip)
+    return [clip for speaker in sorted(chosen) for clip in chosen[speaker]]
 
 
 def main() -> int:
@@ -62,7 +60,7 @@ def main() -> int:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     listing = args.out / "clips.txt"
-    paths = clip_list(args.corpus, args.split, args.per_speaker)
+    paths = [str(c.video.resolve()) for c in table_clips(args.corpus, args.split, args.per_speaker)]
     if not paths:
         print(f"{args.corpus}: no GRID clip in split {args.split}", file=sys.stderr)
         return 2

@@ -4,10 +4,10 @@ the phone aligner's Viterbi timing on the lips, and paced (engines.text.duration
 judged by pocketsphinx-GRID and whisper (≤ 1 per clip), paired against the Viterbi timing.
 
 Run: `.venv/bin/python bench/rendering.py CORPUS --cache FEATURES [--split test] [--per-speaker 36]
-[--weights 3] [--judges sphinx,whisper]`. The clips are bench/eval_table.py's (the first `--per-speaker` GRID
-clips of each speaker); the corpus must be ours (the true timelines are the .json beside each clip). Session
-16, 108 test clips: true timeline 3.4 %, Viterbi 6.0 %, paced (weight 3) 4.3 % sphinx-GRID WER; the
-reference audio 3.9 %.
+[--weights 3] [--judges sphinx,whisper]`. The clips are bench/eval_table.py's `table_clips` (the first
+`--per-speaker` GRID clips of each speaker); the corpus must be ours (the true timelines are the .json beside
+each clip). Session 16, 108 test clips: true timeline 3.2 %, Viterbi 6.0 %, paced (weight 3) 4.3 %
+sphinx-GRID WER; the reference audio 3.9 %.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval_table import clip_list
+from eval_table import table_clips
 
-from engines.clipsets import load_clips
 from engines.eval.judges.asr import SphinxGrid, Whisper, errors
 from engines.eval.stats import paired_ratio_ci, ratio_ci
 from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
@@ -47,9 +46,7 @@ def main() -> int:
     p.add_argument("--judges", default="sphinx,whisper", help="sphinx, whisper or both")
     args = p.parse_args()
     torch.set_num_threads(1)
-    wanted = set(clip_list(args.corpus, args.split, args.per_speaker))
-    clips = [c for c in load_clips(args.corpus, split=args.split)
-             if c.video is not None and str(c.video.resolve()) in wanted]
+    clips = table_clips(args.corpus, args.split, args.per_speaker)
     if not clips:
         print(f"{args.corpus}: no GRID clip in split {args.split}", file=sys.stderr)
         return 2

@@ -100,7 +100,7 @@ def paced_align(log_probs: Any, text: str, weight: float, durations: PhoneDurati
     n, s_len = lp.shape[0], len(classes)
     if n == 0 or s_len < 2:
         return None
-    durations = durations or load()
+    durations = load() if durations is None else durations
     neg = -np.inf
     emitted = np.vstack([np.zeros(s_len), np.cumsum(lp[:, classes], axis=0)])  # (N + 1, S)
     length_score = weight * durations.log_prob(classes, max_steps)  # (S, D)
