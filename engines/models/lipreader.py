@@ -67,9 +67,11 @@ class LipReader(nn.Module):
         log_probs = self.head(self.dropout(hidden)).log_softmax(dim=-1)
         return LipReaderOutput(log_probs, visual, hidden, state)
 
-    def forward(self, roi: Tensor, geometry: Tensor, state: Tensor | None = None) -> LipReaderOutput:
-        """Mouth ROIs (B, T, 88, 88) and lip geometry (B, T, 82) → LipReaderOutput."""
-        return self.read(self.frontend(roi, geometry), state)
+    def forward(self, roi: Tensor, geometry: Tensor, state: Tensor | None = None,
+                lengths: Tensor | None = None) -> LipReaderOutput:
+        """Mouth ROIs (B, T, 88, 88) and lip geometry (B, T, 82) → LipReaderOutput; `lengths` (B,): each
+        clip's frames before padding (see VisualFrontendConfig.normalise)."""
+        return self.read(self.frontend(roi, geometry, lengths), state)
 
     def adopt_weights(self, weights: dict[str, Tensor], config: dict) -> dict[str, Tensor]:
         """Weights of a reader whose config (`config`, the checkpoint's) differs from this one's only in the

@@ -345,6 +345,9 @@ class StreamingSynthesizer:
     def __init__(self, synthesizer: Synthesizer, params: StreamParams = StreamParams()) -> None:
         self.synthesizer, self.params = synthesizer, params
         c = synthesizer.models.lipreader.config.frontend
+        if c.normalise != "none":
+            raise ValueError(f"this lip reader normalises whole clips (normalise {c.normalise!r}) and cannot "
+                             "stream; it can read the offline text (SynthModels.text_reader)")
         self.shapes = {"mouth_roi": (c.roi_size, c.roi_size), "lip_geometry": (c.geometry_dim,),
                        "face_crop": (synthesizer.models.identity.config.image_size,) * 2 + (3,)}
         self.bad_frame_reasons: Counter[str] = Counter()

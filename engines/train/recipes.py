@@ -315,7 +315,7 @@ def lipreader(model: nn.Module, config: Any, options: LipReaderOptions, data: Da
         adversary = SpeakerAdversary(config.frontend.dim, len(labels), options.speaker_adversary)
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = model(batch["video"], batch["lips"])
+        out = model(batch["video"], batch["lips"], lengths=batch["lengths"])
         loss = ctc_loss(out.log_probs, batch, batch["lengths"])
         if adversary is None:
             return loss, {}
@@ -328,7 +328,7 @@ def lipreader(model: nn.Module, config: Any, options: LipReaderOptions, data: Da
         errors = chars = 0
         losses = []
         for batch in batches(val, train.batch_size, ctx.device):
-            log_probs = model(batch["video"], batch["lips"]).log_probs
+            log_probs = model(batch["video"], batch["lips"], lengths=batch["lengths"]).log_probs
             losses.append(ctc_loss(log_probs, batch, batch["lengths"]).item())
             e, c = ctc_cer(log_probs, batch, batch["lengths"])
             errors, chars = errors + e, chars + c

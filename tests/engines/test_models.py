@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.models.asr import ASR, ASRConfig
-from engines.models.frontend import VisualFrontend, VisualFrontendConfig, normalize_roi
+from engines.models.frontend import VisualFrontend, VisualFrontendConfig, clip_motion, normalize_roi
 from engines.models.identity import IdentityConfig, IdentityEncoder
 from engines.models.lipreader import LipReader, LipReaderConfig
 from engines.models.melgen import CondUpsample, MelGen, MelGenConfig, join_condition, timestep_embedding
@@ -298,3 +298,41 @@ def test_a_mean_window_removes_whatever_every_frame_shares() -> None:
     torch.testing.assert_close(model.temporal(frames + look), model.temporal(frames), atol=1e-5, rtol=1e-4)
     plain = VisualFrontend(TINY_FRONTEND).eval()
     assert not torch.allclose(plain.temporal(frames + look), plain.temporal(frames), atol=1e-3)
+
+
+def test_clip_motion_keeps_how_each_clip_moves_whatever_its_gain_and_offset() -> None:
+    roi, geometry = visual_inputs(2, 9, seed=3)
+    motion = clip_motion(roi)
+    # another light, another camera (equal up to the scale's eps)
+    assert torch.allclose(clip_motion(roi * 3.0 + 5.0), motion, rtol=2e-3, atol=1e-3)
+    smaller = clip_motion(geometry * 0.5)  # a smaller mouth
+    assert torch.allclose(smaller, clip_motion(geometry), rtol=2e-3, atol=1e-3)
+    # each clip on its own scale: the clip's median frame is 0, 90 % of its frames within about one unit
+    assert motion[0].median(dim=0).values.abs().max() < 1e-5
+    rms = motion.reshape(2, 9, -1).square().mean(dim=2).sqrt()
+    assert torch.allclose(torch.quantile(rms, 0.9, dim=1), torch.ones(2), atol=0.01)
+    still = clip_motion(torch.ones(1, 5, 4, 4))
+    assert torch.equal(still, torch.zeros_like(still))  # no motion stays no motion, not noise blown up
+
+
+def test_clip_motion_of_a_padded_batch_equals_each_clip_alone() -> None:
+    roi, _ = visual_inputs(2, 8, seed=4)
+    padded = roi.clone()
+    padded[1, 5:] = 7.0  # a shorter clip padded with anything
+    out = clip_motion(padded, torch.tensor([8, 5]))
+    assert torch.allclose(out[1, :5], clip_motion(roi[1:, :5])[0], atol=1e-5)
+    assert torch.equal(out[1, 5:], torch.zeros_like(out[1, 5:]))
+    assert torch.allclose(out[0], clip_motion(roi[:1])[0], atol=1e-5)
+
+
+def test_a_clip_normalised_reader_reads_a_padded_batch_as_each_clip_alone() -> None:
+    reader = LipReader(LipReaderConfig(frontend=dataclasses.replace(TINY_FRONTEND, normalise="clip"),
+                                       hidden=8)).eval()
+    roi, geometry = visual_inputs(2, 10, seed=5)
+    with torch.no_grad():
+        batch = reader(roi, geometry, lengths=torch.tensor([10, 6])).log_probs
+        alone = reader(roi[1:, :6], geometry[1:, :6]).log_probs
+    inside = 6 - reader.frontend.receptive_field()[1]  # later outputs look ahead into the padding
+    assert torch.allclose(batch[1, :inside], alone[0, :inside], atol=1e-5)
+    with pytest.raises(ValueError, match="normalise"):
+        VisualFrontendConfig(normalise="frame")

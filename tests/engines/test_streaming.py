@@ -143,6 +143,13 @@ def streamer(models: SynthModels, params: SynthParams = FAST, synthesizer: type[
 # ---------------------------------------------------------------- timing
 
 
+def test_a_lip_reader_that_needs_whole_clips_is_refused(models: SynthModels) -> None:
+    frontend = dataclasses.replace(models.lipreader.config.frontend, normalise="clip")
+    whole = LipReader(dataclasses.replace(models.lipreader.config, frontend=frontend))
+    with pytest.raises(ValueError, match="cannot stream"):
+        streamer(dataclasses.replace(models, lipreader=whole))
+
+
 def test_chunks_are_a_hop_long_stamped_with_their_first_frame_and_flush_emits_the_tail(
         models: SynthModels) -> None:
     s = streamer(models)
