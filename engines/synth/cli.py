@@ -32,6 +32,10 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{model}", default=model, help=f"{model} weights to speak the lip-read text "
                        f"with: a shipped name or a checkpoint path (default: {model}); '' for none, with the "
                        "other (see --prior-mode)")
+    p.add_argument("--text-reader", default="",
+                   help="a second lip reader that reads the text (a shipped name or a checkpoint path, e.g. "
+                        "one trained on each clip's motion: engines/train/configs/lipreader-motion.yaml); "
+                        "default '': --lipreader reads it")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_arguments(p, SynthParams)
     return p
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         # the guidance ASR is only loaded to guide: --w2 0 runs without its weights
         models = SynthModels.load(args.lipreader, args.melgen, args.identity, args.asr if params.w2 else None,
                                   args.vocoder, args.device, aligner=args.aligner or None,
-                                  prior=args.prior or None)
+                                  prior=args.prior or None, text_reader=args.text_reader or None)
         synthesizer = Synthesizer(models, params, args.device)
         from engines.data.loaders import track_video
 

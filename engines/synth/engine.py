@@ -247,9 +247,11 @@ class Synthesizer:
     def frame_features(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray) -> Tensor:
         """Per-frame front-end features (1, T, D) of uint8 ROIs (T, 88, 88) and lip geometry (T, 82)."""
         with self._timed("frame"):
-            roi = torch.from_numpy(normalise_roi(mouth_rois)).to(self.device)[None]
-            lips = torch.from_numpy(np.asarray(lip_geometry, np.float32)).to(self.device)[None]
-            return self._frame(roi, lips)
+            return self._frame(*self._inputs(mouth_rois, lip_geometry))
+
+    def _inputs(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray) -> tuple[Tensor, Tensor]:
+        roi = torch.from_numpy(normalise_roi(mouth_rois)).to(self.device)[None]
+        return roi, torch.from_numpy(np.asarray(lip_geometry, np.float32)).to(self.device)[None]
 
     def initial_state(self) -> Tensor:
         c = self.models.lipreader.config
@@ -286,6 +288,15 @@ class Synthesizer:
             return None
         with self._timed("aligner"):
             return aligner.posteriors(reading.features[0])
+
+    def text_log_probs(self, features: Features, reading: Reading) -> Tensor:
+        """CTC log-probabilities (T, V) the offline text is decoded from: the text reader's on the whole clip
+        when one is loaded (PyTorch, whatever the backend), else the reading's own."""
+        reader = self.models.text_reader
+        if reader is None:
+            return reading.log_probs
+        with self._timed("text_reader"):
+            return reader(*self._inputs(features.mouth_rois, features.lip_geometry)).log_probs[0]
 
     def decode(self, log_probs: Tensor, phones: np.ndarray | None = None) -> str:
         """The lip-read text of CTC log-probabilities (T, V); with the phone aligner's log-posteriors of the
@@ -376,7 +387,7 @@ class Synthesizer:
         self.seconds = {}
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         phones = self.phone_posteriors(reading)
-        text = self.decode(reading.log_probs, phones)
+        text = self.decode(self.text_log_probs(features, reading), phones)
         said = text if guide_text is None else guide_text
         identity = self.identity(features.face_crop)
         labels = self.timing(phones, said)

@@ -4,6 +4,8 @@ A MelGen is trained on the features of one particular lip reader and identity en
 digests are in its checkpoint's training-data summary): pairing it with others would feed it inputs it
 never saw, so `SynthModels.load` refuses a mismatch unless told otherwise. So are the phone aligner (on a
 lip reader) and the mel prior (on an aligner and an identity encoder), which speak the lip-read text.
+A second lip reader may read the offline text (`text_reader`): its text is all that is used, so it may be
+any reader, one that needs whole clips included.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ class SynthModels:
     sources: dict[str, str]  # model → where it was loaded from
     aligner: nn.Module | None = None  # engines.models.aligner.PhoneAligner, times the text's phones
     prior: nn.Module | None = None  # engines.models.mel_prior.MelPrior, speaks them
+    text_reader: nn.Module | None = None  # a LipReader whose CTC gives the offline text, not lipreader's
 
     @classmethod
     def load(cls, lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
              asr: str | None = "asr", vocoder: str | None = "vocoder", device: str | torch.device = "cpu",
-             strict: bool = True, aligner: str | None = None, prior: str | None = None) -> SynthModels:
+             strict: bool = True, aligner: str | None = None, prior: str | None = None,
+             text_reader: str | None = None) -> SynthModels:
         """Each model from a checkpoint path or a shipped name; `asr` None: no ASR guidance, `vocoder` None
-        or "griffin-lim": Griffin-Lim; `aligner` and `prior` (both or neither) speak the lip-read text. With
+        or "griffin-lim": Griffin-Lim; `aligner` and `prior` (both or neither) speak the lip-read text;
+        `text_reader` (None: `lipreader` reads it) reads the offline text. With
         `strict`, a model trained on other weights than those it is loaded with is refused
         (ModelMismatch); otherwise a warning."""
         if (aligner is None) != (prior is None):
@@ -59,6 +64,8 @@ class SynthModels:
         if aligner is not None:  # and so prior
             loaded["aligner"] = checkpoint.load_ref(aligner, "aligner", device)
             loaded["prior"] = checkpoint.load_ref(prior, "prior", device)
+        if text_reader is not None:
+            loaded["text_reader"] = checkpoint.load_ref(text_reader, "lipreader", device)
         pairs = {"melgen": ("lipreader", "identity"), "aligner": ("lipreader",),
                  "prior": ("aligner", "identity")}
         for model, bases in pairs.items():
@@ -85,7 +92,7 @@ class SynthModels:
         return cls(lipreader=models["lipreader"], melgen=models["melgen"], identity=models["identity"],
                    asr=models.get("asr"), vocoder=models.get("vocoder"), features=features,
                    sources={k: str(c.path) for k, c in loaded.items()}, aligner=models.get("aligner"),
-                   prior=models.get("prior"))
+                   prior=models.get("prior"), text_reader=models.get("text_reader"))
 
     def describe(self) -> dict[str, Any]:
         """What runs, for logs and reports."""

@@ -65,9 +65,11 @@ class Lip2Speech:
 
 def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
                asr: str = "asr", vocoder: str = "vocoder", cache: str = "", guide: str = "lipread",
-               aligner: str = "aligner", prior: str = "prior", **params: Any) -> Lip2Speech:
+               aligner: str = "aligner", prior: str = "prior", text_reader: str = "",
+               **params: Any) -> Lip2Speech:
     """Factory: model names or checkpoint paths (the ASR only for w2 > 0; aligner and prior, both or
-    neither ('' for none), to speak the lip-read text), `guide` (ASR guidance toward the lip-read text, or
+    neither ('' for none), to speak the lip-read text; `text_reader`, a second lip reader, reads the
+    text, '' for the lip reader itself), `guide` (ASR guidance toward the lip-read text, or
     toward the clip's `reference` text: the diagnostic row, also the text the prior speaks), then any
     SynthParams field (nfe, w1, w2, sampler, prior_mode, ...)."""
     if guide not in ("lipread", "reference"):
@@ -81,7 +83,7 @@ def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: s
         raise ValueError(f"unknown lip2speech options {unknown}; known: {sorted(known)}")
     synth_params = SynthParams(**params)
     models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder,
-                              aligner=aligner or None, prior=prior or None)
+                              aligner=aligner or None, prior=prior or None, text_reader=text_reader or None)
     return Lip2Speech(Synthesizer(models, synth_params), cache or None, "generated", guide == "reference")
 
 

@@ -31,7 +31,8 @@ from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
 from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
 from engines.synth.models import ModelMismatch, SynthModels
-from engines.text.ctc import GRID_GRAMMAR, beam_search
+from engines.text.charset import decode
+from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
 from engines.text.phones import SILENCE, text_log_likelihood
 from engines.train import checkpoint
 from tests.engines.test_text import frames_for
@@ -95,11 +96,13 @@ def features(frames: int, seed: int = 0, valid: np.ndarray | None = None) -> Fea
                     rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), valid)
 
 
-NO_PRIOR = {"aligner": "", "prior": ""}  # the eval system and command load the shipped ones by default
+# the eval system and command load the shipped ones by default
+NO_PRIOR = {"aligner": "", "prior": "", "text_reader": ""}
 
 
 def model_args(tiny: dict[str, str]) -> list[str]:
-    return [arg for kind, path in {**NO_PRIOR, **tiny}.items() for arg in (f"--{kind}", path)]
+    return [arg for kind, path in {**NO_PRIOR, **tiny}.items()
+            for arg in (f"--{kind.replace('_', '-')}", path)]
 
 
 # ---------------------------------------------------------------- models
@@ -208,6 +211,28 @@ def test_guidance_can_steer_toward_a_given_text_and_the_result_keeps_the_lip_rea
 def test_grid_decoding_gives_a_sentence_of_the_grid_grammar(models: SynthModels) -> None:
     result = Synthesizer(models, SynthParams(decode="grid", nfe=2)).synthesize(features(75))
     assert result.text in GRID_GRAMMAR, result.text
+
+
+@pytest.fixture(scope="module")
+def motion_reader(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny lip reader that reads each clip's motion whole (normalise clip)."""
+    torch.manual_seed(1)
+    config = dataclasses.replace(TINY_LIPREADER, frontend=dataclasses.replace(TINY_LIPREADER.frontend,
+                                                                              normalise="clip"))
+    return save(tmp_path_factory.mktemp("motion") / "reader.pt", LipReader(config), "lipreader")
+
+
+def test_a_text_reader_reads_the_offline_text_and_the_lip_reader_still_feeds_melgen(
+        tiny: dict[str, str], motion_reader: str) -> None:
+    clip = features(40)
+    plain = Synthesizer(SynthModels.load(**tiny), SynthParams(decode="greedy", nfe=2))
+    with_reader = SynthModels.load(**tiny, text_reader=motion_reader)
+    both = Synthesizer(with_reader, SynthParams(decode="greedy", nfe=2))
+    read = both.models.text_reader(*both._inputs(clip.mouth_rois, clip.lip_geometry)).log_probs[0]
+    own, theirs = plain.synthesize(clip), both.synthesize(clip)
+    assert theirs.text == decode(greedy_decode(read)) != own.text
+    assert torch.equal(theirs.mel, own.mel)  # without a prior the text only names what was read
+    assert "text_reader" in theirs.seconds
 
 
 def test_onnxruntime_runs_every_network_and_speaks_like_pytorch(models: SynthModels, tmp_path: Path) -> None:
@@ -442,7 +467,7 @@ def test_lip2speech_and_the_eval_system_say_when_melgen_speaks_instead_of_the_pr
     assert "note: the aligner times 100% of the text's phones at 20 ms or less" in printed
     assert "mel " in printed  # MelGen's compute time: it spoke
     video = GRID_VIDEOS[0]
-    options = ",".join(f"{kind}={path}" for kind, path in {**tiny, **deaf_phones}.items())
+    options = ",".join(f"{kind}={path}" for kind, path in {**tiny, **NO_PRIOR, **deaf_phones}.items())
     system = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid")
     system.generate(Clip(video.stem, audio=video, video=video))
     assert len(system.notes) == 1 and "cannot follow these lips" in system.notes[0]  # for the eval report
@@ -467,7 +492,7 @@ def test_lip2speech_help_lists_every_setting(capsys: pytest.CaptureFixture) -> N
         lip2speech_main(["--help"])
     assert done.value.code == 0
     printed = capsys.readouterr().out
-    assert "--prior-mode" in printed and "--aligner" in printed
+    assert "--prior-mode" in printed and "--aligner" in printed and "--text-reader" in printed
     assert "15.7 % against 19.0 %" in " ".join(printed.split())  # help that quotes figures renders
 
 
