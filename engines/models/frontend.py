@@ -7,8 +7,8 @@ Per frame (no temporal context, so cacheable frame by frame):
 Per clip, optionally (`normalise` "clip", offline only): the ROIs and the lip geometry each taken as motion
 about the clip's own median frame, in units of the clip's own motion (the 90th percentile of its frames'
 distance from that median). What stays is how the mouth moves, not how the face looks or how wide it
-opens: a reader trained on the ROIs as they are reads the real grid-dev faces at chance (15 of 18 GRID
-words wrong), one trained on this at 12 of 18, the synthetic test faces as well (NOTES.md, session 17).
+opens, where rendered faces differ most from real ones (a reader of the ROIs as they are reads the real
+grid-dev faces at chance; NOTES.md, session 17).
 It needs the whole clip, so such a reader cannot stream.
 Over time: optionally each frame's features minus their mean over the last `mean_window` frames (a
 face's look is mostly static and the reader mostly reads the ROI's look, so this is the visual
