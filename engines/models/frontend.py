@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from engines.params import param
 
-ROI_MEAN, ROI_STD = 0.421, 0.165
-NORMALISATIONS = ("none", "clip")  # LipVoicer's mouth ROI normalisation: (x / 255 - mean) / std
+ROI_MEAN, ROI_STD = 0.421, 0.165  # LipVoicer's mouth ROI normalisation: (x / 255 - mean) / std
+NORMALISATIONS = ("none", "clip")  # VisualFrontendConfig.normalise
 
 
 def normalize_roi(roi_u8: Tensor) -> Tensor:
