@@ -46,12 +46,19 @@ def table_clips(corpus: Path, split: str, per_speaker: int) -> list[Clip]:
     return [clip for speaker in sorted(chosen) for clip in chosen[speaker]]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def clip_arguments(description: str | None, per_speaker: int) -> argparse.ArgumentParser:
+    """A parser with the arguments that choose `table_clips` (corpus, --split, --per-speaker) and the
+    feature cache they are read from (--cache)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("corpus", type=Path)
     p.add_argument("--cache", default="", help="feature cache folder (no video is tracked twice)")
     p.add_argument("--split", default="test")
-    p.add_argument("--per-speaker", type=int, default=12)
+    p.add_argument("--per-speaker", type=int, default=per_speaker)
+    return p
+
+
+def main() -> int:
+    p = clip_arguments(__doc__, per_speaker=12)
     p.add_argument("--rows", choices=("quick", "full"), default="quick")
     p.add_argument("--models", default="", help="model overrides, e.g. lipreader=runs/x/latest.pt,melgen=...")
     p.add_argument("--guidance", default="w2=0.1", help="the guided rows' settings, e.g. "

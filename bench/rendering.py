@@ -12,7 +12,6 @@ sphinx-GRID WER; the reference audio 3.9 %.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval_table import table_clips
+from eval_table import clip_arguments, table_clips
 
 from engines.eval.judges.asr import SphinxGrid, Whisper, errors
 from engines.eval.stats import paired_ratio_ci, ratio_ci
@@ -37,11 +36,7 @@ VITERBI = "aligner's Viterbi path"
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("corpus", type=Path)
-    p.add_argument("--cache", default="", help="feature cache folder (no video is tracked twice)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--per-speaker", type=int, default=36)
+    p = clip_arguments(__doc__, per_speaker=36)
     p.add_argument("--weights", default="3", help="duration weights of the paced rows, comma-separated")
     p.add_argument("--judges", default="sphinx,whisper", help="sphinx, whisper or both")
     args = p.parse_args()
