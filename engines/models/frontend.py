@@ -58,6 +58,10 @@ class VisualFrontendConfig:
     normalise: str = param("none", "inputs as they are (none), or each clip's ROIs and lip geometry as "
                                    "motion about its median frame in units of its own motion (clip: whole "
                                    "clips only, no streaming)", choices=NORMALISATIONS)
+    motion_gain: float = param(0.0, "normalise clip, training only: scale each clip's motion by a factor in "
+                                    "[e^-g, e^g]")
+    motion_noise: float = param(0.0, "normalise clip, training only: add Gaussian noise of this std to the "
+                                     "motion")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -121,6 +125,24 @@ def clip_motion(x: Tensor, lengths: Tensor | None = None, eps: float = 1e-3) -> 
     return out
 
 
+def jitter_motion(xs: tuple[Tensor, ...], lengths: Tensor | None, gain: float,
+                  noise: float) -> tuple[Tensor, ...]:
+    """Each x (B, T, ...) of one batch of clips scaled by one random factor per clip in [e^-gain, e^gain]
+    and given Gaussian noise of std `noise`, padding frames left zero. A training regulariser on normalised
+    motion: the clip's own normalisation would undo the same jitter applied to the raw inputs."""
+    first = xs[0]
+    scale = torch.empty(first.shape[0], device=first.device).uniform_(-gain, gain).exp()
+    steps = torch.arange(first.shape[1], device=first.device)
+    valid = torch.ones(first.shape[:2], device=first.device) if lengths is None else \
+        (steps[None] < lengths.to(first.device)[:, None]).to(first.dtype)
+    out = []
+    for x in xs:
+        shape = (*x.shape[:2], *[1] * (x.ndim - 2))
+        x = x * scale.reshape(-1, *[1] * (x.ndim - 1)) + noise * torch.randn_like(x)
+        out.append(x * valid.reshape(shape))
+    return tuple(out)
+
+
 def running_mean(x: Tensor, window: int) -> Tensor:
     """Mean of x (B, T, D) over the `window` steps up to each step, or over all of them before the
     window fills. Pooling rather than a cumulative sum, which exports to ONNX and TensorRT as one op."""
@@ -169,6 +191,8 @@ class VisualFrontend(nn.Module):
                              f"got {tuple(geometry.shape)}")
         if c.normalise == "clip":
             roi, geometry = clip_motion(roi, lengths), clip_motion(geometry, lengths)
+            if self.training and (c.motion_gain or c.motion_noise):
+                roi, geometry = jitter_motion((roi, geometry), lengths, c.motion_gain, c.motion_noise)
         return self.frame(roi, geometry)
 
     def temporal(self, frames: Tensor) -> Tensor:

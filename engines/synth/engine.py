@@ -7,13 +7,14 @@ speech out. One class serves the offline command (a whole utterance at once) and
     sampler, classifier-free guidance w1, ASR guidance w2 toward the lip-read text) → waveform (vocoder,
     or Griffin-Lim)
 Offline, with a phone aligner and mel prior loaded, the text is also spoken: its phones timed on the
-reader's features, their mel in the face's voice, which is the mel (prior_mode speak) or MelGen's
-starting point at step prior_t (prior_mode refine). Sphinx-GRID hears the spoken text far better than
-MelGen's speech from the lips alone (NOTES.md, session 13); a stream cannot, since a word's phones are
-known only once the word is read. A timing no speech has (too many phones of 20 ms or less: the aligner
-could not follow the lips, as on real faces) is not spoken: MelGen speaks from the lips, and the result's
-`fallback` says why. A plausible one is spoken paced: timed again with each phone's typical length in speech
-(engines.text.durations), which sphinx and whisper hear better than the aligner's timing alone.
+reader's features (or the text reader's, for an aligner trained on it), their mel in the face's voice,
+which is the mel (prior_mode speak) or MelGen's starting point at step prior_t (prior_mode refine).
+Sphinx-GRID hears the spoken text far better than MelGen's speech from the lips alone (NOTES.md, session
+13); a stream cannot, since a word's phones are known only once the word is read. A timing no speech has
+(too many phones of 20 ms or less: the aligner could not follow the lips, as on real faces) is not
+spoken: MelGen speaks from the lips, and the result's `fallback` says why. A plausible one is spoken
+paced: timed again with each phone's typical length in speech (engines.text.durations), which sphinx
+and whisper hear better than the aligner's timing alone.
 
 The frame, reader, denoiser and vocoder networks run on the chosen backend (engines.backends: PyTorch,
 ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face and the guidance ASR
@@ -289,14 +290,15 @@ class Synthesizer:
         with self._timed("aligner"):
             return aligner.posteriors(reading.features[0])
 
-    def text_log_probs(self, features: Features, reading: Reading) -> Tensor:
-        """CTC log-probabilities (T, V) the offline text is decoded from: the text reader's on the whole clip
-        when one is loaded (PyTorch, whatever the backend), else the reading's own."""
+    def text_reading(self, features: Features, reading: Reading) -> Reading:
+        """The reading the offline text is decoded from: the text reader's on the whole clip when one is
+        loaded (PyTorch, whatever the backend), else `reading` itself."""
         reader = self.models.text_reader
         if reader is None:
-            return reading.log_probs
+            return reading
         with self._timed("text_reader"):
-            return reader(*self._inputs(features.mouth_rois, features.lip_geometry)).log_probs[0]
+            out = reader(*self._inputs(features.mouth_rois, features.lip_geometry))
+            return Reading(out.log_probs[0], condition_features(out, self.models.features), out.state)
 
     def decode(self, log_probs: Tensor, phones: np.ndarray | None = None) -> str:
         """The lip-read text of CTC log-probabilities (T, V); with the phone aligner's log-posteriors of the
@@ -386,8 +388,10 @@ class Synthesizer:
         apart from lip-reading errors); the result's text stays the lip-read one."""
         self.seconds = {}
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
-        phones = self.phone_posteriors(reading)
-        text = self.decode(self.text_log_probs(features, reading), phones)
+        text_reading = self.text_reading(features, reading)
+        timed = text_reading if self.models.aligner_reads == "text_reader" else reading
+        phones = self.phone_posteriors(timed)
+        text = self.decode(text_reading.log_probs, phones)
         said = text if guide_text is None else guide_text
         identity = self.identity(features.face_crop)
         labels = self.timing(phones, said)

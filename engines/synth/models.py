@@ -4,8 +4,9 @@ A MelGen is trained on the features of one particular lip reader and identity en
 digests are in its checkpoint's training-data summary): pairing it with others would feed it inputs it
 never saw, so `SynthModels.load` refuses a mismatch unless told otherwise. So are the phone aligner (on a
 lip reader) and the mel prior (on an aligner and an identity encoder), which speak the lip-read text.
-A second lip reader may read the offline text (`text_reader`): its text is all that is used, so it may be
-any reader, one that needs whole clips included.
+A second lip reader may read the offline text (`text_reader`), one that needs whole clips included. Its
+text is all that is used, unless the aligner was trained on it: the aligner then times that reader's
+features (`aligner_reads`), which follow lips the shipped reader's may not (real faces; NOTES.md).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class SynthModels:
     aligner: nn.Module | None = None  # engines.models.aligner.PhoneAligner, times the text's phones
     prior: nn.Module | None = None  # engines.models.mel_prior.MelPrior, speaks them
     text_reader: nn.Module | None = None  # a LipReader whose CTC gives the offline text, not lipreader's
+    aligner_reads: str = "lipreader"  # whose features the aligner times: lipreader or text_reader
 
     @classmethod
     def load(cls, lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
@@ -66,18 +68,19 @@ class SynthModels:
             loaded["prior"] = checkpoint.load_ref(prior, "prior", device)
         if text_reader is not None:
             loaded["text_reader"] = checkpoint.load_ref(text_reader, "lipreader", device)
-        pairs = {"melgen": ("lipreader", "identity"), "aligner": ("lipreader",),
-                 "prior": ("aligner", "identity")}
+        reads = aligner_reads(loaded)
+        pairs = {"melgen": ("lipreader", "identity"), "aligner": (reads,), "prior": ("aligner", "identity")}
         for model, bases in pairs.items():
             if model not in loaded:
                 continue
             summary = loaded[model].data_summary
-            for kind in bases:
+            for name in bases:
+                kind = loaded[name].kind
                 expected = summary.get(f"{kind}_digest")
-                found = checkpoint.weights_digest(loaded[kind].model)
+                found = checkpoint.weights_digest(loaded[name].model)
                 if expected is not None and expected != found:
                     message = (f"{loaded[model].path} was trained on {kind} weights {expected}, but "
-                               f"{loaded[kind].path} has {found}: use the {kind} it was trained with")
+                               f"{loaded[name].path} has {found}: use the {kind} it was trained with")
                     if strict:
                         raise ModelMismatch(message)
                     log.warning(message)
@@ -86,18 +89,29 @@ class SynthModels:
         check_condition(loaded["melgen"].model, loaded["lipreader"].model, loaded["identity"].model, features)
         models = {k: c.model.eval().requires_grad_(False) for k, c in loaded.items()}
         if "aligner" in loaded:
-            check_phones(loaded["aligner"].model, loaded["prior"].model, loaded["lipreader"].model,
+            check_phones(loaded["aligner"].model, loaded["prior"].model, loaded[reads].model,
                          loaded["identity"].model, loaded["aligner"].data_summary.get("features", "reader"),
                          features)
         return cls(lipreader=models["lipreader"], melgen=models["melgen"], identity=models["identity"],
                    asr=models.get("asr"), vocoder=models.get("vocoder"), features=features,
                    sources={k: str(c.path) for k, c in loaded.items()}, aligner=models.get("aligner"),
-                   prior=models.get("prior"), text_reader=models.get("text_reader"))
+                   prior=models.get("prior"), text_reader=models.get("text_reader"),
+                   aligner_reads=reads)
 
     def describe(self) -> dict[str, Any]:
         """What runs, for logs and reports."""
-        return {**self.sources, "features": self.features,
+        return {**self.sources, "features": self.features, "aligner_reads": self.aligner_reads,
                 "vocoder": self.sources.get("vocoder", GRIFFIN_LIM), "asr": self.sources.get("asr", "none")}
+
+
+def aligner_reads(loaded: dict[str, Any]) -> str:
+    """The reader whose features the aligner times: the text reader when the aligner was trained on it,
+    else the lip reader (which `load` then checks)."""
+    if "aligner" not in loaded or "text_reader" not in loaded:
+        return "lipreader"
+    trained_on = loaded["aligner"].data_summary.get("lipreader_digest")
+    text_reader = checkpoint.weights_digest(loaded["text_reader"].model)
+    return "text_reader" if trained_on == text_reader else "lipreader"
 
 
 def check_condition(melgen: nn.Module, lipreader: nn.Module, identity: nn.Module, features: str) -> None:

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from engines.models.asr import ASR, ASRConfig
-from engines.models.frontend import VisualFrontend, VisualFrontendConfig, clip_motion, normalize_roi
+from engines.models.frontend import (
+    VisualFrontend,
+    VisualFrontendConfig,
+    clip_motion,
+    jitter_motion,
+    normalize_roi,
+)
 from engines.models.identity import IdentityConfig, IdentityEncoder
 from engines.models.lipreader import LipReader, LipReaderConfig
 from engines.models.melgen import CondUpsample, MelGen, MelGenConfig, join_condition, timestep_embedding
@@ -323,6 +329,27 @@ def test_clip_motion_of_a_padded_batch_equals_each_clip_alone() -> None:
     assert torch.allclose(out[1, :5], clip_motion(roi[1:, :5])[0], atol=1e-5)
     assert torch.equal(out[1, 5:], torch.zeros_like(out[1, 5:]))
     assert torch.allclose(out[0], clip_motion(roi[:1])[0], atol=1e-5)
+
+
+def test_motion_jitter_scales_each_clip_as_one_and_leaves_padding_and_evaluation_alone() -> None:
+    roi, geometry = visual_inputs(2, 8, seed=6)
+    torch.manual_seed(0)
+    lengths = torch.tensor([8, 5])
+    scaled_roi, scaled_geometry = jitter_motion((roi, geometry), lengths, gain=0.5, noise=0.0)
+    for b, n in enumerate(lengths.tolist()):
+        factor = scaled_roi[b, :n] / roi[b, :n]
+        assert torch.allclose(factor, factor.flatten()[0].expand_as(factor))  # one factor per clip...
+        assert torch.allclose(scaled_geometry[b, :n] / geometry[b, :n], factor.flatten()[0].expand(n, 82))
+        assert 0.6 < factor.flatten()[0] < 1.65  # ...within e^±0.5 (...for both inputs)
+    assert torch.equal(scaled_roi[1, 5:], torch.zeros_like(scaled_roi[1, 5:]))
+    noisy, = jitter_motion((torch.zeros(1, 400, 4, 4),), None, gain=0.0, noise=0.1)
+    assert abs(noisy.std().item() - 0.1) < 0.01
+    frontend = VisualFrontend(dataclasses.replace(TINY_FRONTEND, normalise="clip", motion_gain=0.3,
+                                                  motion_noise=0.05))
+    with torch.no_grad():
+        assert torch.equal(frontend.eval()(roi, geometry), frontend(roi, geometry))  # only in training
+        assert not torch.equal(frontend.train().frame_features(roi, geometry),
+                               frontend.eval().frame_features(roi, geometry))
 
 
 def test_a_clip_normalised_reader_reads_a_padded_batch_as_each_clip_alone() -> None:

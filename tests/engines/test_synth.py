@@ -116,7 +116,7 @@ def test_models_load_from_checkpoint_paths_frozen_with_the_features_the_melgen_h
     assert models.features == "reader" and models.sources == tiny
     for model in (models.lipreader, models.melgen, models.identity, models.asr, models.vocoder):
         assert not model.training and not any(p.requires_grad for p in model.parameters())
-    assert models.describe() == {**tiny, "features": "reader"}
+    assert models.describe() == {**tiny, "features": "reader", "aligner_reads": "lipreader"}
 
 
 def test_griffin_lim_and_no_asr_load_no_weights(tiny: dict[str, str]) -> None:
@@ -422,6 +422,33 @@ def test_grid_decoding_re_ranks_whole_sentences_by_the_aligners_phones(
         assert Synthesizer(phones, params).decode(log_probs, given) == whole[0]
     with pytest.raises(ValueError, match="phone_weight"):
         SynthParams(phone_weight=-1)
+
+
+def test_an_aligner_trained_on_the_text_reader_times_the_text_on_its_features(
+        tiny: dict[str, str], motion_reader: str, tmp_path: Path) -> None:
+    text_reader, identity = checkpoint.load(motion_reader).model, checkpoint.load(tiny["identity"]).model
+    aligner = PhoneAligner(PhoneAlignerConfig(feature_dim=32, hidden=8, layers=1))
+    prior = MelPrior(MelPriorConfig(identity_dim=16, channels=8, dilations=(1,)))
+    trained_on = {"features": "reader", "lipreader_digest": checkpoint.weights_digest(text_reader)}
+    phones = {"aligner": save(tmp_path / "aligner.pt", aligner, "aligner", trained_on),
+              "prior": save(tmp_path / "prior.pt", prior, "prior",
+                            {"aligner_digest": checkpoint.weights_digest(aligner),
+                             "identity_digest": checkpoint.weights_digest(identity)})}
+    models = SynthModels.load(**tiny, **phones, text_reader=motion_reader)
+    assert models.aligner_reads == "text_reader" and models.describe()["aligner_reads"] == "text_reader"
+    synth = Synthesizer(models, SynthParams(**ANY_TIMING))
+    clip = features(40)
+    reading = synth.read(synth.frame_features(clip.mouth_rois, clip.lip_geometry))
+    theirs = synth.text_reading(clip, reading)
+    assert theirs.features.shape == reading.features.shape
+    assert not torch.allclose(theirs.features, reading.features)
+    posteriors = synth.phone_posteriors(theirs)
+    result = synth.synthesize(clip, "bin blue")
+    assert result.text == synth.decode(theirs.log_probs, posteriors)  # re-ranked on the text reader's phones
+    timed = synth.pace(posteriors, "bin blue", synth.timing(posteriors, "bin blue"))
+    torch.testing.assert_close(result.mel, synth.speak(timed, synth.identity(clip.face_crop))[0])
+    with pytest.raises(ModelMismatch, match="trained on lipreader weights"):  # its reader is not loaded
+        SynthModels.load(**tiny, **phones)
 
 
 def test_an_aligner_or_prior_trained_on_other_weights_is_refused(
