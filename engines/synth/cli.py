@@ -34,8 +34,8 @@ def parser() -> argparse.ArgumentParser:
                        "other (see --prior-mode)")
     p.add_argument("--text-reader", default="",
                    help="a second lip reader that reads the text (a shipped name or a checkpoint path, e.g. "
-                        "one trained on each clip's motion: engines/train/configs/lipreader-motion.yaml); "
-                        "default '': --lipreader reads it")
+                        "lipreader-motion, which reads each clip's motion; with --aligner aligner-motion, "
+                        "trained on it, the text is timed on its features); default '': --lipreader reads it")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_arguments(p, SynthParams)
     return p

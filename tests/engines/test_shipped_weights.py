@@ -39,16 +39,20 @@ def clip() -> dict:
 
 
 @pytest.mark.parametrize("lead", [-3, 0, 10, 40])
-def test_the_shipped_reader_reads_the_bundled_clip_wherever_speech_starts(clip: dict, lead: int) -> None:
-    reader = load_ref("lipreader", "lipreader").model.eval()
+@pytest.mark.parametrize("name", ["lipreader", "lipreader-motion"])
+def test_each_shipped_reader_reads_the_bundled_clip_wherever_speech_starts(clip: dict, name: str,
+                                                                          lead: int) -> None:
+    reader = load_ref(name, "lipreader").model.eval()
     item = move_onset(clip, lead, 0)  # < 0: the first frames lost; > 0: the face still for longer first
     with torch.no_grad():
         text = decode(greedy_decode(reader(item["video"], item["lips"][None]).log_probs[0]))
-    assert edit_distance(text, SAID) <= 0.35 * len(SAID), f"read {text!r} for {SAID!r} (lead {lead:+d})"
+    assert edit_distance(text, SAID) <= 0.35 * len(SAID), f"{name}: {text!r} for {SAID!r} (lead {lead:+d})"
 
 
-def test_the_shipped_models_load_together_and_speak_the_bundled_clips_text() -> None:
-    """The shipped aligner and mel prior were trained on the shipped reader and identity encoder (their
+@pytest.mark.parametrize("text_reader, aligner", [(None, "aligner"), ("lipreader-motion", "aligner-motion")])
+def test_the_shipped_models_load_together_and_speak_the_bundled_clips_text(text_reader: str | None,
+                                                                          aligner: str) -> None:
+    """The shipped aligners and mel prior were trained on the shipped readers and identity encoder (their
     digests are checked on load), and speak what the reader read: speech of the clip's length."""
     import numpy as np
 
@@ -56,7 +60,8 @@ def test_the_shipped_models_load_together_and_speak_the_bundled_clips_text() -> 
     from engines.synth.engine import Features, Synthesizer, SynthParams
     from engines.synth.models import SynthModels
 
-    models = SynthModels.load(asr=None, aligner="aligner", prior="prior")
+    models = SynthModels.load(asr=None, aligner=aligner, prior="prior", text_reader=text_reader)
+    assert models.aligner_reads == ("text_reader" if text_reader else "lipreader")
     tracked = track_video(CLIP)
     result = Synthesizer(models, SynthParams(decode="grid")).synthesize(Features.from_tracks(tracked))
     assert len(result.wav) == len(tracked["valid"]) * 640 and np.isfinite(result.wav).all()
