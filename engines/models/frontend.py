@@ -9,6 +9,9 @@ about the clip's own median frame, in units of the clip's own motion (the 90th p
 distance from that median). What stays is how the mouth moves, not how the face looks or how wide it
 opens, where rendered faces differ most from real ones (a reader of the ROIs as they are reads the real
 grid-dev faces at chance; NOTES.md, session 17).
+`normalise` "span" takes that median and scale over the span where the lips move only (first to last
+frame that changes by more than a fifth of the clip's 90th-percentile change, ± 2 frames), so how long
+the face is still before and after speech does not move them (NOTES.md, session 18).
 It needs the whole clip, so such a reader cannot stream.
 Over time: optionally each frame's features minus their mean over the last `mean_window` frames (a
 face's look is mostly static and the reader mostly reads the ROI's look, so this is the visual
@@ -33,7 +36,9 @@ from torch import Tensor, nn
 from engines.params import param
 
 ROI_MEAN, ROI_STD = 0.421, 0.165  # LipVoicer's mouth ROI normalisation: (x / 255 - mean) / std
-NORMALISATIONS = ("none", "clip")  # VisualFrontendConfig.normalise
+NORMALISATIONS = ("none", "clip", "span")  # VisualFrontendConfig.normalise
+# normalise span: a moving frame changes by > SPAN_CHANGE × the clip's 90th-percentile change, ± SPAN_PAD
+SPAN_CHANGE, SPAN_PAD = 0.2, 2
 
 
 def normalize_roi(roi_u8: Tensor) -> Tensor:
@@ -56,12 +61,13 @@ class VisualFrontendConfig:
     mean_window: int = param(0, "subtract from each frame's features their mean over this many frames up "
                                 "to it (fewer at a clip's start); 0: off")
     normalise: str = param("none", "inputs as they are (none), or each clip's ROIs and lip geometry as "
-                                   "motion about its median frame in units of its own motion (clip: whole "
-                                   "clips only, no streaming)", choices=NORMALISATIONS)
-    motion_gain: float = param(0.0, "normalise clip, training only: scale each clip's motion by a factor in "
-                                    "[e^-g, e^g]")
-    motion_noise: float = param(0.0, "normalise clip, training only: add Gaussian noise of this std to the "
-                                     "motion")
+                                   "motion about its median frame in units of its own motion (clip), both "
+                                   "taken over the span where the lips move (span); whole clips only, no "
+                                   "streaming", choices=NORMALISATIONS)
+    motion_gain: float = param(0.0, "normalise clip or span, training only: scale each clip's motion by a "
+                                    "factor in [e^-g, e^g]")
+    motion_noise: float = param(0.0, "normalise clip or span, training only: add Gaussian noise of this std "
+                                     "to the motion")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -109,20 +115,39 @@ class FrameEncoder(nn.Module):
         return self.fuse(torch.cat((image, self.geometry(geometry)), dim=2))
 
 
-def clip_motion(x: Tensor, lengths: Tensor | None = None, eps: float = 1e-3) -> Tensor:
+def clip_motion(x: Tensor, lengths: Tensor | None = None, eps: float = 1e-3,
+                span: bool = False) -> Tensor:
     """Each clip of x (B, T, ...) minus its median frame over its first `lengths` frames (all when None),
     divided by the 90th percentile of its frames' RMS distance from that median (+ eps: a still clip stays
-    near zero rather than noise blown up); padding frames come out zero. Invariant to any per-clip gain and
-    offset of x."""
+    near zero rather than noise blown up); padding frames come out zero. With `span`, median and percentile
+    over the span where the clip moves (`moving_span`) only. Invariant to any per-clip gain and offset of
+    x."""
     out = torch.zeros_like(x)
     for b in range(x.shape[0]):
         n = x.shape[1] if lengths is None else int(lengths[b])
         if n == 0:
             continue
-        motion = x[b, :n] - x[b, :n].median(dim=0).values
-        rms = motion.reshape(n, -1).square().mean(dim=1).sqrt()
-        out[b, :n] = motion / (torch.quantile(rms, 0.9) + eps)
+        frames = x[b, :n].reshape(n, -1)
+        lo, hi = moving_span(frames) if span else (0, n)
+        motion = frames - frames[lo:hi].median(dim=0).values
+        rms = motion[lo:hi].square().mean(dim=1).sqrt()
+        out[b, :n] = (motion / (torch.quantile(rms, 0.9) + eps)).reshape(x[b, :n].shape)
     return out
+
+
+def moving_span(frames: Tensor) -> tuple[int, int]:
+    """[lo, hi) of frames (T, D) from the first to the last frame whose change from the one before (the
+    first frame: its change to the next) exceeds SPAN_CHANGE × the 90th percentile of those changes,
+    widened by SPAN_PAD; all frames when none does (a still clip)."""
+    n = frames.shape[0]
+    if n < 2:
+        return 0, n
+    change = (frames[1:] - frames[:-1]).square().mean(dim=1).sqrt()
+    change = torch.cat((change[:1], change))
+    moving = (change > SPAN_CHANGE * torch.quantile(change, 0.9)).nonzero().flatten()
+    if len(moving) == 0:
+        return 0, n
+    return max(int(moving[0]) - SPAN_PAD, 0), min(int(moving[-1]) + SPAN_PAD + 1, n)
 
 
 def jitter_motion(xs: tuple[Tensor, ...], lengths: Tensor | None, gain: float,
@@ -181,7 +206,7 @@ class VisualFrontend(nn.Module):
 
     def frame_features(self, roi: Tensor, geometry: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Per-frame features (B, T, D) of ROIs (B, T, H, W) and lip geometry (B, T, G); `lengths` (B,): each
-        clip's frames before padding, for `normalise` clip (None: no padding)."""
+        clip's frames before padding, for `normalise` clip or span (None: no padding)."""
         c = self.config
         if roi.ndim != 4 or roi.shape[2:] != (c.roi_size, c.roi_size):
             raise ValueError(f"expected mouth ROIs (B, T, {c.roi_size}, {c.roi_size}), "
@@ -189,8 +214,9 @@ class VisualFrontend(nn.Module):
         if geometry.shape != (*roi.shape[:2], c.geometry_dim):
             raise ValueError(f"expected lip geometry {(*roi.shape[:2], c.geometry_dim)}, "
                              f"got {tuple(geometry.shape)}")
-        if c.normalise == "clip":
-            roi, geometry = clip_motion(roi, lengths), clip_motion(geometry, lengths)
+        if c.normalise != "none":
+            span = c.normalise == "span"
+            roi, geometry = clip_motion(roi, lengths, span=span), clip_motion(geometry, lengths, span=span)
             if self.training and (c.motion_gain or c.motion_noise):
                 roi, geometry = jitter_motion((roi, geometry), lengths, c.motion_gain, c.motion_noise)
         return self.frame(roi, geometry)

@@ -18,6 +18,8 @@ from engines.models.frontend import VisualFrontend, VisualFrontendConfig
 from engines.params import param
 from engines.text.charset import VOCAB_SIZE
 
+WEIGHTLESS_FRONTEND = ("mean_window", "normalise", "motion_gain", "motion_noise")  # LipReader.adopt_weights
+
 
 @dataclass(frozen=True)
 class LipReaderConfig:
@@ -74,14 +76,14 @@ class LipReader(nn.Module):
         return self.read(self.frontend(roi, geometry, lengths), state)
 
     def adopt_weights(self, weights: dict[str, Tensor], config: dict) -> dict[str, Tensor]:
-        """Weights of a reader whose config (`config`, the checkpoint's) differs from this one's only in the
-        front end's mean_window, which has no weights: a trained reader fine-tunes into one that subtracts
-        its running mean."""
+        """Weights of a reader whose config (`config`, the checkpoint's) differs from this one's only in front
+        end fields no weight depends on (WEIGHTLESS_FRONTEND: its running mean, how it normalises each clip
+        and the training jitter of that): a trained reader fine-tunes into one that reads otherwise."""
         theirs = LipReaderConfig(**config)
         mine = self.config
-        if dataclasses.replace(theirs, frontend=dataclasses.replace(
-                theirs.frontend, mean_window=mine.frontend.mean_window)) != mine:
-            raise ValueError(f"only the front end's mean_window may differ: {config}")
+        kept = {name: getattr(mine.frontend, name) for name in WEIGHTLESS_FRONTEND}
+        if dataclasses.replace(theirs, frontend=dataclasses.replace(theirs.frontend, **kept)) != mine:
+            raise ValueError(f"only the front end's {', '.join(WEIGHTLESS_FRONTEND)} may differ: {config}")
         return weights
 
     def condition_dim(self, kind: str) -> int:

@@ -321,6 +321,34 @@ def test_clip_motion_keeps_how_each_clip_moves_whatever_its_gain_and_offset() ->
     assert torch.equal(still, torch.zeros_like(still))  # no motion stays no motion, not noise blown up
 
 
+def test_span_motion_ignores_how_long_the_face_is_still_before_and_after() -> None:
+    roi, geometry = visual_inputs(1, 12, seed=7)
+
+    def hold(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+        return torch.cat((x[:, :1].expand(1, before, *x.shape[2:]), x,
+                          x[:, -1:].expand(1, after, *x.shape[2:])), 1)
+
+    for x in (roi, geometry):
+        long, short = hold(x, 30, 20), hold(x, 3, 4)
+        assert torch.allclose(clip_motion(long, span=True)[:, 30:42], clip_motion(short, span=True)[:, 3:15],
+                              atol=1e-5)
+        assert not torch.allclose(clip_motion(long)[:, 30:42], clip_motion(short)[:, 3:15], atol=1e-2)
+    still = clip_motion(torch.ones(1, 5, 4, 4), span=True)
+    assert torch.equal(still, torch.zeros_like(still))
+
+
+def test_a_reader_fine_tunes_onto_another_normalisation_and_nothing_else() -> None:
+    from engines.train.checkpoint import config_dict
+
+    clip = LipReaderConfig(frontend=dataclasses.replace(TINY_FRONTEND, normalise="clip"), hidden=8)
+    weights = LipReader(clip).state_dict()
+    span = LipReader(dataclasses.replace(clip, frontend=dataclasses.replace(clip.frontend, normalise="span")))
+    span.load_state_dict(span.adopt_weights(weights, config_dict(clip)))
+    wider = LipReader(dataclasses.replace(clip, hidden=16))
+    with pytest.raises(ValueError, match="only the front end's mean_window, normalise"):
+        wider.adopt_weights(weights, config_dict(clip))
+
+
 def test_clip_motion_of_a_padded_batch_equals_each_clip_alone() -> None:
     roi, _ = visual_inputs(2, 8, seed=4)
     padded = roi.clone()
