@@ -18,6 +18,7 @@ from engines.params import add_arguments, part
 
 def parser() -> argparse.ArgumentParser:
     from engines.synth.engine import SynthParams
+    from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER
 
     p = argparse.ArgumentParser(prog="voxsight lip2speech", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,14 +29,14 @@ def parser() -> argparse.ArgumentParser:
                        help=f"{model} weights: a shipped name or a checkpoint path (default: {model})"
                        + ("; 'griffin-lim' for the zero-weight vocoder" if model == "vocoder" else "")
                        + ("; not loaded with --w2 0" if model == "asr" else ""))
-    for model in ("aligner", "prior"):
-        p.add_argument(f"--{model}", default=model, help=f"{model} weights to speak the lip-read text "
-                       f"with: a shipped name or a checkpoint path (default: {model}); '' for none, with the "
-                       "other (see --prior-mode)")
-    p.add_argument("--text-reader", default="",
-                   help="a second lip reader that reads the text (a shipped name or a checkpoint path, e.g. "
-                        "lipreader-motion, which reads each clip's motion; with --aligner aligner-motion, "
-                        "trained on it, the text is timed on its features); default '': --lipreader reads it")
+    for model, default in (("aligner", DEFAULT_ALIGNER), ("prior", "prior")):
+        p.add_argument(f"--{model}", default=default, help=f"{model} weights to speak the lip-read text "
+                       f"with: a shipped name or a checkpoint path (default: {default}); '' for none, with "
+                       "the other (see --prior-mode)")
+    p.add_argument("--text-reader", default=DEFAULT_TEXT_READER,
+                   help=f"the lip reader that reads the text (a shipped name or a checkpoint path; default "
+                        f"{DEFAULT_TEXT_READER}, which reads each clip's motion and which the default "
+                        f"--aligner was trained on); '': --lipreader reads it, then with --aligner aligner")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_arguments(p, SynthParams)
     return p

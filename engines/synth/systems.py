@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from engines.clipsets import Clip
+from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER
 
 
 def clip_features(clip: Clip, cache: str | None) -> dict[str, np.ndarray]:
@@ -65,13 +66,13 @@ class Lip2Speech:
 
 def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
                asr: str = "asr", vocoder: str = "vocoder", cache: str = "", guide: str = "lipread",
-               aligner: str = "aligner", prior: str = "prior", text_reader: str = "",
+               aligner: str = DEFAULT_ALIGNER, prior: str = "prior", text_reader: str = DEFAULT_TEXT_READER,
                **params: Any) -> Lip2Speech:
     """Factory: model names or checkpoint paths (the ASR only for w2 > 0; aligner and prior, both or
-    neither ('' for none), to speak the lip-read text; `text_reader`, a second lip reader, reads the
-    text, '' for the lip reader itself), `guide` (ASR guidance toward the lip-read text, or
-    toward the clip's `reference` text: the diagnostic row, also the text the prior speaks), then any
-    SynthParams field (nfe, w1, w2, sampler, prior_mode, ...)."""
+    neither ('' for none), to speak the lip-read text; `text_reader`, the lip reader that reads the
+    text, '' for `lipreader` itself, then with aligner=aligner), `guide` (ASR guidance toward the
+    lip-read text, or toward the clip's `reference` text: the diagnostic row, also the text the prior
+    speaks), then any SynthParams field (nfe, w1, w2, sampler, prior_mode, ...)."""
     if guide not in ("lipread", "reference"):
         raise ValueError(f"guide must be 'lipread' or 'reference', got {guide!r}")
     from engines.synth.engine import Synthesizer, SynthParams

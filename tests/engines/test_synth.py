@@ -29,8 +29,9 @@ from engines.models.mel_prior import MelPrior, MelPriorConfig
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
+from engines.synth.cli import parser as lip2speech_parser
 from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
-from engines.synth.models import ModelMismatch, SynthModels
+from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER, ModelMismatch, SynthModels
 from engines.text.charset import decode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
 from engines.text.phones import SILENCE, text_log_likelihood
@@ -447,8 +448,8 @@ def test_an_aligner_trained_on_the_text_reader_times_the_text_on_its_features(
     assert result.text == synth.decode(theirs.log_probs, posteriors)  # re-ranked on the text reader's phones
     timed = synth.pace(posteriors, "bin blue", synth.timing(posteriors, "bin blue"))
     torch.testing.assert_close(result.mel, synth.speak(timed, synth.identity(clip.face_crop))[0])
-    with pytest.raises(ModelMismatch, match="trained on lipreader weights"):  # its reader is not loaded
-        SynthModels.load(**tiny, **phones)
+    with pytest.raises(ModelMismatch, match=r"trained on lipreader weights .*\(as the text reader"):
+        SynthModels.load(**tiny, **phones)  # its reader is not loaded: the message says how to pair them
 
 
 def test_an_aligner_or_prior_trained_on_other_weights_is_refused(
@@ -521,6 +522,9 @@ def test_lip2speech_help_lists_every_setting(capsys: pytest.CaptureFixture) -> N
     printed = capsys.readouterr().out
     assert "--prior-mode" in printed and "--aligner" in printed and "--text-reader" in printed
     assert "15.7 % against 19.0 %" in " ".join(printed.split())  # help that quotes figures renders
+    # the offline defaults are a pair: the aligner was trained on the text reader
+    defaults = lip2speech_parser().parse_args(["clip.mp4", "-o", "out.wav"])
+    assert (defaults.text_reader, defaults.aligner) == (DEFAULT_TEXT_READER, DEFAULT_ALIGNER)
 
 
 def test_lip2speech_says_clearly_what_is_wrong(tiny: dict[str, str], tmp_path: Path,
