@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     soundfile.write(args.output, result.wav, 16000, subtype="PCM_16")
     seen = int(tracked["valid"].sum())
     print(f"lip-read: {result.text}")
-    if result.fallback:
-        print(f"note: {result.fallback}")
+    if result.note:
+        print(f"note: {result.note}")
     print(f"wrote {args.output}: {result.duration_s:.2f} s of speech; face seen in {seen}/"
           f"{len(tracked['valid'])} frames; backends {synthesizer.backends}")
     total = sum(result.seconds.values())

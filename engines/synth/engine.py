@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines.audio.mel import MELS_PER_FRAME
+from engines.audio.mel import MELS_PER_FRAME, SAMPLES_PER_FRAME
 from engines.audio.torch_mel import GriffinLim
 from engines.diffusion.guidance import ASR_INPUTS, GuidedDenoiser
 from engines.diffusion.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
 from engines.diffusion.schedule import DiffusionSchedule
+from engines.face import lips
 from engines.face.align import normalise_roi
 from engines.models.lipreader import LipReaderOutput, condition_features
 from engines.models.melgen import MelGen, join_condition
@@ -55,6 +56,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sampl
                                                "dpmpp_2m": sample_dpmpp_2m}
 DECODERS = ("greedy", "beam", "grid")
 PRIOR_MODES = ("speak", "refine", "off")
+OPENING = lips.FEATURE_LENGTH - 2  # index of the inner-lip opening in lip geometry (engines.face.lips)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ class SynthParams:
                                         "weight on the latter; 0: the aligner's Viterbi path alone. The "
                                         "reference text so timed is heard at 4.3 % sphinx-GRID WER instead "
                                         "of 6.0 % (true timing: 3.2 %; bench/rendering.py)")
+    still_threshold: float = param(0.01, "a mouth whose lip opening range (inter-ocular units) is below "
+                                         "this is still: silence and no text. Streaming: over each hop, the "
+                                         "hop before and the look-ahead; offline: over the whole clip (a "
+                                         "reader of motion reads sentences into a still face's noise). "
+                                         "Rendered corpus: 0 at rest; speech windows >= 0.017 (1st "
+                                         "percentile)")
     max_short_phones: float = param(0.4, "the prior speaks only if at most this share of the text's phones "
                                          "is timed 20 ms or less (true timelines: at most 0.18 in any "
                                          "corpus clip; the aligner on unseen synthetic faces: at most 0.28; "
@@ -120,6 +128,8 @@ class SynthParams:
         if self.phone_weight < 0 or self.duration_weight < 0:
             raise ValueError(f"phone_weight and duration_weight must be >= 0, got {self.phone_weight}, "
                              f"{self.duration_weight}")
+        if self.still_threshold < 0:
+            raise ValueError(f"still_threshold must be >= 0, got {self.still_threshold}")
         if not 0 <= self.max_short_phones <= 1:
             raise ValueError(f"max_short_phones must be in [0, 1], got {self.max_short_phones}")
         if not 0 <= self.prior_t < 400 or (self.prior_mode == "refine" and self.nfe > self.prior_t + 1):
@@ -169,7 +179,7 @@ class SynthResult:
     text: str  # the lip-read text
     mel: Tensor  # (80, 4T) normalised mel
     seconds: dict[str, float] = field(default_factory=dict)  # compute time per stage
-    fallback: str = ""  # why MelGen spoke from the lips although the prior was to speak ("" if it did not)
+    note: str = ""  # what a user should know: why MelGen spoke instead of the prior, or why all is silence
 
     @property
     def duration_s(self) -> float:
@@ -387,6 +397,13 @@ class Synthesizer:
         target and as the text the mel prior speaks (an evaluation's reference text, to measure synthesis
         apart from lip-reading errors); the result's text stays the lip-read one."""
         self.seconds = {}
+        still = self.mouth_still(features)
+        if still:
+            log.info("%s", still)
+            frames = len(features.mouth_rois)
+            return SynthResult(np.zeros(frames * SAMPLES_PER_FRAME, np.float32), "",
+                               torch.full((self.models.melgen.config.n_mels, MELS_PER_FRAME * frames), -1.0),
+                               {}, still)
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         text_reading = self.text_reading(features, reading)
         timed = text_reading if self.models.aligner_reads == "text_reader" else reading
@@ -409,6 +426,17 @@ class Synthesizer:
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
         return SynthResult(wav, text, mel[0], dict(self.seconds), fallback)
+
+    def mouth_still(self, features: Features) -> str:
+        """Why a whole clip is silence (its seen frames' lip opening never ranges over `still_threshold`), or
+        "" when its mouth moves."""
+        seen = features.lip_geometry[:, OPENING] if features.valid is None else \
+            features.lip_geometry[features.valid, OPENING]
+        moved = float(seen.max() - seen.min()) if len(seen) else 0.0
+        if moved >= self.params.still_threshold:
+            return ""
+        return (f"the mouth never moves (lip opening range {moved:.3f} < still_threshold "
+                f"{self.params.still_threshold}): silence, no text")
 
 
 class PreparedDenoiser:

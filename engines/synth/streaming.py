@@ -48,13 +48,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engines.audio.mel import HOP, MELS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
-from engines.face import lips
 from engines.params import param
-from engines.synth.engine import Features, Synthesizer
+from engines.synth.engine import OPENING, Features, Synthesizer
 from engines.text.charset import decode
 from engines.text.ctc import greedy_decode
 
-OPENING = lips.FEATURE_LENGTH - 2  # index of the inner-lip opening in lip geometry (engines.face.lips)
 MAX_LOOKAHEAD_FRAMES = 5  # ARCHITECTURE §6: at most ~200 ms look-ahead
 SILENCE = -1.0  # the normalised mel of the log floor
 GRIFFIN_LIM_CONTEXT = 8  # mel frames of left context for Griffin-Lim (its phase estimate is global)
@@ -69,10 +67,6 @@ class StreamParams:
                                             "within 2 points of offline, 1 lost 6 (NOTES.md)")
     crossfade_ms: float = param(10.0, "waveform crossfade between consecutive chunks; it runs into the "
                                       "look-ahead, so none without look-ahead")
-    still_threshold: float = param(0.01, "a hop whose lip opening range (inter-ocular units, over the hop, "
-                                         "the hop before and the look-ahead) is below this is 'mouth still': "
-                                         "silence. Rendered corpus: 0 at rest; speech windows ≥ 0.017 (1st "
-                                         "percentile)")
     identity_refresh_s: float = param(5.0, "refresh the identity embedding this often (running mean of "
                                            "embeddings, renormalised)")
     final_decode_max_s: float = param(10.0, "an ended utterance up to this long is read again with the "
@@ -86,11 +80,9 @@ class StreamParams:
         if not 0 <= self.melgen_lookahead_frames <= MAX_LOOKAHEAD_FRAMES:
             raise ValueError(f"melgen_lookahead_frames must be in 0..{MAX_LOOKAHEAD_FRAMES}, got "
                              f"{self.melgen_lookahead_frames}")
-        if not (self.crossfade_ms >= 0 and self.still_threshold >= 0 and self.identity_refresh_s > 0
-                and self.final_decode_max_s >= 0):
-            raise ValueError(f"need crossfade_ms, still_threshold, final_decode_max_s >= 0 and "
-                             f"identity_refresh_s > 0, got {self.crossfade_ms}, {self.still_threshold}, "
-                             f"{self.final_decode_max_s}, {self.identity_refresh_s}")
+        if not (self.crossfade_ms >= 0 and self.identity_refresh_s > 0 and self.final_decode_max_s >= 0):
+            raise ValueError(f"need crossfade_ms, final_decode_max_s >= 0 and identity_refresh_s > 0, got "
+                             f"{self.crossfade_ms}, {self.final_decode_max_s}, {self.identity_refresh_s}")
 
     @property
     def crossfade_samples(self) -> int:
@@ -235,7 +227,7 @@ class _Voice:
         p = self.p
         seen = self.seen.get(s, e)
         opening = self.opening.get(max(self.start, s - p.hop_frames), lookahead_end)
-        still = float(opening.max() - opening.min()) < p.still_threshold
+        still = float(opening.max() - opening.min()) < self.synth.params.still_threshold
         if still or not bool(seen.any()):
             wav, mel = np.zeros((e - s) * SAMPLES_PER_FRAME, np.float32), None
             self.tail = None
@@ -381,7 +373,7 @@ class StreamingSynthesizer:
         mouth, lips_, face = (np.zeros(shape, np.float32 if name == "lip_geometry" else np.uint8)
                               for name, shape in self.shapes.items())
         frames = self.params.context_frames + self.algorithmic_latency_frames + self.params.hop_frames
-        swing = 0.05 + self.params.still_threshold  # a mouth that moves enough to be voiced
+        swing = 0.05 + self.synthesizer.params.still_threshold  # a mouth that moves enough to be voiced
         for k in range(frames):
             geometry = lips_.copy()
             geometry[OPENING] = swing * (1.0 + math.sin(k))

@@ -56,8 +56,8 @@ class Lip2Speech:
         guide = clip.text if self.guide_reference else None
         result = self.synthesizer.synthesize(Features.from_tracks(clip_features(clip, self.cache)), guide)
         self.texts[clip.id] = result.text
-        if result.fallback:
-            self.notes.append(result.fallback)
+        if result.note:
+            self.notes.append(result.note)
         for stage, s in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
         self.speech_s += result.duration_s

@@ -353,7 +353,7 @@ def test_streamed_and_offline_mel_are_alike(models: SynthModels) -> None:
 
 def test_stream_params_refuse_what_cannot_work() -> None:
     for bad in ({"hop_frames": 0}, {"context_frames": -1}, {"melgen_lookahead_frames": 6},
-                {"crossfade_ms": -1.0}, {"still_threshold": -0.1}, {"identity_refresh_s": 0.0}):
+                {"crossfade_ms": -1.0}, {"identity_refresh_s": 0.0}):
         with pytest.raises(ValueError):
             StreamParams(**bad)
     assert StreamParams().crossfade_samples == 160

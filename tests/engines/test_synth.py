@@ -30,7 +30,7 @@ from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
 from engines.synth.cli import parser as lip2speech_parser
-from engines.synth.engine import Features, Synthesizer, SynthParams, silence_unseen
+from engines.synth.engine import OPENING, Features, Synthesizer, SynthParams, silence_unseen
 from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER, ModelMismatch, SynthModels
 from engines.text.charset import decode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
@@ -286,6 +286,23 @@ def test_unseen_frames_are_silent(models: SynthModels) -> None:
     assert np.array_equal(partly.wav, np.where(gate, seen.wav, 0.0).astype(np.float32))
 
 
+def test_a_clip_whose_mouth_never_moves_is_silence_without_text(models: SynthModels) -> None:
+    """A reader of motion normalises a still face's noise into motion and reads sentences into it: offline,
+    a clip whose lip opening never ranges over still_threshold is silence with a note, as a stream's hop
+    is."""
+    still = features(20)
+    still.lip_geometry[:, OPENING] = 0.2 + 0.001 * np.sin(np.arange(20))
+    result = Synthesizer(models).synthesize(still)
+    assert result.text == "" and not result.wav.any() and len(result.wav) == 20 * SAMPLES_PER_FRAME
+    assert result.mel.shape == (80, 80) and "the mouth never moves" in result.note and not result.seconds
+    unseen = np.zeros(20, bool)  # nothing seen: nothing moved either
+    assert "the mouth never moves" in Synthesizer(models).synthesize(features(20, valid=unseen)).note
+    talking = features(20)  # the helper's geometry is noise of unit scale: a mouth that moves
+    spoken = Synthesizer(models).synthesize(talking)
+    assert spoken.note == "" and spoken.wav.any() and "mel" in spoken.seconds
+    assert Synthesizer(models, SynthParams(still_threshold=10.0)).synthesize(talking).text == ""
+
+
 def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
     good = features(5)
     lips = good.lip_geometry.copy()
@@ -310,6 +327,7 @@ def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
     ({"sampler": "ddim", "nfe": 60}, "few-step sampler"),
     ({"prior_t": 400}, "prior_t must be in"),
     ({"prior_mode": "refine", "prior_t": 2, "nfe": 4}, "leave room for nfe 4"),
+    ({"still_threshold": -0.1}, "still_threshold must be >= 0"),
 ])
 def test_params_refuse_bad_values(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -353,7 +371,7 @@ def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
     paced = synth.pace(posteriors, "bin blue", viterbi)
     assert paced.shape == viterbi.shape and not np.array_equal(paced, viterbi)
     expected = synth.speak(paced, identity)  # spoken paced by the phones' typical lengths
-    assert expected.shape == (1, 80, 80) and spoken.fallback == ""
+    assert expected.shape == (1, 80, 80) and spoken.note == ""
     torch.testing.assert_close(spoken.mel, expected[0])
     unpaced = Synthesizer(phones, SynthParams(decode="greedy", duration_weight=0, **ANY_TIMING))
     torch.testing.assert_close(unpaced.synthesize(clip, "bin blue").mel, synth.speak(viterbi, identity)[0])
@@ -395,12 +413,12 @@ def test_melgen_speaks_from_the_lips_when_the_aligner_times_no_speech(
     clip = features(20)
     with caplog.at_level(logging.INFO, logger="engines.synth.engine"):
         fell_back = Synthesizer(models, SynthParams(nfe=2)).synthesize(clip, "bin blue")
-    assert "100% of the text's phones at 20 ms or less" in fell_back.fallback
-    assert fell_back.fallback in caplog.text
+    assert "100% of the text's phones at 20 ms or less" in fell_back.note
+    assert fell_back.note in caplog.text
     off = Synthesizer(models, SynthParams(nfe=2, prior_mode="off")).synthesize(clip, "bin blue")
     np.testing.assert_array_equal(fell_back.wav, off.wav)
     spoken = Synthesizer(models, SynthParams(nfe=2, **ANY_TIMING)).synthesize(clip, "bin blue")
-    assert spoken.fallback == "" and not np.allclose(spoken.wav, off.wav)
+    assert spoken.note == "" and not np.allclose(spoken.wav, off.wav)
     with pytest.raises(ValueError, match="max_short_phones"):
         SynthParams(max_short_phones=1.5)
 
