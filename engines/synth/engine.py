@@ -57,6 +57,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sampl
 DECODERS = ("greedy", "beam", "grid")
 PRIOR_MODES = ("speak", "refine", "off")
 OPENING = lips.FEATURE_LENGTH - 2  # index of the inner-lip opening in lip geometry (engines.face.lips)
+SILENCE = -1.0  # the normalised mel of the log floor
 
 
 @dataclass(frozen=True)
@@ -401,9 +402,8 @@ class Synthesizer:
         if still:
             log.info("%s", still)
             frames = len(features.mouth_rois)
-            return SynthResult(np.zeros(frames * SAMPLES_PER_FRAME, np.float32), "",
-                               torch.full((self.models.melgen.config.n_mels, MELS_PER_FRAME * frames), -1.0),
-                               {}, still)
+            mel = torch.full((self.models.melgen.config.n_mels, MELS_PER_FRAME * frames), SILENCE)
+            return SynthResult(np.zeros(frames * SAMPLES_PER_FRAME, np.float32), "", mel, {}, still)
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         text_reading = self.text_reading(features, reading)
         timed = text_reading if self.models.aligner_reads == "text_reader" else reading
@@ -432,11 +432,17 @@ class Synthesizer:
         "" when its mouth moves."""
         seen = features.lip_geometry[:, OPENING] if features.valid is None else \
             features.lip_geometry[features.valid, OPENING]
-        moved = float(seen.max() - seen.min()) if len(seen) else 0.0
+        moved = opening_range(seen)
         if moved >= self.params.still_threshold:
             return ""
         return (f"the mouth never moves (lip opening range {moved:.3f} < still_threshold "
                 f"{self.params.still_threshold}): silence, no text")
+
+
+def opening_range(opening: np.ndarray | Tensor) -> float:
+    """How far a run of frames' lip opening (OPENING) ranges, in inter-ocular units (0 for no frame): below
+    SynthParams.still_threshold the mouth is still, offline over a clip and streaming over a hop."""
+    return float(opening.max() - opening.min()) if len(opening) else 0.0
 
 
 class PreparedDenoiser:

@@ -49,12 +49,11 @@ from torch import Tensor
 
 from engines.audio.mel import HOP, MELS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from engines.params import param
-from engines.synth.engine import OPENING, Features, Synthesizer
+from engines.synth.engine import OPENING, SILENCE, Features, Synthesizer, opening_range
 from engines.text.charset import decode
 from engines.text.ctc import greedy_decode
 
 MAX_LOOKAHEAD_FRAMES = 5  # ARCHITECTURE §6: at most ~200 ms look-ahead
-SILENCE = -1.0  # the normalised mel of the log floor
 GRIFFIN_LIM_CONTEXT = 8  # mel frames of left context for Griffin-Lim (its phase estimate is global)
 
 
@@ -227,7 +226,7 @@ class _Voice:
         p = self.p
         seen = self.seen.get(s, e)
         opening = self.opening.get(max(self.start, s - p.hop_frames), lookahead_end)
-        still = float(opening.max() - opening.min()) < self.synth.params.still_threshold
+        still = opening_range(opening) < self.synth.params.still_threshold
         if still or not bool(seen.any()):
             wav, mel = np.zeros((e - s) * SAMPLES_PER_FRAME, np.float32), None
             self.tail = None
