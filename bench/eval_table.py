@@ -7,12 +7,14 @@ Run: `.venv/bin/python bench/eval_table.py CORPUS --cache FEATURES [--split test
 The list (OUT/clips.txt) is the first `--per-speaker` GRID clips of each speaker of the split in clip-id
 order, so the same corpus always gives the same list (36 clips for the 3 test speakers of the default
 corpus). CORPUS may also be a folder of real clips (../shared/real/grid-dev): every clip is then used.
-Rows `quick`: reference, vocoders, generated at the defaults (with the shipped mel prior, it speaks the
-lip-read text), MelGen on the lips alone (prior_mode off), that with ASR guidance toward GRID-grammar text,
-with guidance toward the reference text (a diagnostic: how far guidance gets with every word right), and
-the prior speaking GRID-grammar text (decode grid: what a command-vocabulary robot would run);
+Rows `quick`: reference, vocoders, generated at the defaults (the shipped mel prior speaks the phones the
+aligner reads on the lips), MelGen on the lips alone (prior_mode off), that with ASR guidance toward
+GRID-grammar text, with guidance toward the reference text (a diagnostic: how far guidance gets with every
+word right), and the prior speaking GRID-grammar text (decode grid: what a command-vocabulary robot would
+run);
 `full` adds, for MelGen on the lips alone, the NFE sweep (1, 2, 8), the 400-step DDPM reference sampler and
-the streamed engine, and MelGen refining the prior's mel (prior_mode refine).
+the streamed engine (its prior speaking the aligner's phones, and MelGen on the lips alone), and MelGen
+refining the prior's mel (prior_mode refine).
 """
 
 from __future__ import annotations
@@ -79,21 +81,21 @@ def main() -> int:
     rows = ["", LIPS, *guided, "decode=grid"] + (list(FULL) if args.rows == "full" else [])
     systems = [",".join([base, *common, row] if row else [base, *common]) for row in rows]
     if args.rows == "full":
-        # a stream speaks without the prior (a word's phones are known only once it is read)
-        phones = {"aligner", "prior"}
-        stream_models = [x for x in args.models.split(",") if x and x.split("=")[0] not in phones]
-        systems.append(",".join([f"{base}_stream", *stream_models, *cache]))
-        systems.append(",".join([base, *common, "prior_mode=refine,nfe=2"]))
+        # a stream's prior speaks phones its own aligner reads on the streaming reader: no text reader
+        offline_only = {"aligner", "prior", "text_reader"}
+        stream_models = [x for x in args.models.split(",") if x and x.split("=")[0] not in offline_only]
+        stream = ",".join([f"{base}_stream", *stream_models, *cache])
+        systems += [stream, ",".join([base, *common, "prior_mode=refine,nfe=2"]), f"{stream},{LIPS}"]
     argv = [str(listing), "--judges", "whisper,sphinx,stoi", "--out", str(args.out / "report"),
             "--system", "engines.synth.systems:vocoder"]
     for spec in systems:
         argv += ["--system", spec]
     # Rows: 1 reference, 2 Griffin-Lim, 3 our vocoder, 4 generated, 5 MelGen on the lips alone, 6 that guided,
     # 7 guided toward the reference text, 8 generated from GRID-grammar text, then the full rows (9-11 NFE 1,
-    # 2, 8; 12 DDPM; 13 streamed; 14 MelGen refining the prior's mel).
+    # 2, 8; 12 DDPM; 13 streamed; 14 MelGen refining the prior's mel; 15 streamed by MelGen on the lips).
     argv += ["--compare", "4:5", "--compare", "8:5", "--compare", "6:5", "--compare", "7:5"]
     if args.rows == "full":
-        argv += ["--compare", "5:12", "--compare", "13:5", "--compare", "14:4"]
+        argv += ["--compare", "5:12", "--compare", "13:15", "--compare", "15:5", "--compare", "14:4"]
     print(f"{len(paths)} clips → {listing}")
     return eval_main(argv)
 

@@ -71,6 +71,10 @@ class _NodeParams:
     asr: str = param("asr", "guidance ASR weights: a shipped name or a checkpoint path; '' = no ASR guidance")
     vocoder: str = param("vocoder", "vocoder weights: a shipped name or a checkpoint path; 'griffin-lim' "
                                     "for the zero-weight vocoder")
+    aligner: str = param("aligner", "phone aligner weights (trained on the lip reader's features): a shipped "
+                                    "name or a checkpoint path; '' (with prior '') = MelGen speaks")
+    prior: str = param("prior", "mel prior weights, which speak the aligner's phones: a shipped name or a "
+                                "checkpoint path; '' (with aligner '') = MelGen speaks")
     cache_dir: str = param("", "cache of compiled backend graphs (TensorRT engines); '' = the default")
     threads: int = param(0, "torch intra-op threads; 0 = torch's default")
     max_queue_frames: int = param(25, "frames allowed to wait for the synthesizer; beyond, the oldest hops "
@@ -209,10 +213,10 @@ class Lip2SpeechNode(Node):
             return
         if p.threads:
             torch.set_num_threads(p.threads)
-        synthesizer = self._load(synth_params)
-        if synthesizer is None:
+        stream = self._load(synth_params, stream_params)
+        if stream is None:
             return
-        self._stream = StreamingSynthesizer(synthesizer, stream_params)
+        self._stream, synthesizer = stream, stream.synthesizer
         self._hop = stream_params.hop_frames
         self._backends = dict(synthesizer.backends)
         self.log.info("models %s; backends %s; algorithmic latency %d frames",
@@ -244,14 +248,17 @@ class Lip2SpeechNode(Node):
         self.create_subscription(TRACKS_TOPIC, FaceTracks, self._on_tracks, ORDERED)
         self.create_timer(INFO_PERIOD_S, self._publish_info)
 
-    def _load(self, synth_params: SynthParams) -> Synthesizer | None:
-        """The synthesizer, or None after a clear stop (missing or mismatched weights, bad device)."""
+    def _load(self, synth_params: SynthParams, stream_params: StreamParams) -> StreamingSynthesizer | None:
+        """The streaming synthesizer, or None after a clear stop (missing or mismatched weights, models or
+        parameters that cannot stream, bad device)."""
         from engines.synth.models import SynthModels
 
         p = self.params
         try:
-            models = SynthModels.load(p.lipreader, p.melgen, p.identity, p.asr or None, p.vocoder, p.device)
-            return Synthesizer(models, synth_params, p.device, p.cache_dir or None)
+            models = SynthModels.load(p.lipreader, p.melgen, p.identity, p.asr or None, p.vocoder, p.device,
+                                      aligner=p.aligner or None, prior=p.prior or None)
+            return StreamingSynthesizer(Synthesizer(models, synth_params, p.device, p.cache_dir or None),
+                                        stream_params)
         except (OSError, ValueError, RuntimeError) as exc:  # missing file, CheckpointError, ModelMismatch
             self.fail(f"cannot load the synthesizer: {exc} (weights come from engines/weights or "
                       f"$VOXSIGHT_WEIGHTS by name, or from the checkpoint paths given as parameters)")

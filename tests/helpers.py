@@ -1,4 +1,5 @@
-"""Test helpers: real processes on a real bus, and waiting on conditions (never on fixed sleeps)."""
+"""Test helpers: real processes on a real bus, waiting on conditions (never on fixed sleeps), and tiny
+checkpoints of the models tests build around."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import zmq
 
@@ -76,3 +77,24 @@ def wait_heartbeat(bus: str, node: str, timeout_s: float = 15.0,
                             f"heartbeat from {node!r} on {bus}")
     finally:
         sub.close()
+
+
+def save_phone_models(folder: Path, lipreader: Any, identity: Any, aligner: Any = None,
+                      features: str = "reader") -> dict[str, str]:
+    """Checkpoints of a tiny phone aligner on `lipreader`'s `features` (those its MelGen hears; or
+    `aligner`, built on them) and an untrained mel prior on it in `identity`'s voice: SynthModels.load's
+    aligner and prior."""
+    from engines.models.aligner import PhoneAligner, PhoneAlignerConfig
+    from engines.models.mel_prior import MelPrior, MelPriorConfig
+    from engines.train import checkpoint
+
+    if aligner is None:
+        aligner = PhoneAligner(PhoneAlignerConfig(feature_dim=lipreader.condition_dim(features), hidden=8,
+                                                  layers=1))
+    prior = MelPrior(MelPriorConfig(identity_dim=identity.config.embed_dim, channels=8, dilations=(1,)))
+    trained_on = {"aligner": {"features": features, "lipreader_digest": checkpoint.weights_digest(lipreader)},
+                  "prior": {"aligner_digest": checkpoint.weights_digest(aligner),
+                            "identity_digest": checkpoint.weights_digest(identity)}}
+    return {kind: str(checkpoint.save(Path(folder) / f"{kind}.pt", model, model.config, kind=kind, metrics={},
+                                      data_summary=trained_on[kind], command="pytest", data_seed=0, step=0))
+            for kind, model in (("aligner", aligner), ("prior", prior))}

@@ -12,8 +12,9 @@ over C = engines.text.phones.N_CLASSES (silence + PHONES) at S × 25 Hz (100 Hz 
 candidate texts against them, which GRID-grammar decoding uses to re-rank the reader's whole sentences
 (engines.synth.engine: trained on frame-exact phone targets, the aligner tells look-alike letters and
 command words apart better than the reader's CTC head on unseen faces). Trained on the corpora's true phone
-timelines (engines.train.recipes); the convolutions look `layers · (k − 1) / 2` frames ahead, so the
-aligner is an offline (whole-utterance) model.
+timelines (engines.train.recipes); the convolutions look `layers · (k − 1) / 2` frames ahead
+(`receptive_field`). A stream, which has no whole utterance's text to time, takes each step's most likely
+phone instead (engines.synth.streaming), on as much of that look-ahead as it waits for.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class PhoneAligner(nn.Module):
         h = torch.nn.functional.gelu(h).transpose(1, 2)
         b, t, _ = h.shape
         return self.out(h).reshape(b, t * c.steps_per_frame, c.classes).log_softmax(dim=-1)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(past, future) video frames one output frame's posteriors depend on."""
+        half = self.config.layers * (self.config.kernel_size // 2)
+        return half, half
 
     def posteriors(self, features: Tensor) -> np.ndarray:
         """Log-posteriors (steps_per_frame · T, classes) of one clip's features (T, D), as numpy: what

@@ -3,7 +3,7 @@ video at once). Prints the lip-read text and the compute time per stage.
 
     voxsight lip2speech clip.mp4 -o speech.wav [--nfe 4] [--w1 1] [--w2 0.1] [--backend onnxruntime]
                        [--decode grid] [--vocoder griffin-lim] [--melgen runs/melgen/latest.pt]
-                       [--prior-mode speak|refine|off]
+                       [--prior-mode speak|refine|off] [--prior-speaks auto|text|phones]
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def parser() -> argparse.ArgumentParser:
                        + ("; 'griffin-lim' for the zero-weight vocoder" if model == "vocoder" else "")
                        + ("; not loaded with --w2 0" if model == "asr" else ""))
     for model, default in (("aligner", DEFAULT_ALIGNER), ("prior", "prior")):
-        p.add_argument(f"--{model}", default=default, help=f"{model} weights to speak the lip-read text "
-                       f"with: a shipped name or a checkpoint path (default: {default}); '' for none, with "
-                       "the other (see --prior-mode)")
+        p.add_argument(f"--{model}", default=default, help=f"{model} weights to speak the lips' phones or "
+                       f"the lip-read text with: a shipped name or a checkpoint path (default: {default}); '' "
+                       "for none, with the other (see --prior-mode, --prior-speaks)")
     p.add_argument("--text-reader", default=DEFAULT_TEXT_READER,
                    help=f"the lip reader that reads the text (a shipped name or a checkpoint path; default "
                         f"{DEFAULT_TEXT_READER}, which reads each clip's motion and which the default "

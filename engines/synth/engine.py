@@ -6,15 +6,17 @@ speech out. One class serves the offline command (a whole utterance at once) and
     MelGen hears) → text (CTC decoding) → condition (features + identity embedding) → mel (few-step
     sampler, classifier-free guidance w1, ASR guidance w2 toward the lip-read text) → waveform (vocoder,
     or Griffin-Lim)
-Offline, with a phone aligner and mel prior loaded, the text is also spoken: its phones timed on the
-reader's features (or the text reader's, for an aligner trained on it), their mel in the face's voice,
-which is the mel (prior_mode speak) or MelGen's starting point at step prior_t (prior_mode refine).
-Sphinx-GRID hears the spoken text far better than MelGen's speech from the lips alone (NOTES.md, session
-13); a stream cannot, since a word's phones are known only once the word is read. A timing no speech has
-(too many phones of 20 ms or less: the aligner could not follow the lips, as on real faces) is not
-spoken: MelGen speaks from the lips, and the result's `fallback` says why. A plausible one is spoken
-paced: timed again with each phone's typical length in speech (engines.text.durations), which sphinx
-and whisper hear better than the aligner's timing alone.
+With a phone aligner and mel prior loaded, the prior speaks in the face's voice, and its mel is the mel
+(prior_mode speak) or MelGen's starting point at step prior_t (prior_mode refine). It speaks phones the
+aligner reads on the reader's features (or the text reader's, for an aligner trained on it): either each
+10-ms step's most likely phone, or the lip-read text's phones timed there (`prior_speaks`; by default the
+text only when the GRID grammar decoded it, as open-vocabulary text spoken is heard worse than the phones,
+and a stream, having no whole utterance to read a text from, always speaks the phones:
+engines.synth.streaming). Sphinx-GRID hears either far better than MelGen's speech from the lips alone
+(NOTES.md, sessions 13 and 20). A text timing no speech has (too many phones of 20 ms or less: the aligner
+could not follow the lips, as on real faces) is not spoken: MelGen speaks from the lips, and the result's
+`note` says why. A plausible one is spoken paced: timed again with each phone's typical length in speech
+(engines.text.durations), which sphinx and whisper hear better than the aligner's timing alone.
 
 The frame, reader, denoiser and vocoder networks run on the chosen backend (engines.backends: PyTorch,
 ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face and the guidance ASR
@@ -56,6 +58,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sampl
                                                "dpmpp_2m": sample_dpmpp_2m}
 DECODERS = ("greedy", "beam", "grid")
 PRIOR_MODES = ("speak", "refine", "off")
+PRIOR_SPEAKS = ("auto", "text", "phones")
 OPENING = lips.FEATURE_LENGTH - 2  # index of the inner-lip opening in lip geometry (engines.face.lips)
 SILENCE = -1.0  # the normalised mel of the log floor
 
@@ -88,11 +91,18 @@ class SynthParams:
                          choices=("torch", "onnxruntime", "tensorrt", "auto"))
     precision: str = param("fp32", "fp32 or fp16 (GPU backends)", choices=("fp32", "fp16"))
     seed: int = param(0, "seed of the sampler's noise (the same input gives the same speech)")
-    prior_mode: str = param("speak", "with a phone aligner and mel prior loaded, offline: speak the lip-read "
-                                     "text with the prior's mel (speak), or have MelGen refine that mel from "
-                                     "diffusion step prior_t with nfe steps (refine), or ignore it (off: "
-                                     "MelGen from noise on the lips alone); streaming always runs off",
+    prior_mode: str = param("speak", "with a phone aligner and mel prior loaded: the prior's mel is the "
+                                     "speech (speak), or MelGen refines it from diffusion step prior_t with "
+                                     "nfe steps (refine), or it is ignored (off: MelGen from noise on the "
+                                     "lips alone)",
                             choices=PRIOR_MODES)
+    prior_speaks: str = param("auto", "what the prior speaks: the lip-read text timed by the aligner (text; "
+                                      "offline only: a stream has no whole utterance), each 10-ms step's "
+                                      "most likely phone by the aligner (phones), or text when decoded with "
+                                      "the GRID grammar and phones otherwise (auto). 108 test clips, "
+                                      "sphinx-GRID / whisper WER: open-vocabulary text 17.3 / 52.2 %, "
+                                      "phones 9.6 / 43.8 %, GRID-grammar text 10.2 / 39.8 % (NOTES.md)",
+                              choices=PRIOR_SPEAKS)
     prior_t: int = param(99, "diffusion step (of 400) a refined prior's mel is noised to")
     phone_weight: float = param(0.25, "with a phone aligner loaded, offline GRID-grammar decoding ranks the "
                                       "beam's whole sentences by CTC log-probability + this × the aligner's "
@@ -296,10 +306,27 @@ class Synthesizer:
         or when neither use is on."""
         p, aligner = self.params, self.models.aligner
         ranks = p.decode == "grid" and p.phone_weight > 0
-        if aligner is None or not (ranks or (self.models.prior is not None and p.prior_mode != "off")):
+        if aligner is None or not (ranks or self.prior_on):
             return None
         with self._timed("aligner"):
             return aligner.posteriors(reading.features[0])
+
+    @property
+    def prior_on(self) -> bool:
+        """The mel prior (with its aligner) is loaded and not turned off (prior_mode)."""
+        return self.models.prior is not None and self.params.prior_mode != "off"
+
+    @property
+    def prior_speaks_text(self) -> bool:
+        """The prior speaks the lip-read text, not each step's most likely phone (`prior_speaks`)."""
+        p = self.params
+        return p.prior_speaks == "text" or (p.prior_speaks == "auto" and p.decode == "grid")
+
+    def step_phones(self, features: Tensor) -> np.ndarray:
+        """The most likely phone class of each aligner step (4T,) of reader features (T, D): what a stream's
+        prior speaks."""
+        with self._timed("aligner"):
+            return self.models.aligner.posteriors(features).argmax(axis=-1)
 
     def text_reading(self, features: Features, reading: Reading) -> Reading:
         """The reading the offline text is decoded from: the text reader's on the whole clip when one is
@@ -355,11 +382,28 @@ class Synthesizer:
                                       generator=generator, clip_x0=True, timesteps=times)
             return mel.clamp(-1.0, 1.0)
 
+    def prior_labels(self, phones: np.ndarray | None, text: str) -> tuple[np.ndarray | None, str]:
+        """What the prior speaks of a whole utterance (per-step phone classes, `prior_speaks`), given the
+        aligner's log-posteriors (`phone_posteriors`): each step's most likely phone, or `text` timed and
+        paced; None when it says nothing, with why when the text's timing is no speech's."""
+        if phones is None or not self.prior_on:
+            return None, ""
+        if not self.prior_speaks_text:
+            return phones.argmax(axis=-1), ""
+        labels = self.timing(phones, text)
+        fallback = self.implausible(labels) if labels is not None else ""
+        if fallback:
+            log.info("%s", fallback)
+        if labels is None or fallback:
+            return None, fallback
+        # judged on the aligner's own timing: paced, any text would look like speech
+        return self.pace(phones, text, labels), ""
+
     def timing(self, phones: np.ndarray | None, text: str) -> np.ndarray | None:
         """Per-step phone classes (4T,) of `text` on the aligner's log-posteriors of the utterance
         (`phone_posteriors`): what the prior is to speak; None without them or a prior, with prior off, or
         with no text read (MelGen then speaks from the lips: the prior would say nothing)."""
-        if phones is None or self.models.prior is None or self.params.prior_mode == "off" or not text.strip():
+        if phones is None or not self.prior_on or not text.strip():
             return None
         with self._timed("prior"):
             return align_text(phones, text)
@@ -395,8 +439,8 @@ class Synthesizer:
 
     def synthesize(self, features: Features, guide_text: str | None = None) -> SynthResult:
         """Speech for a whole utterance (offline). `guide_text` replaces the lip-read text as ASR guidance's
-        target and as the text the mel prior speaks (an evaluation's reference text, to measure synthesis
-        apart from lip-reading errors); the result's text stays the lip-read one."""
+        target and as the text the mel prior speaks, if it speaks text (an evaluation's reference text, to
+        measure synthesis apart from lip-reading errors); the result's text stays the lip-read one."""
         self.seconds = {}
         still = self.mouth_still(features)
         if still:
@@ -411,13 +455,8 @@ class Synthesizer:
         text = self.decode(text_reading.log_probs, phones)
         said = text if guide_text is None else guide_text
         identity = self.identity(features.face_crop)
-        labels = self.timing(phones, said)
-        fallback = self.implausible(labels) if labels is not None else ""
-        if fallback:
-            log.info("%s", fallback)
-        # judged on the aligner's own timing: paced, any text would look like speech
-        prior = (self.speak(self.pace(phones, said, labels), identity) if labels is not None and not fallback
-                 else None)
+        labels, fallback = self.prior_labels(phones, said)
+        prior = self.speak(labels, identity) if labels is not None else None
         if prior is not None and self.params.prior_mode == "speak":
             mel = prior
         else:

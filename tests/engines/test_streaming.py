@@ -32,6 +32,7 @@ from engines.synth.streaming import (
 )
 from engines.synth.systems import lip2speech_stream
 from engines.train import checkpoint
+from tests.helpers import save_phone_models
 
 FAST = SynthParams(nfe=2, decode="greedy")
 HOP = StreamParams().hop_frames
@@ -62,11 +63,19 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         paths[kind] = str(checkpoint.save(folder / f"{kind}.pt", model, model.config, kind=kind, metrics={},
                                           data_summary=summaries.get(kind, {}), command="test", data_seed=0,
                                           step=0))
+    paths.update(save_phone_models(folder, reader, identity))
     return paths
 
 
 @pytest.fixture(scope="module")
 def models(weights: dict[str, str]) -> SynthModels:
+    """MelGen speaks (no phone aligner or mel prior)."""
+    return SynthModels.load(**{k: v for k, v in weights.items() if k not in ("aligner", "prior")})
+
+
+@pytest.fixture(scope="module")
+def phone_models(weights: dict[str, str]) -> SynthModels:
+    """The mel prior speaks the aligner's phones (prior_mode speak, the default)."""
     return SynthModels.load(**weights)
 
 
@@ -77,6 +86,8 @@ class Recording(Synthesizer):
         super().__init__(*args, **kwargs)
         self.readings: list[Reading] = []
         self.windows: list[tuple[tuple[Tensor, Tensor] | None, Tensor]] = []
+        self.starts: list[Tensor | None] = []
+        self.spoken: list[tuple[np.ndarray, Tensor]] = []
         self.embeddings: list[Tensor] = []
         self.identities: list[Tensor] = []
         self.decodes = 0
@@ -101,13 +112,20 @@ class Recording(Synthesizer):
     def generate(self, cond: Tensor, text: str, **kwargs: object) -> Tensor:
         mel = super().generate(cond, text, **kwargs)
         self.windows.append((kwargs.get("known"), mel[0]))
+        self.starts.append(kwargs.get("start"))
+        return mel
+
+    def speak(self, labels: np.ndarray, identity: Tensor) -> Tensor:
+        mel = super().speak(labels, identity)
+        self.spoken.append((labels, mel[0]))
         return mel
 
 
-def committed_mel(s: StreamingSynthesizer) -> Tensor:
-    """The hop part of each recorded MelGen window of a stream that had a face from its first frame."""
+def committed_mel(s: StreamingSynthesizer, windows: list[tuple[object, Tensor]] | None = None) -> Tensor:
+    """The hop part of each recorded window (MelGen's, unless given) of a stream that had a face from its
+    first frame."""
     hops = []
-    for k, (_, mel) in enumerate(s.synthesizer.windows):
+    for k, (_, mel) in enumerate(s.synthesizer.windows if windows is None else windows):
         context = min(k * HOP, s.params.context_frames)
         hops.append(mel[:, 4 * context:4 * (context + HOP)])
     return torch.cat(hops, dim=1)
@@ -136,7 +154,7 @@ def wav_of(chunks: list[SpeechChunk]) -> np.ndarray:
 def streamer(models: SynthModels, params: SynthParams = FAST, synthesizer: type[Synthesizer] = Synthesizer,
              **stream_params: object) -> StreamingSynthesizer:
     # The frame arithmetic below is written for one frame of MelGen look-ahead, whatever the default.
-    stream_params = {"melgen_lookahead_frames": 1, **stream_params}
+    stream_params = {"lookahead_frames": 1, **stream_params}
     return StreamingSynthesizer(synthesizer(models, params), StreamParams(**stream_params))
 
 
@@ -348,16 +366,61 @@ def test_streamed_and_offline_mel_are_alike(models: SynthModels) -> None:
     assert gap < 0.5 * (other - offline[0]).abs().mean()  # and far closer than the mel of other lips
 
 
+# ---------------------------------------------------------------- the mel prior
+
+
+def test_the_prior_speaks_each_steps_most_likely_phone_with_the_past_as_it_was_spoken(
+        phone_models: SynthModels) -> None:
+    features, look = face_inputs(37), phone_models.aligner.receptive_field()[1]
+    s = streamer(phone_models, synthesizer=Recording, lookahead_frames=look)
+    chunks = stream(s, frames_of(features))
+    synth = s.synthesizer
+    assert not synth.windows and all("mel" not in c.seconds for c in chunks)  # no MelGen
+    assert all(c.reason == "speech" and np.abs(c.wav).max() > 0 for c in chunks)
+    reading = synth.read(synth.frame_features(features.mouth_rois, features.lip_geometry))
+    offline = phone_models.aligner.posteriors(reading.features[0]).argmax(axis=-1)
+    hops, mel = [], []
+    for k, (labels, window) in enumerate(synth.spoken):
+        context = min(k * HOP, s.params.context_frames)
+        hops.append(labels[4 * context:4 * (context + HOP)])
+        mel.append(window[:, 4 * context:4 * (context + HOP)])
+    # the hop's look-ahead covers the aligner's: each step's phone as the whole clip's posteriors have it
+    np.testing.assert_array_equal(np.concatenate(hops), offline)
+    torch.testing.assert_close(torch.cat(mel, dim=1), committed_mel(s, synth.spoken))
+
+
+def test_melgen_speaks_with_the_prior_off_and_refines_its_mel_in_refine_mode(
+        phone_models: SynthModels) -> None:
+    features = face_inputs(17)
+    off = streamer(phone_models, dataclasses.replace(FAST, prior_mode="off"), synthesizer=Recording)
+    stream(off, frames_of(features))
+    assert not off.synthesizer.spoken and len(off.synthesizer.windows) == 4
+    refine = streamer(phone_models, dataclasses.replace(FAST, prior_mode="refine", prior_t=50),
+                      synthesizer=Recording)
+    stream(refine, frames_of(features))
+    synth = refine.synthesizer
+    assert len(synth.spoken) == len(synth.windows) == 4
+    for (_, prior), start in zip(synth.spoken, synth.starts, strict=True):
+        assert torch.equal(start[0], prior)  # MelGen starts from the prior's mel of the same window
+
+
+def test_an_aligner_on_a_whole_clip_reader_cannot_stream(phone_models: SynthModels) -> None:
+    with pytest.raises(ValueError, match="aligner trained on the streaming lip reader"):
+        streamer(dataclasses.replace(phone_models, aligner_reads="text_reader"))
+    streamer(dataclasses.replace(phone_models, aligner_reads="text_reader"),
+             dataclasses.replace(FAST, prior_mode="off"))  # MelGen alone needs no aligner
+
+
 # ---------------------------------------------------------------- parameters and the eval system
 
 
 def test_stream_params_refuse_what_cannot_work() -> None:
-    for bad in ({"hop_frames": 0}, {"context_frames": -1}, {"melgen_lookahead_frames": 6},
+    for bad in ({"hop_frames": 0}, {"context_frames": -1}, {"lookahead_frames": 6},
                 {"crossfade_ms": -1.0}, {"identity_refresh_s": 0.0}):
         with pytest.raises(ValueError):
             StreamParams(**bad)
     assert StreamParams().crossfade_samples == 160
-    assert StreamParams(melgen_lookahead_frames=0).crossfade_samples == 0  # it runs into the look-ahead
+    assert StreamParams(lookahead_frames=0).crossfade_samples == 0  # it runs into the look-ahead
 
 
 def test_the_eval_system_streams_a_clips_cached_features(weights: dict[str, str], tmp_path: Path) -> None:
@@ -372,6 +435,6 @@ def test_the_eval_system_streams_a_clips_cached_features(weights: dict[str, str]
     assert system.streamer.params.hop_frames == 4 and system.synthesizer.params.nfe == 2
     wav = system.generate(Clip("c1", video, video))
     assert wav.shape == (27 * SAMPLES_PER_FRAME,) and np.abs(wav).max() > 0
-    assert isinstance(system.texts["c1"], str) and system.seconds["mel"] > 0
+    assert isinstance(system.texts["c1"], str) and system.seconds["prior"] > 0  # the prior speaks
     with pytest.raises(ValueError, match="unknown"):
         lip2speech_stream(**weights, hop=5)

@@ -37,7 +37,7 @@ from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
 from engines.text.phones import SILENCE, text_log_likelihood
 from engines.train import checkpoint
 from tests.engines.test_text import frames_for
-from tests.helpers import REPO, SHARED
+from tests.helpers import REPO, SHARED, save_phone_models
 
 # roi_pool 4 and two stages leave a 6×6 map: ONNX export needs it to be a multiple of the 3×3 pool
 TINY_LIPREADER = LipReaderConfig(frontend=VisualFrontendConfig(roi_pool=4, channels=(4, 8), geometry_hidden=8,
@@ -343,19 +343,14 @@ def tiny_phones(tiny: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     """A tiny phone aligner on the tiny lip reader's "reader" features and a mel prior on it."""
     folder = tmp_path_factory.mktemp("phones")
     torch.manual_seed(1)
-    lipreader, identity = checkpoint.load(tiny["lipreader"]).model, checkpoint.load(tiny["identity"]).model
-    aligner = PhoneAligner(PhoneAlignerConfig(feature_dim=32, hidden=8, layers=1))
-    prior = MelPrior(MelPriorConfig(identity_dim=16, channels=8, dilations=(1,)))
-    return {"aligner": save(folder / "aligner.pt", aligner, "aligner",
-                            {"features": "reader", "lipreader_digest": checkpoint.weights_digest(lipreader)}),
-            "prior": save(folder / "prior.pt", prior, "prior",
-                          {"aligner_digest": checkpoint.weights_digest(aligner),
-                           "identity_digest": checkpoint.weights_digest(identity)})}
+    return save_phone_models(folder, checkpoint.load(tiny["lipreader"]).model,
+                             checkpoint.load(tiny["identity"]).model)
 
 
-# the tiny aligner is untrained: its timings need not look like speech's, so these tests let the prior speak
-# whatever they look like (max_short_phones 1), but the one on implausible timings
-ANY_TIMING = {"max_short_phones": 1.0}
+# the prior speaks the text in these tests (the default speaks it only when the GRID grammar read it); the
+# tiny aligner is untrained: its timings need not look like speech's, so they let the prior speak whatever
+# they look like (max_short_phones 1), but the one on implausible timings
+ANY_TIMING = {"max_short_phones": 1.0, "prior_speaks": "text"}
 
 
 def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
@@ -387,6 +382,24 @@ def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
     assert set(refined.seconds) >= {"prior", "mel"} and "mel" not in spoken.seconds
 
 
+def test_the_prior_speaks_each_steps_most_likely_phone_unless_the_grid_grammar_read_the_text(
+        tiny: dict[str, str], tiny_phones: dict[str, str]) -> None:
+    phones = SynthModels.load(**tiny, **tiny_phones)
+    clip = features(20)
+    synth = Synthesizer(phones, SynthParams(max_short_phones=1.0))
+    reading = synth.read(synth.frame_features(clip.mouth_rois, clip.lip_geometry))
+    identity = synth.identity(clip.face_crop)
+    posteriors = synth.phone_posteriors(reading)
+    steps = synth.speak(posteriors.argmax(axis=-1), identity)[0]
+    for params in ({"decode": "beam"}, {"decode": "greedy"}, {"decode": "grid", "prior_speaks": "phones"}):
+        spoken = Synthesizer(phones, SynthParams(max_short_phones=1.0, **params)).synthesize(clip, "bin blue")
+        torch.testing.assert_close(spoken.mel, steps)  # whatever the text
+        assert spoken.note == "" and "mel" not in spoken.seconds
+    grid = Synthesizer(phones, SynthParams(decode="grid", max_short_phones=1.0))
+    text = grid.pace(posteriors, "bin blue", grid.timing(posteriors, "bin blue"))
+    torch.testing.assert_close(grid.synthesize(clip, "bin blue").mel, grid.speak(text, identity)[0])
+
+
 @pytest.fixture(scope="module")
 def deaf_phones(tiny: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An aligner that hears silence everywhere, and a prior on it: it crams any text's phones into single
@@ -397,14 +410,8 @@ def deaf_phones(tiny: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
         aligner.out.weight.zero_()
         aligner.out.bias.zero_()
         aligner.out.bias.view(aligner.config.steps_per_frame, -1)[:, SILENCE] = 10.0
-    identity = checkpoint.load(tiny["identity"]).model
-    lipreader = checkpoint.load(tiny["lipreader"]).model
-    return {"aligner": save(folder / "aligner.pt", aligner, "aligner",
-                            {"features": "reader", "lipreader_digest": checkpoint.weights_digest(lipreader)}),
-            "prior": save(folder / "prior.pt", MelPrior(MelPriorConfig(identity_dim=16, channels=8,
-                                                                       dilations=(1,))), "prior",
-                          {"aligner_digest": checkpoint.weights_digest(aligner),
-                           "identity_digest": checkpoint.weights_digest(identity)})}
+    return save_phone_models(folder, checkpoint.load(tiny["lipreader"]).model,
+                             checkpoint.load(tiny["identity"]).model, aligner)
 
 
 def test_melgen_speaks_from_the_lips_when_the_aligner_times_no_speech(
@@ -412,7 +419,7 @@ def test_melgen_speaks_from_the_lips_when_the_aligner_times_no_speech(
     models = SynthModels.load(**tiny, **deaf_phones)
     clip = features(20)
     with caplog.at_level(logging.INFO, logger="engines.synth.engine"):
-        fell_back = Synthesizer(models, SynthParams(nfe=2)).synthesize(clip, "bin blue")
+        fell_back = Synthesizer(models, SynthParams(nfe=2, prior_speaks="text")).synthesize(clip, "bin blue")
     assert "100% of the text's phones at 20 ms or less" in fell_back.note
     assert fell_back.note in caplog.text
     off = Synthesizer(models, SynthParams(nfe=2, prior_mode="off")).synthesize(clip, "bin blue")
@@ -445,14 +452,8 @@ def test_grid_decoding_re_ranks_whole_sentences_by_the_aligners_phones(
 
 def test_an_aligner_trained_on_the_text_reader_times_the_text_on_its_features(
         tiny: dict[str, str], motion_reader: str, tmp_path: Path) -> None:
-    text_reader, identity = checkpoint.load(motion_reader).model, checkpoint.load(tiny["identity"]).model
-    aligner = PhoneAligner(PhoneAlignerConfig(feature_dim=32, hidden=8, layers=1))
-    prior = MelPrior(MelPriorConfig(identity_dim=16, channels=8, dilations=(1,)))
-    trained_on = {"features": "reader", "lipreader_digest": checkpoint.weights_digest(text_reader)}
-    phones = {"aligner": save(tmp_path / "aligner.pt", aligner, "aligner", trained_on),
-              "prior": save(tmp_path / "prior.pt", prior, "prior",
-                            {"aligner_digest": checkpoint.weights_digest(aligner),
-                             "identity_digest": checkpoint.weights_digest(identity)})}
+    phones = save_phone_models(tmp_path, checkpoint.load(motion_reader).model,
+                               checkpoint.load(tiny["identity"]).model)
     models = SynthModels.load(**tiny, **phones, text_reader=motion_reader)
     assert models.aligner_reads == "text_reader" and models.describe()["aligner_reads"] == "text_reader"
     synth = Synthesizer(models, SynthParams(**ANY_TIMING))

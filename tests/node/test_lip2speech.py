@@ -37,7 +37,7 @@ from streams.messages import (
     Transcript,
 )
 from streams.pubsub import ORDERED, Publisher, Subscriber
-from tests.helpers import REPO, next_message, stop, voxsight, wait_for, wait_heartbeat
+from tests.helpers import REPO, next_message, save_phone_models, stop, voxsight, wait_for, wait_heartbeat
 
 HOP = 5
 CHUNK = HOP * 640
@@ -66,6 +66,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         checkpoint.save(folder / f"{kind}.pt", model, model.config, kind=kind, metrics={},
                         data_summary={"features": "visual"} if kind == "melgen" else {}, command="test",
                         data_seed=0, step=0)
+    save_phone_models(folder, models["lipreader"], models["identity"], features="visual")
     return folder
 
 
@@ -253,8 +254,8 @@ def test_malformed_and_unusable_input_is_counted_and_voiced_as_silence(bus, list
 @pytest.mark.timeout(240)
 def test_a_synthesizer_falling_behind_drops_whole_hops_and_restarts(bus, listen, weights) -> None:
     audio = listen("audio/speech", AudioChunk)
-    # 50 network evaluations a window: far slower than the burst below arrives
-    node = _start(bus, weights, "max_queue_frames:=5", "nfe:=50", "sampler:=ddim")
+    # MelGen, 50 network evaluations a window: far slower than the burst below arrives
+    node = _start(bus, weights, "max_queue_frames:=5", "prior_mode:=off", "nfe:=50", "sampler:=ddim")
     tracker = Tracker(bus)
     try:
         tracker.until_answered(audio)
@@ -294,6 +295,11 @@ def test_bad_parameters_stop_the_node_with_a_clear_message(bus, weights) -> None
     out, _ = node.communicate(timeout=60)
     assert node.returncode == 1
     assert "max_queue_frames must be >= 1" in out and "nfe must be >= 1" in out and "Traceback" not in out
+    text = voxsight("run", "lip2speech", "--bus", bus, "prior_speaks:=text", "warmup:=false",
+                    env={"VOXSIGHT_WEIGHTS": str(weights)})
+    out, _ = text.communicate(timeout=60)
+    assert text.returncode == 1
+    assert "a stream's prior speaks phones" in out and "Traceback" not in out
 
 
 # ---------------------------------------------------------------- input plumbing
@@ -348,7 +354,7 @@ def test_launch_files_declare_the_graph_with_the_synthesizer_parameters(name: st
     spec = load_launch(REPO / "launch" / name)
     assert [n.kind for n in spec.nodes] == ["bus", "audio_out", "lip2speech", "tracker", "camera"]
     synth = spec.node("lip2speech")
-    exposed = {"device", "backend", "nfe", "w1", "w2", "hop_frames", "melgen_lookahead_frames"}
+    exposed = {"device", "backend", "nfe", "w1", "w2", "hop_frames", "lookahead_frames"}
     assert exposed <= set(synth.params)
     assert synth.required
     camera = spec.node("camera")
