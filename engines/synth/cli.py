@@ -31,8 +31,8 @@ def parser() -> argparse.ArgumentParser:
                        + ("; not loaded with --w2 0" if model == "asr" else ""))
     for model, default in (("aligner", DEFAULT_ALIGNER), ("prior", "prior")):
         p.add_argument(f"--{model}", default=default, help=f"{model} weights to speak the lips' phones or "
-                       f"the lip-read text with: a shipped name or a checkpoint path (default: {default}); '' "
-                       "for none, with the other (see --prior-mode, --prior-speaks)")
+                       f"the lip-read text with: a shipped name or a checkpoint path (default: "
+                       f"{default}); '' for none, with the other (see --prior-mode, --prior-speaks)")
     p.add_argument("--text-reader", default=DEFAULT_TEXT_READER,
                    help=f"the lip reader that reads the text (a shipped name or a checkpoint path; default "
                         f"{DEFAULT_TEXT_READER}, which reads each clip's motion and which the default "
