@@ -1,8 +1,9 @@
-"""The mel prior: the mel of the lip-read text's phones, timed by the lips, in the face's voice.
+"""The mel prior: the mel of phones read on the lips, in the face's voice.
 
 MelGen on the lips alone renders words it cannot see well (GRID letters and digits) unintelligibly, even
-where the lip reader read them right. The prior speaks the reader's text instead: FastSpeech's decoder, with
-the durations taken from the lips (engines.models.aligner) rather than predicted:
+where the lip reader read them right. The prior speaks phones instead: FastSpeech's decoder, the phones and
+their durations taken from the lips (engines.models.aligner: the lip-read text's phones timed there, or each
+step's most likely phone) rather than predicted:
 
     labels (B, F) per mel frame (engines.text.phones classes, 0 = silence) → Embedding → C
     identity (B, E) → Linear → C, added on every frame

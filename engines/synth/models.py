@@ -3,7 +3,8 @@
 A MelGen is trained on the features of one particular lip reader and identity encoder (their weight
 digests are in its checkpoint's training-data summary): pairing it with others would feed it inputs it
 never saw, so `SynthModels.load` refuses a mismatch unless told otherwise. So are the phone aligner (on a
-lip reader) and the mel prior (on an aligner and an identity encoder), which speak the lip-read text.
+lip reader) and the mel prior (on an aligner and an identity encoder), which speak the phones read on the
+lips.
 A second lip reader may read the offline text (`text_reader`), one that needs whole clips included. Its
 text is all that is used, unless the aligner was trained on it: the aligner then times that reader's
 features (`aligner_reads`), which follow lips the shipped reader's may not (real faces; NOTES.md).
@@ -11,7 +12,8 @@ features (`aligner_reads`), which follow lips the shipped reader's may not (real
 Offline, the defaults (`DEFAULT_TEXT_READER`, `DEFAULT_ALIGNER`) are such a pair: the motion reader reads the
 text and the aligner trained on it re-ranks and times it (since session 19: 10.2 % pocketsphinx-GRID WER on
 108 unseen-face test clips against 11.3 % for the lip reader with its own aligner, whisper 39.8 % against
-44.1 %). The live node cannot use them: the motion reader needs the whole clip.
+44.1 %). The live node cannot use them: the motion reader needs the whole clip; its prior speaks the phones
+the shipped `aligner` reads on the shipped `lipreader`'s features.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class SynthModels:
              strict: bool = True, aligner: str | None = None, prior: str | None = None,
              text_reader: str | None = None) -> SynthModels:
         """Each model from a checkpoint path or a shipped name; `asr` None: no ASR guidance, `vocoder` None
-        or "griffin-lim": Griffin-Lim; `aligner` and `prior` (both or neither) speak the lip-read text;
+        or "griffin-lim": Griffin-Lim; `aligner` and `prior` (both or neither) speak phones read on the lips;
         `text_reader` (None: `lipreader` reads it) reads the offline text. With
         `strict`, a model trained on other weights than those it is loaded with is refused
         (ModelMismatch); otherwise a warning."""
