@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     soundfile.write(args.output, result.wav, 16000, subtype="PCM_16")
     seen = int(tracked["valid"].sum())
     print(f"lip-read: {result.text}")
+    print(f"spoken by: {result.spoken}")
     if result.note:
         print(f"note: {result.note}")
     print(f"wrote {args.output}: {result.duration_s:.2f} s of speech; face seen in {seen}/"

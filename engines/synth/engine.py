@@ -191,6 +191,7 @@ class SynthResult:
     mel: Tensor  # (80, 4T) normalised mel
     seconds: dict[str, float] = field(default_factory=dict)  # compute time per stage
     note: str = ""  # what a user should know: why MelGen spoke instead of the prior, or why all is silence
+    spoken: str = ""  # what spoke: the mel prior (the lips' phones or the text), MelGen, or nothing
 
     @property
     def duration_s(self) -> float:
@@ -447,7 +448,8 @@ class Synthesizer:
             log.info("%s", still)
             frames = len(features.mouth_rois)
             mel = torch.full((self.models.melgen.config.n_mels, MELS_PER_FRAME * frames), SILENCE)
-            return SynthResult(np.zeros(frames * SAMPLES_PER_FRAME, np.float32), "", mel, {}, still)
+            silence = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
+            return SynthResult(silence, "", mel, {}, still, "nothing")
         reading = self.read(self.frame_features(features.mouth_rois, features.lip_geometry))
         text_reading = self.text_reading(features, reading)
         timed = text_reading if self.models.aligner_reads == "text_reader" else reading
@@ -457,14 +459,17 @@ class Synthesizer:
         identity = self.identity(features.face_crop)
         labels, fallback = self.prior_labels(phones, said)
         prior = self.speak(labels, identity) if labels is not None else None
+        speaks = "text" if self.prior_speaks_text else "phones read on the lips"
+        what = f"the mel prior, speaking the {speaks}"
         if prior is not None and self.params.prior_mode == "speak":
-            mel = prior
+            mel, spoken = prior, what
         else:
             mel = self.generate(self.condition(reading.features, identity), said, start=prior)
+            spoken = "MelGen, from the lips" if prior is None else f"MelGen, refining {what}"
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
-        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback)
+        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken)
 
     def mouth_still(self, features: Features) -> str:
         """Why a whole clip is silence (its seen frames' lip opening never ranges over `still_threshold`), or

@@ -394,7 +394,7 @@ def test_the_prior_speaks_each_steps_most_likely_phone_unless_the_grid_grammar_r
     for params in ({"decode": "beam"}, {"decode": "greedy"}, {"decode": "grid", "prior_speaks": "phones"}):
         spoken = Synthesizer(phones, SynthParams(max_short_phones=1.0, **params)).synthesize(clip, "bin blue")
         torch.testing.assert_close(spoken.mel, steps)  # whatever the text
-        assert spoken.note == "" and "mel" not in spoken.seconds
+        assert spoken.note == "" and "mel" not in spoken.seconds and spoken.spoken.endswith("on the lips")
     grid = Synthesizer(phones, SynthParams(decode="grid", max_short_phones=1.0))
     text = grid.pace(posteriors, "bin blue", grid.timing(posteriors, "bin blue"))
     torch.testing.assert_close(grid.synthesize(clip, "bin blue").mel, grid.speak(text, identity)[0])
@@ -495,7 +495,9 @@ def test_lip2speech_speaks_the_lip_read_text_with_an_aligner_and_prior(
     out = tmp_path / "out.wav"
     phones = ["--aligner", tiny_phones["aligner"], "--prior", tiny_phones["prior"], "--max-short-phones", "1"]
     assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(out), *model_args(tiny), *phones]) == 0
-    assert "prior" in capsys.readouterr().out  # its compute time is reported
+    printed = capsys.readouterr().out
+    assert "prior" in printed  # its compute time is reported
+    assert "spoken by: the mel prior, speaking the phones read on the lips" in printed
     wav, _ = soundfile.read(out, dtype="float32")
     assert len(wav) == sum(1 for _ in decode_video(GRID_VIDEOS[0])) * SAMPLES_PER_FRAME
     assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(out), *model_args(tiny), *phones[:2]]) == 1
@@ -512,7 +514,7 @@ def test_lip2speech_and_the_eval_system_say_when_melgen_speaks_instead_of_the_pr
                             *phones]) == 0
     printed = capsys.readouterr().out
     assert "note: the aligner times 100% of the text's phones at 20 ms or less" in printed
-    assert "mel " in printed  # MelGen's compute time: it spoke
+    assert "mel " in printed and "spoken by: MelGen, from the lips" in printed  # MelGen spoke
     video = GRID_VIDEOS[0]
     options = ",".join(f"{kind}={path}" for kind, path in {**tiny, **NO_PRIOR, **deaf_phones}.items())
     system = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid")
