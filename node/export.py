@@ -1,6 +1,7 @@
 """`voxsight export` and `voxsight engines`: the models' ONNX graphs and TensorRT engines.
 
-    voxsight export [--out DIR] [--models lipreader,melgen,vocoder,asr] [--weights MODEL=NAME_OR_PATH ...]
+    voxsight export [--out DIR] [--models lipreader,melgen,vocoder,asr,aligner,prior]
+                    [--weights MODEL=NAME_OR_PATH ...]
                     [--checkpoint MODEL=PATH ...] [--opset N] [--tolerance 1e-3]
     voxsight engines build [--precision fp32|fp16] [--device cuda[:N]] [--cache DIR] [--models ...]
                            [--weights ...] [--checkpoint ...] [--batch N] [--frames N] [--max-batch N]
@@ -8,10 +9,9 @@
     voxsight engines list [--cache DIR]
 
 export: writes DIR/GRAPH.onnx for every graph of the chosen models (engines.synth.graphs: a lip reader
-gives `frame`, `temporal` and `reader`, melgen `denoiser`, then `vocoder`, `asr`) and runs each in ONNX
-Runtime
-against PyTorch, at the example shape and at another batch and length, printing the largest absolute
-difference per output; exit 1 if one exceeds the tolerance.
+gives `frame`, `temporal` and `reader`, melgen `denoiser`, then `vocoder`, `asr`, `aligner`, `prior`) and
+runs each in ONNX Runtime against PyTorch, at the example shape and at another batch and length,
+printing the largest absolute difference per output; exit 1 if one exceeds the tolerance.
 Weights: each model's shipped weights by its name (engines/weights/MODEL.pt); `--weights MODEL=REF` for
 other shipped weights or a checkpoint file, `--checkpoint MODEL=PATH` for a training checkpoint (its
 trained weights). Missing weights: exit 1, naming them.

@@ -18,9 +18,9 @@ could not follow the lips, as on real faces) is not spoken: MelGen speaks from t
 `note` says why. A plausible one is spoken paced: timed again with each phone's typical length in speech
 (engines.text.durations), which sphinx and whisper hear better than the aligner's timing alone.
 
-The frame, reader, denoiser and vocoder networks run on the chosen backend (engines.backends: PyTorch,
-ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face and the guidance ASR
-always runs in PyTorch, because guidance needs its gradient (engines/synth/graphs.py).
+The frame, reader, denoiser, vocoder, phone-aligner and mel-prior networks run on the chosen backend
+(engines.backends: PyTorch, ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face
+and the guidance ASR always runs in PyTorch, because guidance needs its gradient (engines/synth/graphs.py).
 """
 
 from __future__ import annotations
@@ -208,14 +208,16 @@ class Synthesizer:
         self.schedule = DiffusionSchedule()
         self.griffin_lim = GriffinLim() if models.vocoder is None else None
         self.seconds: dict[str, float] = {}
-        self._frame, self._temporal, self._reader, self._denoiser, self._vocoder = self._graphs(cache_dir)
+        self._graph = self._graphs(cache_dir)
         # guidance through the denoiser needs its gradient: PyTorch, whatever the backend
-        self._grad_denoiser = (self._denoiser if self.backends["denoiser"] == "torch"
+        self._grad_denoiser = (self._graph["denoiser"] if self.backends["denoiser"] == "torch"
                                else PreparedDenoiser(models.melgen))
 
     # ------------------------------------------------------------ networks
 
-    def _graphs(self, cache_dir: str | None) -> tuple[Callable[..., Any], ...]:
+    def _graphs(self, cache_dir: str | None) -> dict[str, Callable[..., Any]]:
+        """Each network by graph name (engines/synth/graphs.py), on the params' backend; `backends` says
+        which backend runs each."""
         if self.params.backend != "torch":
             try:
                 return self._compiled_graphs(cache_dir)
@@ -224,16 +226,20 @@ class Synthesizer:
                             self.params.backend, exc)
         return self._torch_graphs()
 
-    def _torch_graphs(self) -> tuple[Callable[..., Any], ...]:
+    def _torch_graphs(self) -> dict[str, Callable[..., Any]]:
         m = self.models
-        self.backends = dict.fromkeys(("frame", "temporal", "reader", "denoiser"), "torch")
-        self.backends["vocoder"] = "torch" if m.vocoder is not None else "griffin-lim"
         frontend = m.lipreader.frontend
-        vocoder = m.vocoder if m.vocoder is not None else self.griffin_lim
-        return (frontend.frame_features, frontend.temporal, self._torch_reader, PreparedDenoiser(m.melgen),
-                vocoder)
+        graph = {"frame": frontend.frame_features, "temporal": frontend.temporal,
+                 "reader": self._torch_reader, "denoiser": PreparedDenoiser(m.melgen),
+                 "vocoder": m.vocoder if m.vocoder is not None else self.griffin_lim}
+        if m.aligner is not None:
+            graph.update(aligner=m.aligner, prior=m.prior)
+        self.backends = dict.fromkeys(graph, "torch")
+        if m.vocoder is None:
+            self.backends["vocoder"] = "griffin-lim"
+        return graph
 
-    def _compiled_graphs(self, cache_dir: str | None) -> tuple[Callable[..., Any], ...]:
+    def _compiled_graphs(self, cache_dir: str | None) -> dict[str, Callable[..., Any]]:
         m, p = self.models, self.params
         from engines.backends import compile_graph
         from engines.synth import graphs
@@ -242,18 +248,21 @@ class Synthesizer:
                  graphs.reader_graph(m.lipreader), graphs.denoiser_graph(m.melgen)]
         if m.vocoder is not None:
             specs.append(graphs.vocoder_graph(m.vocoder))
-        compiled = [compile_graph(s, p.backend, self.device, p.precision, cache_dir) for s in specs]
-        self.backends = {g.name: g.backend for g in compiled}
+        if m.aligner is not None:
+            specs += [graphs.aligner_graph(m.aligner), graphs.prior_graph(m.prior)]
+        graph = {s.name: compile_graph(s, p.backend, self.device, p.precision, cache_dir) for s in specs}
+        self.backends = {name: g.backend for name, g in graph.items()}
         if m.vocoder is None:
             self.backends["vocoder"] = "griffin-lim"
-            compiled.append(self.griffin_lim)
-        frame, temporal, reader, denoiser, vocoder = compiled
+            graph["vocoder"] = self.griffin_lim
+        reader = graph["reader"]
 
         def read(visual: Tensor, state: Tensor) -> LipReaderOutput:
             log_probs, hidden, next_state = reader(visual, state)
             return LipReaderOutput(log_probs, visual, hidden, next_state)
 
-        return frame, temporal, read, denoiser, vocoder
+        graph["reader"] = read
+        return graph
 
     def _torch_reader(self, visual: Tensor, state: Tensor) -> LipReaderOutput:
         return self.models.lipreader.read(visual, state)
@@ -270,7 +279,7 @@ class Synthesizer:
     def frame_features(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray) -> Tensor:
         """Per-frame front-end features (1, T, D) of uint8 ROIs (T, 88, 88) and lip geometry (T, 82)."""
         with self._timed("frame"):
-            return self._frame(*self._inputs(mouth_rois, lip_geometry))
+            return self._graph["frame"](*self._inputs(mouth_rois, lip_geometry))
 
     def _inputs(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray) -> tuple[Tensor, Tensor]:
         roi = torch.from_numpy(normalise_roi(mouth_rois)).to(self.device)[None]
@@ -287,8 +296,8 @@ class Synthesizer:
         Streaming: a window holding each output's receptive field (`receptive_field()`), and the state
         carried from the previous window, so every frame passes the GRU exactly once."""
         with self._timed("reader"):
-            visual = self._temporal(frames)[:, start:None if count is None else start + count]
-            out = self._reader(visual, self.initial_state() if state is None else state)
+            visual = self._graph["temporal"](frames)[:, start:None if count is None else start + count]
+            out = self._graph["reader"](visual, self.initial_state() if state is None else state)
             return Reading(out.log_probs[0], condition_features(out, self.models.features), out.state)
 
     def receptive_field(self) -> tuple[int, int]:
@@ -305,12 +314,12 @@ class Synthesizer:
         """The phone aligner's log-posteriors (4T, C) of a whole utterance's reading, computed once for both
         their uses (re-ranking GRID-grammar text, timing the text the prior speaks); None without an aligner
         or when neither use is on."""
-        p, aligner = self.params, self.models.aligner
+        p = self.params
         ranks = p.decode == "grid" and p.phone_weight > 0
-        if aligner is None or not (ranks or self.prior_on):
+        if self.models.aligner is None or not (ranks or self.prior_on):
             return None
         with self._timed("aligner"):
-            return aligner.posteriors(reading.features[0])
+            return self._posteriors(reading.features[0])
 
     @property
     def prior_on(self) -> bool:
@@ -327,7 +336,13 @@ class Synthesizer:
         """The most likely phone class of each aligner step (4T,) of reader features (T, D): what a stream's
         prior speaks."""
         with self._timed("aligner"):
-            return self.models.aligner.posteriors(features).argmax(axis=-1)
+            return self._posteriors(features).argmax(axis=-1)
+
+    def _posteriors(self, features: Tensor) -> np.ndarray:
+        """The aligner's log-posteriors (4T, C) of one clip's or window's features (T, D), as numpy."""
+        if features.shape[0] == 0:
+            return np.zeros((0, self.models.aligner.config.classes), np.float32)
+        return self._graph["aligner"](features[None].float())[0].float().cpu().numpy()
 
     def text_reading(self, features: Features, reading: Reading) -> Reading:
         """The reading the offline text is decoded from: the text reader's on the whole clip when one is
@@ -367,7 +382,8 @@ class Synthesizer:
             ids = encode(text)
             w2 = p.w2 if ids and m.asr is not None else 0.0
             through = w2 != 0.0 and p.asr_input == "x0_denoiser"
-            denoiser = GuidedDenoiser(self._grad_denoiser if through else self._denoiser, self.schedule, cond,
+            plain = self._graph["denoiser"]
+            denoiser = GuidedDenoiser(self._grad_denoiser if through else plain, self.schedule, cond,
                                       m.melgen.null_cond, p.w1, asr=m.asr, text=ids or None, w2=w2,
                                       asr_t_max=p.asr_t_max, asr_input=p.asr_input, step=p.guidance_step)
             if generator is None:
@@ -429,12 +445,12 @@ class Synthesizer:
     def speak(self, labels: np.ndarray, identity: Tensor) -> Tensor:
         """The mel prior's mel (1, 80, 4T) of per-step phone classes (`timing`) in the face's voice."""
         with self._timed("prior"):
-            return self.models.prior(torch.from_numpy(labels).to(self.device)[None], identity)
+            return self._graph["prior"](torch.from_numpy(labels).to(self.device)[None], identity)
 
     def vocode(self, mel: Tensor) -> np.ndarray:
         """16 kHz float32 speech of a normalised mel (1, 80, F)."""
         with self._timed("vocoder"):
-            return self._vocoder(mel)[0].float().cpu().numpy()
+            return self._graph["vocoder"](mel)[0].float().cpu().numpy()
 
     # ------------------------------------------------------------ a whole utterance
 

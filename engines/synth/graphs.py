@@ -7,6 +7,8 @@
     denoiser  x (B, 80, F), t (B,) float, cond (B, T, C) → eps (B, 80, F), F = 4T          MelGen
     vocoder   mel_norm (B, 80, F) → wav (B, 160 F)
     asr       mel (B, 80, F), t (B,) → log_probs (B, ⌈F/4⌉, V)                           forward only
+    aligner   features (B, T, D) → log_posteriors (B, F, C)                             phone aligner
+    prior     labels (B, F) int64, identity (B, E) → mel (B, 80, F)                     mel prior
 
 Batch and time are dynamic (axes "batch", "frames", "mel_frames"); `GraphSizes` gives the example
 sizes (the traced shapes and TensorRT's opt shapes) and the largest ones TensorRT's profiles accept.
@@ -39,9 +41,11 @@ from torch import Tensor, nn
 
 from engines.audio.mel import MELS_PER_FRAME
 from engines.backends.base import GraphSpec
+from engines.models.aligner import PhoneAligner
 from engines.models.asr import ASR
 from engines.models.frontend import VisualFrontend
 from engines.models.lipreader import LipReader
+from engines.models.mel_prior import MelPrior
 from engines.models.melgen import MelGen
 from engines.models.vocoder import Vocoder
 from engines.params import param
@@ -252,6 +256,25 @@ def asr_graph(asr: ASR, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:
                       "log_probs": {0: "batch", 1: "asr_frames"}}, sizes.bounds())
 
 
+# ---------------------------------------------------------------- phone aligner and mel prior
+
+
+def aligner_graph(aligner: PhoneAligner, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:
+    example = (_randn(sizes.batch, sizes.frames, aligner.config.feature_dim),)
+    return GraphSpec("aligner", aligner, example, ("features",), ("log_posteriors",),
+                     {"features": BT, "log_posteriors": {0: "batch", 1: "mel_frames"}}, sizes.bounds())
+
+
+def prior_graph(prior: MelPrior, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:
+    c, b = prior.config, sizes.batch
+    steps = MELS_PER_FRAME * sizes.frames
+    labels = torch.arange(b * steps).reshape(b, steps) % c.classes  # every class, in runs of one step
+    example = (labels, _randn(b, c.identity_dim))
+    return GraphSpec("prior", prior, example, ("labels", "identity"), ("mel",),
+                     {"labels": {0: "batch", 1: "mel_frames"}, "identity": {0: "batch"},
+                      "mel": {0: "batch", 2: "mel_frames"}}, sizes.bounds())
+
+
 # ---------------------------------------------------------------- per model
 
 #: the graphs of each exportable model kind (a lip reader gives three: per frame, over time, the GRU)
@@ -261,11 +284,14 @@ MODEL_GRAPHS: dict[str, tuple[Callable[[nn.Module, GraphSizes], GraphSpec], ...]
     "melgen": (denoiser_graph,),
     "vocoder": (vocoder_graph,),
     "asr": (asr_graph,),
+    "aligner": (aligner_graph,),
+    "prior": (prior_graph,),
 }
 
 
 def model_graphs(kind: str, model: nn.Module, sizes: GraphSizes = DEFAULT_SIZES) -> list[GraphSpec]:
-    """The GraphSpecs of a model of kind `kind` (a checkpoint's kind: lipreader, melgen, vocoder, asr)."""
+    """The GraphSpecs of a model of kind `kind` (a checkpoint's kind: lipreader, melgen, vocoder, asr,
+    aligner, prior)."""
     if kind not in MODEL_GRAPHS:
         raise ValueError(f"no graphs for a {kind!r} model; exportable: {', '.join(MODEL_GRAPHS)}")
     return [build(model, sizes) for build in MODEL_GRAPHS[kind]]

@@ -33,9 +33,11 @@ from engines.backends.base import default_cache_dir
 from engines.backends.cache import ArtifactCache
 from engines.backends.onnx_backend import cached_onnx, choose_providers, export_onnx, onnx_cache_key, parity
 from engines.backends.select import fallback_chain
+from engines.models.aligner import PhoneAligner
 from engines.models.asr import ASR
 from engines.models.frontend import VisualFrontendConfig
 from engines.models.lipreader import LipReader, LipReaderConfig
+from engines.models.mel_prior import MelPrior
 from engines.models.melgen import MelGen
 from engines.models.vocoder import Vocoder
 from engines.synth.graphs import GraphSizes, OverlapAddISTFT, fixed_size_pools, model_graphs
@@ -495,9 +497,9 @@ def models() -> dict[str, nn.Module]:
     # a window shorter than the longer example (23 frames), so both a filling and a full window run
     mean = LipReader(LipReaderConfig(frontend=VisualFrontendConfig(mean_window=10)))
     built = {"lipreader": LipReader(), "lipreader-mean": mean, "melgen": melgen, "vocoder": Vocoder(),
-             "asr": ASR()}
+             "asr": ASR(), "aligner": PhoneAligner(), "prior": MelPrior()}
     for model in built.values():
-        assert sum(p.numel() for p in model.parameters()) < 2_000_000
+        assert sum(p.numel() for p in model.parameters()) < 2_500_000
     return {kind: model.eval() for kind, model in built.items()}
 
 
@@ -508,7 +510,8 @@ def as_tuple(out: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return (out,) if isinstance(out, Tensor) else tuple(out)
 
 
-@pytest.mark.parametrize("name", ["lipreader", "lipreader-mean", "melgen", "vocoder", "asr"])
+@pytest.mark.parametrize("name", ["lipreader", "lipreader-mean", "melgen", "vocoder", "asr", "aligner",
+                                  "prior"])
 def test_every_graph_matches_pytorch_in_onnxruntime_at_two_batches_and_lengths(
         name: str, models: dict[str, nn.Module], tmp_path: Path) -> None:
     torch.set_num_threads(1)

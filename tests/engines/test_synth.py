@@ -254,6 +254,16 @@ def test_onnxruntime_runs_every_network_and_speaks_like_pytorch(models: SynthMod
                                atol=1e-4, rtol=0)
 
 
+def test_onnxruntime_runs_the_phone_aligner_and_mel_prior_too(
+        tiny: dict[str, str], tiny_phones: dict[str, str], tmp_path: Path) -> None:
+    phones, clip = SynthModels.load(**tiny, **tiny_phones), features(25)
+    onnx = Synthesizer(phones, SynthParams(backend="onnxruntime"), cache_dir=str(tmp_path))
+    assert onnx.backends["aligner"] == onnx.backends["prior"] == "onnxruntime"
+    got, want = onnx.synthesize(clip), Synthesizer(phones, SynthParams()).synthesize(clip)
+    assert got.spoken == want.spoken == "the mel prior, speaking the phones read on the lips"
+    torch.testing.assert_close(got.mel, want.mel, atol=1e-4, rtol=0)
+
+
 def test_reading_in_two_windows_with_the_carried_state_equals_reading_the_whole_clip(
         models: SynthModels) -> None:
     synthesizer = Synthesizer(models)
