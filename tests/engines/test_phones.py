@@ -148,3 +148,20 @@ def test_the_mel_prior_speaks_labels_in_a_voice_as_a_normalised_mel() -> None:
     assert not torch.allclose(a, b)  # the voice follows the face
     with pytest.raises(ValueError):
         MelPriorConfig(dilations=(0,))
+
+
+@pytest.mark.parametrize("lookahead", [-1, 0, 3, 5])
+def test_a_mel_prior_sees_as_many_steps_of_phones_ahead_as_its_config_allows(lookahead: int) -> None:
+    from engines.models.mel_prior import MelPrior, MelPriorConfig
+
+    torch.manual_seed(0)
+    prior = MelPrior(MelPriorConfig(channels=8, dilations=(1, 2), lookahead_steps=lookahead)).eval()
+    past, future = prior.receptive_field()
+    assert (past, future) == ((6, 6) if lookahead < 0 else (12 - lookahead, lookahead))
+    labels = torch.randint(1, 40, (1, 40))
+    changed = labels.clone()
+    changed[0, 10] = 0  # one step's phone
+    with torch.no_grad():
+        diff = (prior(labels, torch.zeros(1, 128)) - prior(changed, torch.zeros(1, 128))).abs().amax(dim=1)[0]
+    moved = torch.nonzero(diff > 0)[:, 0]
+    assert moved.min() == 10 - future and moved.max() == 10 + past  # frames that see step 10, and no others
