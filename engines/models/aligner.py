@@ -19,6 +19,7 @@ phone instead (engines.synth.streaming), on as much of that look-ahead as it wai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,13 +70,14 @@ class PhoneAligner(nn.Module):
         half = self.config.layers * (self.config.kernel_size // 2)
         return half, half
 
-    def posteriors(self, features: Tensor) -> np.ndarray:
+    def posteriors(self, features: Tensor, graph: Callable[[Tensor], Tensor] | None = None) -> np.ndarray:
         """Log-posteriors (steps_per_frame · T, classes) of one clip's features (T, D), as numpy: what
-        engines.text.phones.align_text times a text on and phone_rescorer ranks texts by."""
+        engines.text.phones.align_text times a text on and phone_rescorer ranks texts by. `graph`: this
+        network compiled for a backend (engines.synth.graphs.aligner_graph), else the module itself."""
         if features.shape[0] == 0:
             return np.zeros((0, self.config.classes), np.float32)
         with torch.no_grad():
-            return self(features[None].float())[0].cpu().numpy()
+            return (graph or self)(features[None].float())[0].float().cpu().numpy()
 
     def align(self, features: Tensor, text: str) -> np.ndarray:
         """Per-step phone classes (steps_per_frame · T,) of `text` spoken over one clip's features (T, D):

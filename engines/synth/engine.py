@@ -319,7 +319,7 @@ class Synthesizer:
         if self.models.aligner is None or not (ranks or self.prior_on):
             return None
         with self._timed("aligner"):
-            return self._posteriors(reading.features[0])
+            return self.models.aligner.posteriors(reading.features[0], self._graph["aligner"])
 
     @property
     def prior_on(self) -> bool:
@@ -336,13 +336,7 @@ class Synthesizer:
         """The most likely phone class of each aligner step (4T,) of reader features (T, D): what a stream's
         prior speaks."""
         with self._timed("aligner"):
-            return self._posteriors(features).argmax(axis=-1)
-
-    def _posteriors(self, features: Tensor) -> np.ndarray:
-        """The aligner's log-posteriors (4T, C) of one clip's or window's features (T, D), as numpy."""
-        if features.shape[0] == 0:
-            return np.zeros((0, self.models.aligner.config.classes), np.float32)
-        return self._graph["aligner"](features[None].float())[0].float().cpu().numpy()
+            return self.models.aligner.posteriors(features, self._graph["aligner"]).argmax(axis=-1)
 
     def text_reading(self, features: Features, reading: Reading) -> Reading:
         """The reading the offline text is decoded from: the text reader's on the whole clip when one is
