@@ -55,12 +55,18 @@ class PhoneAligner(nn.Module):
                                    for _ in range(c.layers))
         self.out = nn.Linear(c.hidden, c.steps_per_frame * c.classes)
 
-    def forward(self, features: Tensor) -> Tensor:
-        """(B, T, feature_dim) → log-posteriors (B, steps_per_frame · T, classes)."""
+    def forward(self, features: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, T, feature_dim) → log-posteriors (B, steps_per_frame · T, classes). `lengths` (B,): each row's
+        frames; the convolutions then see zeros past a row's end, as they do past the end of a sequence
+        that long (batch padding would otherwise read as frames: training sees a row's end as inference
+        does, a clip's or a stream window's)."""
         c = self.config
         h = self.inp(features).transpose(1, 2)
+        keep = None if lengths is None else \
+            (torch.arange(h.shape[2], device=h.device) < lengths.to(h.device)[:, None])[:, None].to(h.dtype)
         for conv in self.convs:
-            h = conv(torch.nn.functional.gelu(h))
+            h = torch.nn.functional.gelu(h)
+            h = conv(h if keep is None else h * keep)
         h = torch.nn.functional.gelu(h).transpose(1, 2)
         b, t, _ = h.shape
         return self.out(h).reshape(b, t * c.steps_per_frame, c.classes).log_softmax(dim=-1)

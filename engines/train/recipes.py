@@ -625,6 +625,13 @@ class AlignerOptions:
     augment: LipAugment = param(LipAugment(), "augmentations of the extra feature variants; onset_trim, "  # noqa: RUF009
                                               "onset_hold and end_hold move the phone labels with the frames "
                                               "(tempo is refused)")
+    stream_cuts: float = param(0.0, "share of training clips cut at a random frame, the steps before the cut "
+                                    "scored: a stream's window ends at its look-ahead, mid-speech, where "
+                                    "whole clips only ever end in silence (cuts drawn from train.seed)")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.stream_cuts <= 1.0:
+            raise RecipeError(f"stream_cuts must be in [0, 1], got {self.stream_cuts}")
 
 
 def phone_timeline(clip: Any) -> list[Any]:
@@ -674,26 +681,32 @@ def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOp
         return samples, feats, labels
 
     samples, feats, labels = prepared(data.split, data.limit, options.condition_variants)
+    cuts = torch.Generator().manual_seed(train.seed)
 
-    def nll(batch: dict[str, Any], model: nn.Module, cache: ConditionCache,
-            truth: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, correct steps, steps) of one batch; steps past a clip's end do not count."""
+    def nll(batch: dict[str, Any], model: nn.Module, cache: ConditionCache, truth: dict[str, torch.Tensor],
+            cut_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, correct steps, steps) of one batch; steps past a clip's end (or its cut) do not count."""
         frames = batch["lips"].shape[1]
         x = cache.window(batch["id"], batch["start"].tolist(), frames, batch["variant"].tolist())
         x = x.to(ctx.device)
         target = torch.full((len(batch["id"]), steps * frames), -100, dtype=torch.long)
-        for row, clip, start, variant in zip(target, batch["id"], batch["start"].tolist(),
-                                             batch["variant"].tolist(), strict=True):
+        lengths = torch.zeros(len(batch["id"]), dtype=torch.long)
+        for k, (clip, start, variant) in enumerate(zip(batch["id"], batch["start"].tolist(),
+                                                       batch["variant"].tolist(), strict=True)):
             part = truth[clip][variant][steps * start:steps * (start + frames)]
-            row[:len(part)] = part
+            length = min(frames, cache.conds[clip][variant].shape[0] - start)
+            if cut_share and length > 1 and torch.rand((), generator=cuts) < cut_share:
+                length = int(torch.randint(1, length, (), generator=cuts))
+            lengths[k] = length
+            target[k, :min(len(part), steps * length)] = part[:steps * length]
         target = target.to(ctx.device)
-        log_probs = model(x)
+        log_probs = model(x, lengths)
         loss = F.nll_loss(log_probs.reshape(-1, config.classes), target.reshape(-1), ignore_index=-100)
         counted = target >= 0
         return loss, (log_probs.argmax(dim=2) == target)[counted].sum(), counted.sum()
 
     def loss_fn(batch: dict[str, Any], model: nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
-        return nll(batch, model, feats, labels)[0], {}
+        return nll(batch, model, feats, labels, options.stream_cuts)[0], {}
 
     validate = None
     if data.val_split:

@@ -138,6 +138,19 @@ def test_the_aligner_gives_steps_per_frame_posteriors_and_aligns_text() -> None:
         PhoneAlignerConfig(kernel_size=4)
 
 
+def test_a_padded_row_reads_as_a_sequence_ending_at_its_length() -> None:
+    # A stream's window ends mid-speech; training cuts rows there, and batch padding must not read as frames.
+    aligner = PhoneAligner(PhoneAlignerConfig(feature_dim=12, hidden=16, layers=2)).eval()
+    features = torch.randn(2, 10, 12)
+    with torch.no_grad():
+        padded = aligner(features, torch.tensor([6, 10]))
+        cut = aligner(features[:1, :6])
+        whole = aligner(features)
+    torch.testing.assert_close(padded[0, :24], cut[0])
+    torch.testing.assert_close(padded[1], whole[1])
+    assert not torch.allclose(whole[0, :24], cut[0])  # the frames past the cut do change its last steps
+
+
 def test_the_mel_prior_speaks_labels_in_a_voice_as_a_normalised_mel() -> None:
     from engines.models.mel_prior import MelPrior, MelPriorConfig
 

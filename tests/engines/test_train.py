@@ -409,6 +409,12 @@ def test_moved_labels_follow_the_frames() -> None:
     assert recipes.moved_labels(labels, 0, 0).tolist() == labels.tolist()
 
 
+def test_stream_cuts_is_a_share() -> None:
+    assert recipes.AlignerOptions(stream_cuts=0.5).stream_cuts == 0.5
+    with pytest.raises(recipes.RecipeError, match="stream_cuts"):
+        recipes.AlignerOptions(stream_cuts=1.5)
+
+
 @pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
 def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_path: Path) -> None:
     from engines.models.aligner import PhoneAligner
@@ -421,7 +427,7 @@ def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_
         (data / video.name).symlink_to(video.resolve())
     # variants whose start and end moved: their labels move with them
     moving = {"condition_variants": 3, "augment": {"onset_trim": 2, "onset_hold": 3, "end_hold": 1,
-                                                   "brightness": 0.2}}
+                                                   "brightness": 0.2}, "stream_cuts": 0.5}
     config = smoke_config(tmp_path, "aligner", **moving)
     run = tmp_path / "runs" / "aligner"
     argv = ["aligner", "--config", str(config), "--data", str(data.parent), "--out", str(run),
