@@ -163,7 +163,7 @@ def main_models(argv: list[str]) -> int:
         parser.add_argument("name", help="shipped name (the models load it by this name)")
         parser.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16)")
         parser.add_argument("--raw", action="store_true", help="the trained weights, not their EMA")
-        parser.add_argument("--metrics", type=Path, help="JSON object of evaluation metrics to record")
+        parser.add_argument("--metrics", type=Path, help="JSON file: evaluation metrics to record")
         parser.add_argument("--folder", type=Path, help="weights folder (default engines/weights)")
         args = parser.parse_args(argv[1:])
         try:
