@@ -71,7 +71,7 @@ class StreamParams:
                                      f"by the next window (at most {MAX_LOOKAHEAD_FRAMES}): the phone "
                                      "aligner's look-ahead (of its 6) when the prior speaks (3: 11.7 % "
                                      "sphinx-GRID, 48.3 % whisper WER on 108 test clips; 5, 80 ms later: "
-                                     "whisper 7.6 points better, session-20 aligner), else MelGen's (2: "
+                                     "11.4 / 47.4 %), else MelGen's (2: "
                                      "21.9 %; 3: 27.3 %; 1 lost 6 points against 2; NOTES.md)")
     crossfade_ms: float = param(10.0, "waveform crossfade between consecutive chunks; it runs into the "
                                       "look-ahead, so none without look-ahead")
