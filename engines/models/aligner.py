@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from engines.models.lengths import frame_mask
 from engines.params import param
 from engines.text.phones import N_CLASSES, align_text
 
@@ -62,8 +63,7 @@ class PhoneAligner(nn.Module):
         does, a clip's or a stream window's)."""
         c = self.config
         h = self.inp(features).transpose(1, 2)
-        keep = None if lengths is None else \
-            (torch.arange(h.shape[2], device=h.device) < lengths.to(h.device)[:, None])[:, None].to(h.dtype)
+        keep = None if lengths is None else frame_mask(lengths, h.shape[2], h)[:, None]
         for conv in self.convs:
             h = torch.nn.functional.gelu(h)
             h = conv(h if keep is None else h * keep)

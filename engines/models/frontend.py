@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engines.models.lengths import frame_mask
 from engines.params import param
 
 ROI_MEAN, ROI_STD = 0.421, 0.165  # LipVoicer's mouth ROI normalisation: (x / 255 - mean) / std
@@ -157,9 +158,8 @@ def jitter_motion(xs: tuple[Tensor, ...], lengths: Tensor | None, gain: float,
     motion: the clip's own normalisation would undo the same jitter applied to the raw inputs."""
     first = xs[0]
     scale = torch.empty(first.shape[0], device=first.device).uniform_(-gain, gain).exp()
-    steps = torch.arange(first.shape[1], device=first.device)
     valid = torch.ones(first.shape[:2], device=first.device) if lengths is None else \
-        (steps[None] < lengths.to(first.device)[:, None]).to(first.dtype)
+        frame_mask(lengths, first.shape[1], first)
     out = []
     for x in xs:
         shape = (*x.shape[:2], *[1] * (x.ndim - 2))

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from engines.models.lengths import frame_mask
 from engines.params import param
 from engines.train import checkpoint, distributed
 from engines.train.augment import LipAugment, augment_lips, draw_move, move_onset
@@ -297,7 +298,7 @@ class SpeakerAdversary(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, 128), nn.GELU(), nn.Linear(128, faces))
 
     def forward(self, visual: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = (torch.arange(visual.shape[1], device=visual.device)[None] < lengths[:, None]).to(visual.dtype)
+        mask = frame_mask(lengths, visual.shape[1], visual)
         mean = (visual * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return self.net(_ReverseGradient.apply(mean, self.weight))
 
@@ -698,7 +699,8 @@ def aligner(model: nn.Module, config: Any, options: AlignerOptions, data: DataOp
             if cut_share and length > 1 and torch.rand((), generator=cuts) < cut_share:
                 length = int(torch.randint(1, length, (), generator=cuts))
             lengths[k] = length
-            target[k, :min(len(part), steps * length)] = part[:steps * length]
+            part = part[:steps * length]
+            target[k, :len(part)] = part
         target = target.to(ctx.device)
         log_probs = model(x, lengths)
         loss = F.nll_loss(log_probs.reshape(-1, config.classes), target.reshape(-1), ignore_index=-100)
