@@ -235,7 +235,8 @@ def _latency_table(v: dict[str, float]) -> str:
                  f"{v.get('hop_frames', 0):.0f} frames, algorithmic latency "
                  f"{v.get('algorithmic_latency_ms', 0):.0f} ms, dropped frames "
                  f"{v.get('dropped_frames', 0):.0f}, restarts {v.get('restarts', 0):.0f}, bad frames "
-                 f"{v.get('bad_frames', 0):.0f}; backends: {backends}")
+                 f"{v.get('bad_frames', 0):.0f}, frames voiced from before the face was the target "
+                 f"{v.get('prerolled_frames', 0):.0f}; backends: {backends}")
     return "\n".join(lines)
 
 

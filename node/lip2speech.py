@@ -17,9 +17,10 @@ no_face, bad_frame, no target or a coasting one (not seen in this frame) give a 
 too, counted (`bad_frames`) and warned about; messages that are no valid FaceTracks at all (non-finite
 values included: the codec refuses them) are dropped and counted by the subscription
 (`sub.faces/tracks.malformed`). `no_input` (the camera is gone) ends the input: the frames still pending
-are voiced (flush). Frames the tracker skipped (a gap of up to `max_fill_frames` in the 25 fps stamps) are
-filled by repeating the last frame, so the speech keeps the video's duration; a longer gap, or stamps
-going back, restarts the stream.
+are voiced (flush). A face the tracker saw before naming it the target (its track is confirmed only after a
+few detections) is voiced from those frames too, up to `preroll_frames` of them. Frames the tracker skipped
+(a gap of up to `max_fill_frames` in the 25 fps stamps) are filled by repeating the last frame, so the speech
+keeps the video's duration; a longer gap, or stamps going back, restarts the stream.
 
 Falling behind: at most `max_queue_frames` frames wait; beyond that the oldest whole hops are dropped
 (counted, warned) and the stream restarts on the newer frames, which bounds the latency.
@@ -29,7 +30,8 @@ Heartbeat: the last window's compute ms, RTF (compute / audio duration), end-to-
 these over the last STATS_WINDOWS windows (RTF and compute over speech windows only: silent ones skip
 the models; latency over live windows only: those a flush voices waited for the input to end); queue
 depth (now and the peak since the last beat); counters of frames, windows, silence reasons, drops,
-restarts and bad frames; the backend of each graph as `backend.GRAPH.NAME` = 1.
+restarts, bad frames and frames voiced from before their face was the target (`prerolled_frames`); the
+backend of each graph as `backend.GRAPH.NAME` = 1.
 """
 
 from __future__ import annotations
@@ -91,15 +93,48 @@ Lip2SpeechParams = merge("Lip2SpeechParams", _NodeParams, SynthParams, StreamPar
 # ---------------------------------------------------------------- input: messages → frames
 
 
+def seen_faces(msg: FaceTracks) -> dict[int, FrameInput]:
+    """Each face the tracker saw in this frame (tentative ones too; not coasting ones), by track id, as the
+    synthesizer's frames. (The synthesizer checks the arrays: a bad one is no face.)"""
+    if msg.status != "ok":
+        return {}
+    return {t.id: FrameInput(stamp_ns=msg.stamp_ns, track_id=t.id, mouth_roi=t.mouth_roi,
+                             lip_geometry=t.lip_geometry, face_crop=t.face_crop)
+            for t in msg.tracks if t.state != "coasting"}
+
+
 def target_frame(msg: FaceTracks) -> FrameInput:
     """The synthesizer's frame for one FaceTracks message: the target's arrays when the tracker saw it in
-    this frame, else a frame without a face. (The synthesizer checks the arrays: a bad one is no face.)"""
-    track = next((t for t in msg.tracks if t.id == msg.target_id), None) if msg.status == "ok" else None
-    if track is None or track.state == "coasting":
-        return FrameInput(stamp_ns=msg.stamp_ns, track_id=-1, mouth_roi=None, lip_geometry=None,
-                          face_crop=None)
-    return FrameInput(stamp_ns=msg.stamp_ns, track_id=track.id, mouth_roi=track.mouth_roi,
-                      lip_geometry=track.lip_geometry, face_crop=track.face_crop)
+    this frame, else a frame without a face."""
+    frame = seen_faces(msg).get(msg.target_id)
+    return frame or FrameInput(stamp_ns=msg.stamp_ns, track_id=-1, mouth_roi=None, lip_geometry=None,
+                               face_crop=None)
+
+
+class RecentFaces:
+    """The faces seen in the last `n` frames pushed (a filled frame repeats the faces before it), so that a
+    new target brings its own frames from before it was named (FrameInput.earlier; the stream voices those
+    it still holds, StreamParams.preroll_frames)."""
+
+    def __init__(self, n: int) -> None:
+        self.frames: deque[dict[int, FrameInput]] = deque(maxlen=n)
+
+    def add(self, faces: dict[int, FrameInput]) -> None:
+        self.frames.append(faces)
+
+    def repeat(self, stamp_ns: int) -> None:
+        """A filled frame at `stamp_ns`: the newest faces again, restamped."""
+        if self.frames:
+            self.add({i: dataclasses.replace(f, stamp_ns=stamp_ns) for i, f in self.frames[-1].items()})
+
+    def earlier(self, track_id: int) -> tuple[FrameInput, ...]:
+        """The track's frames, oldest first, back to the newest frame without it."""
+        run = []
+        for faces in reversed(self.frames):
+            if track_id not in faces:
+                break
+            run.append(faces[track_id])
+        return tuple(reversed(run))
 
 
 def fill_gap(last: FrameInput | None, frame: FrameInput, max_fill: int) -> list[FrameInput] | None:
@@ -115,8 +150,8 @@ def fill_gap(last: FrameInput | None, frame: FrameInput, max_fill: int) -> list[
     if gap < 0 or missing > max_fill:
         return None
     step = gap // (missing + 1)
-    return [dataclasses.replace(last, stamp_ns=last.stamp_ns + k * step) for k in range(1, missing + 1)] + [
-        frame]
+    return [dataclasses.replace(last, stamp_ns=last.stamp_ns + k * step, earlier=())
+            for k in range(1, missing + 1)] + [frame]
 
 
 FLUSH = object()  # a queue item: the input ended, voice what is pending
@@ -221,10 +256,10 @@ class Lip2SpeechNode(Node):
         self._backends = dict(synthesizer.backends)
         self.log.info("models %s; backends %s; algorithmic latency %d frames",
                       synthesizer.models.describe(), self._backends, self._stream.algorithmic_latency_frames)
-        for key in ("frames", "bad_frames", "filled_frames", "repeated_frames", "stamp_jumps", "drops",
-                    "dropped_frames", "restarts", "flushes", "windows", "speech_windows", "synth_errors",
-                    "compute_s_total", "speech_compute_s_total", "speech_s_total", "transcripts",
-                    "final_transcripts"):
+        for key in ("frames", "bad_frames", "prerolled_frames", "filled_frames", "repeated_frames",
+                    "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes", "windows",
+                    "speech_windows", "synth_errors", "compute_s_total", "speech_compute_s_total",
+                    "speech_s_total", "transcripts", "final_transcripts"):
             self.count(key, 0)
         self._queue = FrameQueue(p.max_queue_frames, self._hop)
         self._stats_lock = threading.Lock()
@@ -232,6 +267,7 @@ class Lip2SpeechNode(Node):
         self._window: dict[str, float] = {}
         # event loop only
         self._last: FrameInput | None = None
+        self._recent = RecentFaces(stream_params.preroll_frames)
         self._pending = 0  # frames queued since the last flush
         self._clock_offset_ns = 0  # monotonic − wall clock, from the input's stamps
         self._frame_id = ""
@@ -321,6 +357,11 @@ class Lip2SpeechNode(Node):
         elif not frames:
             self.warn("repeated_frames", "frame stamp %d repeated: ignored", frame.stamp_ns)
             return
+        for filled in frames[:-1]:
+            self._recent.repeat(filled.stamp_ns)
+        if frame.track_id >= 0:
+            frame = frames[-1] = dataclasses.replace(frame, earlier=self._recent.earlier(frame.track_id))
+        self._recent.add(seen_faces(msg))
         self.count("frames")
         self.count("filled_frames", len(frames) - 1)
         self._last = frame
@@ -349,10 +390,11 @@ class Lip2SpeechNode(Node):
                     chunks = self._stream.flush()
                 else:
                     assert isinstance(item, FrameInput)
-                    bad = dict(self._stream.bad_frame_reasons)
+                    bad, prerolled = dict(self._stream.bad_frame_reasons), self._stream.prerolled_frames
                     chunks = self._stream.push(item)
                     self._pushed.append(item.stamp_ns)
                     self._count_bad(item, bad)
+                    self.count("prerolled_frames", self._stream.prerolled_frames - prerolled)
             except Exception as exc:  # an engine bug must not take the node down: count it, start afresh
                 self.warn("synth_errors", "the synthesizer failed (%s: %s): the stream restarts",
                           type(exc).__name__, exc)

@@ -24,7 +24,10 @@ Per target track (a "voice"), every hop runs one window:
 A hop's chunk is out once the frames its look-ahead needs have arrived: the window's look-ahead plus the
 front end's (`algorithmic_latency_frames` = hop + both). Hops keep one grid from the first frame pushed,
 whatever the input does, so timing stays continuous: a frame without a target face (track_id -1, or a bad
-frame: missing, misshapen or non-finite arrays, counted in `bad_frames`) is silence, never speech; a hop
+frame: missing, misshapen or non-finite arrays, counted in `bad_frames`) is silence, never speech (held
+back `preroll_frames` while no voice is on: a face that becomes the target right after them voices them too
+when its frame brings its own arrays for them, `FrameInput.earlier`, since a tracker names a target only
+once its track is confirmed, and the person may already be talking); a hop
 whose mouth is still (lip opening range below `still_threshold`) is silence too and costs no mel or
 vocoder work. Within a track, faceless frames hold the last seen frame's inputs, as offline Features do
 for unseen frames. A new track_id ends the old voice (its pending frames are finished as at the end of a
@@ -77,14 +80,18 @@ class StreamParams:
                                       "look-ahead, so none without look-ahead")
     identity_refresh_s: float = param(5.0, "refresh the identity embedding this often (running mean of "
                                            "embeddings, renormalised)")
+    preroll_frames: int = param(4, "frames without a target face held back (their silence waits as long) "
+                                   "so that a face named the target right after them is voiced from its "
+                                   "first frames (FrameInput.earlier): a tracker names a target only once "
+                                   "its track is confirmed, and someone may already be talking")
     final_decode_max_s: float = param(10.0, "an ended utterance up to this long is read again with the "
                                             "params' decoder, a longer one greedily (a beam over it would "
                                             "stall the stream: ~1 s per 500 frames here)")
 
     def __post_init__(self) -> None:
-        if self.hop_frames < 1 or self.context_frames < 0:
-            raise ValueError(f"need hop_frames >= 1 and context_frames >= 0, got {self.hop_frames} and "
-                             f"{self.context_frames}")
+        if self.hop_frames < 1 or self.context_frames < 0 or self.preroll_frames < 0:
+            raise ValueError(f"need hop_frames >= 1, context_frames >= 0 and preroll_frames >= 0, got "
+                             f"{self.hop_frames}, {self.context_frames} and {self.preroll_frames}")
         if not 0 <= self.lookahead_frames <= MAX_LOOKAHEAD_FRAMES:
             raise ValueError(f"lookahead_frames must be in 0..{MAX_LOOKAHEAD_FRAMES}, got "
                              f"{self.lookahead_frames}")
@@ -105,6 +112,9 @@ class FrameInput:
     mouth_roi: np.ndarray | None  # (88, 88) uint8
     lip_geometry: np.ndarray | None  # (82,) float32
     face_crop: np.ndarray | None  # (112, 112, 3) uint8 RGB
+    # The same face in the frames just before this one (oldest first), before it was the target: a new
+    # voice starts with those of them the stream still holds (StreamParams.preroll_frames)
+    earlier: tuple[FrameInput, ...] = ()
 
 
 @dataclass
@@ -373,6 +383,7 @@ class StreamingSynthesizer:
         self.shapes = {"mouth_roi": (c.roi_size, c.roi_size), "lip_geometry": (c.geometry_dim,),
                        "face_crop": (synthesizer.models.identity.config.image_size,) * 2 + (3,)}
         self.bad_frame_reasons: Counter[str] = Counter()
+        self.prerolled_frames = 0  # frames voiced from before their face was the target, since start
         self.reset()
 
     @property
@@ -390,6 +401,7 @@ class StreamingSynthesizer:
     def reset(self) -> None:
         """Forget everything pending: the next frame starts a new stream (and hop grid)."""
         self._voice: _Voice | None = None
+        self._held: deque[tuple[int, int]] = deque()  # (index, stamp) of the newest faceless frames, no voice
         self._received = self._emitted = 0
         self._stamps: deque[int] = deque()
         self._last_stamp = 0
@@ -418,13 +430,19 @@ class StreamingSynthesizer:
                 self._pieces.extend(self._voice.pieces(finish=True))
                 self._voice = None
             if face is not None and self._voice is None:
-                self._voice = _Voice(self.synthesizer, self.params, face.track_id, self._received,
-                                     self._spend)
+                earlier = self._preroll(face)
+                self._release(len(self._held) - len(earlier))
+                self._held.clear()
+                self._voice = _Voice(self.synthesizer, self.params, face.track_id,
+                                     self._received - len(earlier), self._spend)
+                for before in earlier:
+                    self._voice.add(before)
+                self.prerolled_frames += len(earlier)
             self._stamps.append(int(frame.stamp_ns))
             self._last_stamp = int(frame.stamp_ns)
             if self._voice is None:
-                silence = np.zeros(SAMPLES_PER_FRAME, np.float32)
-                self._pieces.append(_Piece(self._received, silence, ["no_face"]))
+                self._held.append((self._received, int(frame.stamp_ns)))
+                self._release(len(self._held) - self.params.preroll_frames)
             else:
                 self._voice.add(face)
                 self._pieces.extend(self._voice.pieces(finish=False))
@@ -435,6 +453,7 @@ class StreamingSynthesizer:
         """End of input: the pending frames finished as at the end of a clip (the last chunk holds the
         frames left, so it may be shorter than a hop); then the stream starts afresh."""
         with self._compute():
+            self._release(len(self._held))
             if self._voice is not None:
                 self._pieces.extend(self._voice.pieces(finish=True))
         chunks = self._chunks(everything=True)
@@ -452,6 +471,27 @@ class StreamingSynthesizer:
         finally:
             self._spend.seconds.update(self.synthesizer.seconds)
             self._wall += time.perf_counter() - start
+
+    def _preroll(self, face: FrameInput) -> list[FrameInput]:
+        """The frames `face` brings of itself (`earlier`) for the newest held frames, as many as match them
+        stamp for stamp back from the newest (usable ones only), oldest first."""
+        known = {}
+        for before in face.earlier:
+            checked = self._checked(before)
+            if checked is not None and checked.track_id == face.track_id:
+                known[int(checked.stamp_ns)] = checked
+        run = []
+        for _, stamp in reversed(self._held):
+            if stamp not in known:
+                break
+            run.append(known[stamp])
+        return run[::-1]
+
+    def _release(self, n: int) -> None:
+        """The oldest n held frames are silence after all."""
+        for _ in range(max(0, n)):
+            index, _ = self._held.popleft()
+            self._pieces.append(_Piece(index, np.zeros(SAMPLES_PER_FRAME, np.float32), ["no_face"]))
 
     def _checked(self, frame: FrameInput) -> FrameInput | None:
         """The frame if it shows the target face with usable arrays, else None (counted when bad)."""

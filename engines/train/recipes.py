@@ -743,9 +743,11 @@ class PriorOptions:
                           choices=("visual", "reader"))
     timing: str = param("aligner", "the phone timing it learns to speak: the aligner's, of each transcript "
                                    "on the clip's lips (as the prior is timed when it speaks; the prior is "
-                                   "then tied to that aligner), or the corpus's true timeline (mel targets "
-                                   "exactly in step with their phones; no aligner needed)",
-                        choices=("aligner", "truth"))
+                                   "then tied to that aligner), the corpus's true timeline (mel targets "
+                                   "exactly in step with their phones; no aligner needed), or the aligner's "
+                                   "most likely phone of each step with its look-ahead cut at the training "
+                                   "window's end (stream: what the live node's prior hears, errors and all)",
+                        choices=("aligner", "truth", "stream"))
 
 
 def clip_identities(samples: Any, identity_encoder: nn.Module) -> dict[str, tuple[torch.Tensor, int]]:
@@ -763,6 +765,37 @@ def clip_identities(samples: Any, identity_encoder: nn.Module) -> dict[str, tupl
     return out
 
 
+class StreamedPhones:
+    """Each step's most likely phone of one clip as a stream reads it: the aligner over the reader's
+    features (T, D) cut at a frame, as the live node cuts each window at its look-ahead. A cut changes only
+    the steps of the aligner's look-ahead before it, so the whole clip's phones are kept once and, for
+    every cut, only those steps."""
+
+    def __init__(self, phone_aligner: nn.Module, features: torch.Tensor) -> None:
+        frames = features.shape[0]
+        self.steps = phone_aligner.config.steps_per_frame
+        self.future = phone_aligner.receptive_field()[1]
+        cuts = torch.arange(1, frames + 1)
+        with torch.no_grad():  # row c − 1 reads the first c frames, as a sequence that long
+            rows = phone_aligner(features[None].float().expand(frames, -1, -1), cuts).argmax(dim=-1)
+        self.whole = rows[-1].to(torch.uint8)
+        tail = self.steps * self.future
+        self.tails = torch.zeros((frames, tail), dtype=torch.uint8)
+        for c in range(1, frames + 1):
+            part = rows[c - 1, max(0, self.steps * c - tail):self.steps * c]
+            self.tails[c - 1, tail - len(part):] = part.to(torch.uint8)
+
+    def window(self, start: int, frames: int) -> torch.Tensor:
+        """Labels (steps · frames',) of frames [start, start + frames) read with the features cut at the
+        window's end (frames' ≤ frames where the clip ends first)."""
+        cut = min(start + frames, len(self.tails))
+        out = self.whole[self.steps * start:self.steps * cut].long()
+        fresh = self.steps * min(self.future, cut - start)
+        if fresh:
+            out[-fresh:] = self.tails[cut - 1, -fresh:].long()
+        return out
+
+
 def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOptions, train: Any,
           ctx: Context) -> Recipe:
     from engines.audio.mel import MELS_PER_FRAME
@@ -773,37 +806,50 @@ def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOption
         raise RecipeError(f"the identity embedding has {identity_encoder.config.embed_dim} values; set "
                           "model.identity_dim")
     # On true timelines the prior depends on no aligner (any aligner may time it when it speaks).
-    timed = options.timing == "aligner"
+    timed = options.timing != "truth"
     reader = load_frozen(options.lipreader, "lipreader") if timed else None
     phone_aligner = load_frozen(options.aligner, "aligner") if timed else None
     classes = phone_aligner.config.classes if phone_aligner is not None else N_CLASSES
     if classes != config.classes:
         raise RecipeError(f"the aligner knows {classes} phone classes, the prior {config.classes}")
     steps = phone_aligner.config.steps_per_frame if phone_aligner is not None else MELS_PER_FRAME
+    Labels = Callable[[str, int, int], torch.Tensor]  # (clip, start, frames) → the window's labels
 
-    def prepared(split: str, limit: int) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Per clip: its phone timing (the aligner's of its transcript, or the true one) and its identity
-        embedding."""
+    def prepared(split: str, limit: int) -> tuple[Any, Labels, dict[str, torch.Tensor]]:
+        """Per clip: its phone labels (the aligner's timing of its transcript, the true timeline, or the
+        aligner's phones as streamed) and its identity embedding."""
         samples = load_samples(data, split, limit, ctx)
         if phone_aligner is None:
             known = clip_identities(samples, identity_encoder)
-            labels = {clip.id: true_labels(clip, known[clip.id][1], steps) for clip in samples.clips}
-            return samples, labels, {clip: identity for clip, (identity, _) in known.items()}
-        feature_dim = reader.condition_dim(options.features)
-        conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main).conds
-        texts = {clip.id: clip.text or "" for clip in samples.clips}
-        labels = {clip: torch.from_numpy(phone_aligner.align(cond[0][:, :feature_dim].float(), texts[clip]))
-                  for clip, cond in conds.items()}
-        return samples, labels, {clip: cond[0][0, feature_dim:].float() for clip, cond in conds.items()}
+            whole = {clip.id: true_labels(clip, known[clip.id][1], steps) for clip in samples.clips}
+            identities = {clip: identity for clip, (identity, _) in known.items()}
+        else:
+            from tqdm import tqdm
+
+            feature_dim = reader.condition_dim(options.features)
+            conds = ConditionCache(samples, reader, identity_encoder, options.features, ctx.main).conds
+            identities = {clip: cond[0][0, feature_dim:].float() for clip, cond in conds.items()}
+            features = {clip: cond[0][:, :feature_dim].float() for clip, cond in conds.items()}
+            if options.timing == "stream":
+                streamed = {clip: StreamedPhones(phone_aligner, f)
+                            for clip, f in tqdm(features.items(), unit="clip", desc="streamed phones",
+                                                disable=not ctx.main)}
+                return samples, lambda clip, start, frames: streamed[clip].window(start, frames), identities
+            texts = {clip.id: clip.text or "" for clip in samples.clips}
+            whole = {clip: torch.from_numpy(phone_aligner.align(f, texts[clip]))
+                     for clip, f in features.items()}
+        return (samples, lambda clip, start, frames: whole[clip][steps * start:steps * (start + frames)],
+                identities)
 
     samples, labels, identities = prepared(data.split, data.limit)
 
-    def l1(batch: dict[str, Any], model: nn.Module, labels: dict[str, torch.Tensor],
-           identities: dict[str, torch.Tensor]) -> torch.Tensor:
+    def l1(batch: dict[str, Any], model: nn.Module, labels: Labels, identities: dict[str, torch.Tensor]
+           ) -> torch.Tensor:
         mel = batch["mel"]
         lab = torch.zeros((mel.shape[0], mel.shape[2]), dtype=torch.long)
-        for row, clip, start in zip(lab, batch["id"], batch["start"].tolist(), strict=True):
-            part = labels[clip][steps * start:steps * start + mel.shape[2]]
+        windows = zip(lab, batch["id"], batch["start"].tolist(), batch["lengths"].tolist(), strict=True)
+        for row, clip, start, frames in windows:
+            part = labels(clip, start, frames)
             row[:len(part)] = part
         identity = torch.stack([identities[clip] for clip in batch["id"]])
         return (model(lab.to(ctx.device), identity.to(ctx.device)) - mel).abs().mean()

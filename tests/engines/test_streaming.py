@@ -248,12 +248,15 @@ def test_an_ended_utterance_is_read_again_by_the_decoder_unless_too_long(models:
 
 
 def test_no_face_is_silence_at_once_and_a_gap_in_a_track_is_silence(models: SynthModels) -> None:
-    s = streamer(models)
+    s = streamer(models, preroll_frames=0)
     pushed = [s.push(frame) for frame in no_face(10)]
     assert [k for k, out in enumerate(pushed) if out] == [4, 9]  # nothing to wait for without a face
     for chunk in (c for out in pushed for c in out):
         assert chunk.silent and chunk.reason == "no_face" and not chunk.wav.any() and chunk.text == ""
     assert s.bad_frames == 0
+    s = streamer(models, preroll_frames=2)  # silence waits while a face may yet claim it
+    assert [k for k, frame in enumerate(no_face(10)) if s.push(frame)] == [6]
+    assert [c.reason for c in s.flush()] == ["no_face"]
 
     frames = list(frames_of(face_inputs(30)))
     for k in range(10, 15):
@@ -262,6 +265,40 @@ def test_no_face_is_silence_at_once_and_a_gap_in_a_track_is_silence(models: Synt
     assert [c.reason for c in chunks] == ["speech", "speech", "no_face", "speech", "speech", "speech"]
     assert not chunks[2].wav.any()
     assert [c.final_text for c in chunks] == [False, False, True, False, False, True]
+
+
+def test_a_face_named_the_target_late_is_voiced_from_the_frames_it_brings(models: SynthModels) -> None:
+    faces = list(frames_of(face_inputs(20), track_id=3))
+    whole = stream(streamer(models), faces)
+
+    def named_at(k: int, earlier: list[FrameInput]) -> list[FrameInput]:
+        """The face seen from the first frame but the target only from frame k on."""
+        return [FrameInput(f.stamp_ns, -1, None, None, None) for f in faces[:k]] + [
+            dataclasses.replace(faces[k], earlier=tuple(earlier)), *faces[k + 1:]]
+
+    s = streamer(models)
+    late = stream(s, named_at(3, faces[:3]))
+    np.testing.assert_array_equal(wav_of(late), wav_of(whole))  # as if it had been the target all along
+    assert s.prerolled_frames == 3
+    assert [c.stamp_ns for c in late] == [c.stamp_ns for c in whole]
+
+    s = streamer(models, preroll_frames=2)  # only the last two faceless frames wait for a face
+    partial = wav_of(stream(s, named_at(3, faces[:3])))
+    assert not partial[:SAMPLES_PER_FRAME].any() and partial[SAMPLES_PER_FRAME:3 * SAMPLES_PER_FRAME].any()
+    assert len(partial) == len(wav_of(whole))
+
+    unvoiced = wav_of(stream(streamer(models), named_at(3, [])))
+    assert not unvoiced[:3 * SAMPLES_PER_FRAME].any()
+    other = [dataclasses.replace(f, track_id=4) for f in faces[:3]]  # another face's frames
+    assert not wav_of(stream(streamer(models), named_at(3, other)))[:3 * SAMPLES_PER_FRAME].any()
+    shifted = [dataclasses.replace(f, stamp_ns=f.stamp_ns + 1) for f in faces[:3]]  # no held frame's stamps
+    assert not wav_of(stream(streamer(models), named_at(3, shifted)))[:3 * SAMPLES_PER_FRAME].any()
+
+    bad = dataclasses.replace(faces[2], mouth_roi=np.zeros((5, 5), np.uint8))
+    s = streamer(models)
+    chunks = stream(s, named_at(3, [*faces[:2], bad]))  # the newest is unusable: the run stops there
+    assert s.bad_frame_reasons["mouth_roi"] == 1
+    assert not wav_of(chunks)[:3 * SAMPLES_PER_FRAME].any()
 
 
 def test_a_still_mouth_is_silence_and_ends_the_utterance(models: SynthModels) -> None:

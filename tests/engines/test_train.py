@@ -409,6 +409,25 @@ def test_moved_labels_follow_the_frames() -> None:
     assert recipes.moved_labels(labels, 0, 0).tolist() == labels.tolist()
 
 
+def test_streamed_phones_are_what_a_stream_reads_at_each_window_end() -> None:
+    from engines.models.aligner import PhoneAligner, PhoneAlignerConfig
+
+    torch.manual_seed(0)
+    aligner = PhoneAligner(PhoneAlignerConfig(layers=3)).eval()
+    features = torch.randn(13, 320)
+    streamed = recipes.StreamedPhones(aligner, features)
+    past = aligner.receptive_field()[0]
+    for start, frames in [(0, 13), (0, 4), (2, 9), (5, 3), (7, 20), (12, 1)]:
+        cut = min(start + frames, 13)
+        lo = max(0, start - past)  # a stream reads from the aligner's past before its window
+        with torch.no_grad():
+            read = aligner(features[None, lo:cut]).argmax(dim=-1)[0][4 * (start - lo):]
+        assert torch.equal(streamed.window(start, frames), read), (start, frames)
+    with torch.no_grad():
+        whole = aligner(features[None]).argmax(dim=-1)[0]
+    assert not torch.equal(streamed.window(0, 4), whole[:16])  # a cut reads its end differently
+
+
 def test_stream_cuts_is_a_share() -> None:
     assert recipes.AlignerOptions(stream_cuts=0.5).stream_cuts == 0.5
     with pytest.raises(recipes.RecipeError, match="stream_cuts"):
@@ -467,6 +486,15 @@ def test_the_phone_aligner_trains_on_phone_timelines_and_records_its_reader(tmp_
                        "--device", "cpu", "--no-progress"]) == 0
     truth_data = checkpoint.read(truth_run / "latest.pt")["data"]
     assert truth_data["timing"] == "truth" and "aligner_digest" not in truth_data  # tied to no aligner
+
+    # Or on the aligner's phones as a stream reads them, tied to that aligner.
+    stream_run = tmp_path / "runs" / "prior-stream"
+    config = smoke_config(tmp_path, "prior", aligner=str(run / "latest.pt"), timing="stream")
+    assert main_train(["prior", "--config", str(config), "--data", str(data.parent), "--out", str(stream_run),
+                       "--device", "cpu", "--no-progress"]) == 0
+    stream_data = checkpoint.read(stream_run / "latest.pt")["data"]
+    assert stream_data["timing"] == "stream"
+    assert stream_data["aligner_digest"] == checkpoint.weights_digest(aligner)
     vocoder_run = tmp_path / "runs" / "vocoder"
     config = smoke_config(tmp_path, "vocoder", prior=str(truth_run / "latest.pt"), prior_fraction=0.5)
     assert main_train(["vocoder", "--config", str(config), "--data", str(data.parent), "--out",

@@ -4,6 +4,7 @@ own; and the launch files that use it."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.streaming import OPENING, FrameInput
 from engines.train import checkpoint
 from node.launch_file import load as load_launch
-from node.lip2speech import FLUSH, FRAME_NS, FrameQueue, fill_gap, target_frame
+from node.lip2speech import FLUSH, FRAME_NS, FrameQueue, RecentFaces, fill_gap, seen_faces, target_frame
 from streams.codec import encode
 from streams.endpoints import bus_endpoints
 from streams.messages import (
@@ -119,6 +120,9 @@ class Tracker:
         msg = FaceTracks(stamp_ns=self.stamp, image_width=360, image_height=288, frame_id="camera")
         if what in ("face", "bad"):
             msg.tracks, msg.target_id = [track or _track(len(self.sent))], TRACK
+        elif what == "tentative":  # seen, not yet confirmed: no target
+            msg.tracks = [track or _track(len(self.sent))]
+            msg.tracks[0].state = "tentative"
         else:
             msg.status = "no_face"
         self.pub.publish(msg)
@@ -164,6 +168,8 @@ def test_speech_and_text_for_the_target_face_in_hops_stamped_with_their_frames(b
     tracker = Tracker(bus)
     try:
         first = tracker.until_answered(audio)
+        tracker.send("tentative")
+        tracker.send("tentative", skip=1)  # the tracker skipped a frame: filled with the one before
         for k in range(30):
             tracker.send("face", skip=1 if k == 12 else 0)  # the tracker skipped one frame: filled
         for _ in range(12):
@@ -186,19 +192,25 @@ def test_speech_and_text_for_the_target_face_in_hops_stamped_with_their_frames(b
     assert all(len(c.samples) == CHUNK for c in chunks[:-1]) and 0 < len(chunks[-1].samples) <= CHUNK
     # Every chunk starts where the one before ended: the skipped frame was voiced too, timing continuous.
     assert all(b.stamp_ns == a.stamp_ns + HOP * FRAME_NS for a, b in itertools.pairwise(chunks))
-    assert all(c.stamp_ns in tracker.sent or tracker.sent.get(c.stamp_ns - FRAME_NS) == "face"
+    assert all(c.stamp_ns in tracker.sent or tracker.sent.get(c.stamp_ns - FRAME_NS) in ("face", "tentative")
                for c in chunks)
     showed = {c.stamp_ns: {tracker.sent.get(s, "filled") for s in _frames_of(c)} for c in chunks}
     faceless = [c for c in chunks if showed[c.stamp_ns] == {"none"}]
     talking = [c for c in chunks if showed[c.stamp_ns] <= {"face", "filled"}]
     assert faceless and all(not c.samples.any() for c in faceless)  # never speech without a face
     assert talking and any(c.samples.any() for c in talking)
+    voiced = {stamp for c in chunks for k, stamp in enumerate(_frames_of(c))
+              if c.samples[k * 640:(k + 1) * 640].any()}
+    tentative = {s for s, w in tracker.sent.items() if w == "tentative"}
+    tentative.add(max(tentative) - FRAME_NS)
+    assert tentative <= voiced  # the face is voiced from before the tracker named it the target
     final = finals[0]
-    first_face = min(s for s, w in tracker.sent.items() if w == "face")
+    first_face = min(tentative)
     assert final.text and first_face - HOP * FRAME_NS < final.stamp_ns
     assert final.stamp_ns <= final.end_stamp_ns <= last
     v = diag.values
-    assert v["filled_frames"] == 1 and v["bad_frames"] == 0 and v["dropped_frames"] == 0
+    assert v["filled_frames"] == 2 and v["bad_frames"] == 0 and v["dropped_frames"] == 0
+    assert v["prerolled_frames"] == 3
     assert v["speech_windows"] >= 1 and v["final_transcripts"] >= 1
     assert v["backend.denoiser.torch"] == 1 and v["hop_frames"] == HOP
     assert v["algorithmic_latency_ms"] >= HOP * 40
@@ -319,6 +331,30 @@ def test_only_a_target_seen_in_the_frame_is_a_face() -> None:
         msg = FaceTracks(stamp_ns=8, image_width=360, image_height=288, tracks=tracks, target_id=target,
                          status=status)
         assert target_frame(msg) == FrameInput(8, -1, None, None, None)
+
+
+def test_a_new_target_brings_its_frames_from_before_it_was_named() -> None:
+    def faces(k: int, *ids: int) -> dict[int, FrameInput]:
+        tracks = [dataclasses.replace(_track(k), id=i, state="tentative") for i in ids]
+        return seen_faces(FaceTracks(stamp_ns=k * FRAME_NS, image_width=360, image_height=288, tracks=tracks))
+
+    recent = RecentFaces(4)
+    for k, ids in ((1, (5,)), (2, (5, 6)), (3, (5, 6)), (4, (6,))):
+        recent.add(faces(k, *ids))
+    assert [f.stamp_ns // FRAME_NS for f in recent.earlier(6)] == [2, 3, 4]  # back to the newest without it
+    assert all(f.track_id == 6 and f.mouth_roi is not None for f in recent.earlier(6))
+    assert recent.earlier(5) == () and recent.earlier(7) == ()  # not in the newest frame: nothing to bring
+    recent.repeat(5 * FRAME_NS)  # a filled frame repeats the faces before it
+    assert [f.stamp_ns // FRAME_NS for f in recent.earlier(6)] == [2, 3, 4, 5]
+    recent.add(faces(6, 6))
+    assert [f.stamp_ns // FRAME_NS for f in recent.earlier(6)] == [3, 4, 5, 6]  # the last n frames only
+    assert faces(7, 6)[6].earlier == () and seen_faces(FaceTracks(
+        stamp_ns=1, image_width=360, image_height=288, tracks=[_track(0)], status="no_face")) == {}
+
+    frame = dataclasses.replace(faces(7, 6)[6], earlier=recent.earlier(6))
+    filled = fill_gap(frame, _frame(10 * FRAME_NS), 3)
+    assert [f.stamp_ns // FRAME_NS for f in filled] == [8, 9, 10]
+    assert filled[0].earlier == () and filled[1].earlier == ()  # a repeated frame brings none
 
 
 def test_fill_gap_repeats_the_last_frame_on_the_25_fps_grid() -> None:
