@@ -35,8 +35,9 @@ clip) and starts a fresh one: new lip-reader state, mel context and identity. `f
 pending frame the same way: its last chunk holds the frames left, so it may be shorter than a hop (and
 is empty, only closing the utterance's text, when no frame was left: only without any look-ahead).
 
-An utterance is a run of speech hops; a chunk's `text` is the greedy reading of the current utterance so
-far, and the chunk where it ends (silence after speech, a track change, flush) carries `final_text` with
+An utterance is a run of speech hops (at most `max_utterance_s`: a longer run is cut at a hop's end into
+several); a chunk's `text` is the greedy reading of the current utterance so far, and the chunk where it
+ends (silence after speech, a track change, flush, its length) carries `final_text` with
 the utterance decoded by the params' decoder (greedily past `final_decode_max_s`). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
 `warm_up()` pays the first calls' one-off costs before a live stream starts.
@@ -84,6 +85,9 @@ class StreamParams:
                                    "so that a face named the target right after them is voiced from its "
                                    "first frames (FrameInput.earlier): a tracker names a target only once "
                                    "its track is confirmed, and someone may already be talking")
+    max_utterance_s: float = param(30.0, "an utterance this long ends at the end of a hop (its final text "
+                                         "out) and the next speech starts another, so a face that talks "
+                                         "without pause for hours costs no more memory or compute per hop")
     final_decode_max_s: float = param(10.0, "an ended utterance up to this long is read again with the "
                                             "params' decoder, a longer one greedily (a beam over it would "
                                             "stall the stream: ~1 s per 500 frames here)")
@@ -95,9 +99,11 @@ class StreamParams:
         if not 0 <= self.lookahead_frames <= MAX_LOOKAHEAD_FRAMES:
             raise ValueError(f"lookahead_frames must be in 0..{MAX_LOOKAHEAD_FRAMES}, got "
                              f"{self.lookahead_frames}")
-        if not (self.crossfade_ms >= 0 and self.identity_refresh_s > 0 and self.final_decode_max_s >= 0):
-            raise ValueError(f"need crossfade_ms, final_decode_max_s >= 0 and identity_refresh_s > 0, got "
-                             f"{self.crossfade_ms}, {self.final_decode_max_s}, {self.identity_refresh_s}")
+        if not (self.crossfade_ms >= 0 and self.identity_refresh_s > 0 and self.final_decode_max_s >= 0
+                and self.max_utterance_s > 0):
+            raise ValueError(f"need crossfade_ms, final_decode_max_s >= 0 and identity_refresh_s, "
+                             f"max_utterance_s > 0, got {self.crossfade_ms}, {self.final_decode_max_s}, "
+                             f"{self.identity_refresh_s}, {self.max_utterance_s}")
 
     @property
     def crossfade_samples(self) -> int:
@@ -261,6 +267,9 @@ class _Voice:
             self.utterance = s
         if not speech and self.utterance is not None:
             piece.text, piece.final, self.utterance = self._final_text(s), True, None
+        elif self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS:
+            # what is kept of an utterance, and reading it again every hop, must not grow without end
+            piece.text, piece.final, self.utterance = self._final_text(e), True, None
         elif self.utterance is not None:
             piece.text = self._greedy(self.log_probs.get(self.utterance, self.read_upto))
         self.committed = e
@@ -474,10 +483,11 @@ class StreamingSynthesizer:
 
     def _preroll(self, face: FrameInput) -> list[FrameInput]:
         """The frames `face` brings of itself (`earlier`) for the newest held frames, as many as match them
-        stamp for stamp back from the newest (usable ones only), oldest first."""
+        stamp for stamp back from the newest (usable ones only, not counted: no target's frames), oldest
+        first."""
         known = {}
         for before in face.earlier:
-            checked = self._checked(before)
+            checked = self._checked(before, count=False)
             if checked is not None and checked.track_id == face.track_id:
                 known[int(checked.stamp_ns)] = checked
         run = []
@@ -493,8 +503,9 @@ class StreamingSynthesizer:
             index, _ = self._held.popleft()
             self._pieces.append(_Piece(index, np.zeros(SAMPLES_PER_FRAME, np.float32), ["no_face"]))
 
-    def _checked(self, frame: FrameInput) -> FrameInput | None:
-        """The frame if it shows the target face with usable arrays, else None (counted when bad)."""
+    def _checked(self, frame: FrameInput, count: bool = True) -> FrameInput | None:
+        """The frame if it shows the target face with usable arrays, else None (counted when bad, unless
+        not `count`)."""
         if frame.track_id < 0:
             return None
         for name, shape in self.shapes.items():
@@ -503,7 +514,7 @@ class StreamingSynthesizer:
             if (not isinstance(value, np.ndarray) or value.shape != shape
                     or not (np.issubdtype(value.dtype, np.floating) if geometry else value.dtype == np.uint8)
                     or (geometry and not np.isfinite(value).all())):
-                self.bad_frame_reasons[name] += 1
+                self.bad_frame_reasons[name] += count
                 return None
         return frame
 

@@ -297,7 +297,7 @@ def test_a_face_named_the_target_late_is_voiced_from_the_frames_it_brings(models
     bad = dataclasses.replace(faces[2], mouth_roi=np.zeros((5, 5), np.uint8))
     s = streamer(models)
     chunks = stream(s, named_at(3, [*faces[:2], bad]))  # the newest is unusable: the run stops there
-    assert s.bad_frame_reasons["mouth_roi"] == 1
+    assert s.bad_frames == 0  # not a target's frame: not counted
     assert not wav_of(chunks)[:3 * SAMPLES_PER_FRAME].any()
 
 
@@ -328,6 +328,19 @@ def test_a_new_track_starts_afresh_as_if_the_old_one_had_never_been_there(models
     for a, b in zip(changed[3:], fresh[3:], strict=True):
         np.testing.assert_array_equal(a.wav, b.wav)
         assert (a.text, a.final_text, a.stamp_ns) == (b.text, b.final_text, b.stamp_ns)
+
+
+def test_an_utterance_without_pause_is_cut_so_what_is_kept_stays_bounded(models: SynthModels) -> None:
+    s = streamer(models, max_utterance_s=1.0)  # 25 frames: five hops
+    chunks, kept = [], []
+    for frame in frames_of(face_inputs(60)):
+        chunks += s.push(frame)
+        kept.append(s._voice.log_probs.end - s._voice.log_probs.start)
+    chunks += s.flush()
+    assert all(c.reason == "speech" for c in chunks)
+    assert [k for k, c in enumerate(chunks) if c.final_text] == [4, 9, 11]
+    assert all(c.text for c in chunks)
+    assert max(kept) <= 25 + 2 * HOP + s.params.context_frames  # not the whole minute it might talk for
 
 
 def test_bad_frames_are_counted_and_treated_as_no_face(models: SynthModels) -> None:
@@ -453,7 +466,8 @@ def test_an_aligner_on_a_whole_clip_reader_cannot_stream(phone_models: SynthMode
 
 def test_stream_params_refuse_what_cannot_work() -> None:
     for bad in ({"hop_frames": 0}, {"context_frames": -1}, {"lookahead_frames": 6},
-                {"crossfade_ms": -1.0}, {"identity_refresh_s": 0.0}):
+                {"crossfade_ms": -1.0}, {"identity_refresh_s": 0.0}, {"preroll_frames": -1},
+                {"max_utterance_s": 0.0}):
         with pytest.raises(ValueError):
             StreamParams(**bad)
     assert StreamParams().crossfade_samples == 160
