@@ -103,10 +103,10 @@ def seen_faces(msg: FaceTracks) -> dict[int, FrameInput]:
             for t in msg.tracks if t.state != "coasting"}
 
 
-def target_frame(msg: FaceTracks) -> FrameInput:
+def target_frame(msg: FaceTracks, faces: dict[int, FrameInput] | None = None) -> FrameInput:
     """The synthesizer's frame for one FaceTracks message: the target's arrays when the tracker saw it in
-    this frame, else a frame without a face."""
-    frame = seen_faces(msg).get(msg.target_id)
+    this frame, else a frame without a face. `faces`: the message's `seen_faces`, when already made."""
+    frame = (seen_faces(msg) if faces is None else faces).get(msg.target_id)
     return frame or FrameInput(stamp_ns=msg.stamp_ns, track_id=-1, mouth_roi=None, lip_geometry=None,
                                face_crop=None)
 
@@ -347,7 +347,8 @@ class Lip2SpeechNode(Node):
         if msg.mono_ns:
             self._clock_offset_ns = msg.mono_ns - msg.stamp_ns
         self._frame_id = msg.frame_id
-        frame = target_frame(msg)
+        faces = seen_faces(msg)
+        frame = target_frame(msg, faces)
         frames = fill_gap(self._last, frame, self.params.max_fill_frames)
         if frames is None:
             self.warn("stamp_jumps", "frame stamps jumped %.0f ms: the stream restarts",
@@ -361,7 +362,7 @@ class Lip2SpeechNode(Node):
             self._recent.repeat(filled.stamp_ns)
         if frame.track_id >= 0:
             frame = frames[-1] = dataclasses.replace(frame, earlier=self._recent.earlier(frame.track_id))
-        self._recent.add(seen_faces(msg))
+        self._recent.add(faces)
         self.count("frames")
         self.count("filled_frames", len(frames) - 1)
         self._last = frame
