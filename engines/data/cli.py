@@ -38,7 +38,7 @@ def _kinds(text: str) -> tuple[str, ...]:
 def _synth(args: argparse.Namespace) -> int:
     faces = args.faces or DEFAULT_FACES
     settings = Settings(seed=args.seed, faces=str(Path(faces).resolve()), grid_fraction=args.grid_fraction,
-                        noisy=args.noisy, val_fraction=args.val_fraction)
+                        noisy=args.noisy, val_fraction=args.val_fraction, closure=args.closure)
     options = RunOptions(hours=args.hours, clips=args.clips, jobs=args.jobs, progress=not args.no_progress)
     summary = synth(args.out, settings, options)
     h = summary["hours"]
@@ -85,6 +85,9 @@ def main(argv: list[str]) -> int:
     s.add_argument("--grid-fraction", type=float, default=0.5, help="share of GRID-grammar sentences (0.5)")
     s.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the train speakers' clips that go to val, with held-out sentences (0.1)")
+    s.add_argument("--closure", type=float, default=0.0,
+                   help="how far tongue consonants close the mouth between syllables, 0-1 (default 0; "
+                        "real mouths: 1, see engines.data.visemes)")
     s.add_argument("--jobs", type=int, default=0, help="processes (default: every core)")
     s.add_argument("--noisy", type=_kinds, default=NOISE_KINDS,
                    help=f"noisy copies to write, comma separated, or none (default {','.join(NOISE_KINDS)})")

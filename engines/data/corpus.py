@@ -82,6 +82,7 @@ class Settings:
     test_fraction: float = TEST_FRACTION
     crf: tuple[float, float] = (23.0, 28.0)
     snr_db: tuple[float, float] = (0.0, 20.0)
+    closure: float = 0.0  # engines.data.visemes: how far tongue consonants close the mouth (0: as before)
     version: int = CORPUS_VERSION
 
     def check(self) -> None:
@@ -93,6 +94,7 @@ class Settings:
              f"{sorted(set(self.noisy) - set(NOISE_KINDS))}; known: {', '.join(NOISE_KINDS)}"),
             (not 0 <= self.crf[0] <= self.crf[1] <= 51, "crf range must be within [0, 51]"),
             (self.snr_db[0] > self.snr_db[1], "snr range must be low, high"),
+            (not 0 <= self.closure <= 1, "closure must be in [0, 1]"),
         ) if bad]
         if problems:
             raise CorpusError("; ".join(problems))
@@ -240,7 +242,7 @@ def make_clip(spec: ClipSpec, settings: Settings, out: Path) -> ClipResult:
     stage["speech"] = cpu_seconds() - t0
 
     t0 = cpu_seconds()
-    track = visemes.track(utterance.phones, n_frames, float(FPS))
+    track = visemes.track(utterance.phones, n_frames, float(FPS), closure=settings.closure)
     params = render.RenderParams()  # render_clip draws the clip's own pose, light and noise from its rng
     frames = render.render_clip(_face_model(spec.photo), track, render_rng, params)
     stage["render"] = cpu_seconds() - t0
@@ -264,7 +266,7 @@ def make_clip(spec: ClipSpec, settings: Settings, out: Path) -> ClipResult:
         "photo": spec.photo.name, "fps": FPS, "sample_rate": SAMPLE_RATE, "frames": n_frames,
         "duration_s": n_frames / FPS,
         "phones": [[p.symbol, round(p.start_s, 4), round(p.dur_s, 4)] for p in utterance.phones],
-        "viseme_params": list(visemes.VISEME_PARAMS), "visemes": _rounded(track),
+        "viseme_params": list(visemes.VISEME_PARAMS), "visemes": _rounded(track), "closure": settings.closure,
         "render": _jsonable(params), "crf": crf, "noisy": noisy_meta,
     }
     mux.write_clip(out / spec.id, frames, audio, spec.text, meta, crf, noisy)
@@ -356,7 +358,8 @@ def _check_settings(out: Path, settings: Settings) -> None:
     wanted = settings.to_json()
     code = code_fingerprint()
     if path.is_file():
-        found = json.loads(path.read_text())
+        # a setting added since the folder was begun has a default that makes what older code made
+        found = {**Settings().to_json(), **json.loads(path.read_text())}
         made_by = found.pop("code", None)
         differ = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
         if differ:

@@ -21,6 +21,13 @@ targets, so transitions are smooth, short phones undershoot their targets as rea
 mouth never reacts to a phone more than LOOKAHEAD_S ahead (a bounded, "causal-ish" look-ahead). A faint
 rest target everywhere settles the mouth where there are no phones (closed, or a little open: `rest_open`).
 
+Closure between syllables (`closure`, 0 … 1): consonants made by the tongue (alveolar, dental,
+postalveolar, palatal, velar) are spoken with the jaw raised, so real lips nearly meet on them and a real
+mouth closes between most syllables (the inner-lip gap of three real GRID speakers dips 1.8-2.8 times a
+second of speech). At 0 these consonants barely claim the jaw and the mouth stays open through a word
+between bilabials (0.5 dips a second: session 23 of NOTES.md); at 1 they close it to JAW_CLOSING with a
+near-hard dominance, as quick and local as a lip closure.
+
 Sampling: the curve is evaluated at SUBSTEPS points per frame and frame i (time i / fps, as the video's
 presentation timestamp) is the mean over [i - 1/2, i + 1/2) frame periods, as a camera integrates
 motion over its exposure.
@@ -51,6 +58,10 @@ REST_ALPHA = 1e-3
 HARD_TAU_SCALE = 0.6
 
 _WEAK, _SOFT, _NORMAL, _HARD = 0.15, 0.5, 1.0, 20.0
+CLOSING_PLACES = frozenset({"alveolar", "dental", "postalveolar", "palatal", "velar"})
+JAW_CLOSING = {"plosive": 0.03, "nasal": 0.03, "fricative": 0.03, "affricate": 0.03, "flap": 0.08,
+               "lateral": 0.1, "approximant": 0.12}  # by manner: a stop seals, an approximant leaves a gap
+CLOSING_ALPHA = 4.0
 
 
 def _vowel(cls: PhoneClass) -> tuple[np.ndarray, np.ndarray, float]:
@@ -71,7 +82,7 @@ def _vowel(cls: PhoneClass) -> tuple[np.ndarray, np.ndarray, float]:
     return target, np.full(5, _NORMAL, np.float32), 1.0
 
 
-def _consonant(cls: PhoneClass) -> tuple[np.ndarray, np.ndarray, float]:
+def _consonant(cls: PhoneClass, closure: float) -> tuple[np.ndarray, np.ndarray, float]:
     target = np.zeros(5, np.float32)
     alpha = np.full(5, _SOFT, np.float32)
     place = cls.place
@@ -100,6 +111,10 @@ def _consonant(cls: PhoneClass) -> tuple[np.ndarray, np.ndarray, float]:
     else:  # velar, glottal and anything else: the tongue or larynx works, the lips take the neighbours'
         target[JAW] = 0.25
         alpha[:] = (_WEAK, _WEAK, _WEAK, _WEAK, _WEAK)
+    if closure and place in CLOSING_PLACES:
+        target[JAW] += closure * (JAW_CLOSING.get(cls.manner, target[JAW]) - target[JAW])
+        alpha[JAW] += closure * (CLOSING_ALPHA - alpha[JAW])
+        return target, alpha, 1.0 - closure * (1.0 - HARD_TAU_SCALE)
     # A lip closure is quick and local: a hard target with a wide reach would swallow a short vowel.
     return target, alpha, (HARD_TAU_SCALE if place in ("bilabial", "labiodental") else 1.0)
 
@@ -115,8 +130,9 @@ def _neutral() -> Segment:
 
 
 @cache
-def targets(symbol: str) -> tuple[Segment, ...]:
-    """The segments of `symbol`: one, or two for a diphthong (its halves).
+def targets(symbol: str, closure: float = 0.0) -> tuple[Segment, ...]:
+    """The segments of `symbol`: one, or two for a diphthong (its halves); `closure` as in the module
+    docstring.
 
     An unknown symbol is logged once and treated as a weakly constraining, slightly open phone.
     """
@@ -130,19 +146,20 @@ def targets(symbol: str) -> tuple[Segment, ...]:
         target[JAW] = 0.2
         return (Segment(target, np.full(5, _WEAK, np.float32), 1.0),)
     if cls.kind == "diphthong":
-        return tuple(targets(part)[0] for part in cls.glide)
+        return tuple(targets(part, closure)[0] for part in cls.glide)
     if cls.kind == "vowel":
         return (Segment(*_vowel(cls)),)
     if cls.kind == "pause":
         return (_neutral(),)
-    return (Segment(*_consonant(cls)),)
+    return (Segment(*_consonant(cls, closure)),)
 
 
-def _segments(phones: Sequence[Phone], rest: np.ndarray) -> list[tuple[float, float, Segment]]:
+def _segments(phones: Sequence[Phone], rest: np.ndarray,
+              closure: float) -> list[tuple[float, float, Segment]]:
     """(start_s, end_s, segment) of every segment, in order; pauses aim at `rest`."""
     out = []
     for phone in phones:
-        parts = targets(phone.symbol)
+        parts = targets(phone.symbol, closure)
         if phone.symbol == PAUSE:
             parts = (parts[0]._replace(target=rest),)
         step = phone.dur_s / len(parts)
@@ -151,21 +168,27 @@ def _segments(phones: Sequence[Phone], rest: np.ndarray) -> list[tuple[float, fl
     return out
 
 
+def _unit(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
 def _rest(rest_open: float) -> np.ndarray:
-    if not 0.0 <= rest_open <= 1.0:
-        raise ValueError(f"rest_open must be in [0, 1], got {rest_open}")
     rest = REST.copy()
     rest[JAW] = rest_open
     return rest
 
 
-def curve(phones: Sequence[Phone], times_s: np.ndarray, rest_open: float = 0.0) -> np.ndarray:
+def curve(phones: Sequence[Phone], times_s: np.ndarray, rest_open: float = 0.0,
+          closure: float = 0.0) -> np.ndarray:
     """Viseme parameters (len(times_s), 5) float32 at arbitrary times (the model of the docstring)."""
     times = np.asarray(times_s, np.float64)
-    rest = _rest(rest_open)
+    rest = _rest(_unit("rest_open", rest_open))
+    closure = _unit("closure", closure)
     weighted = np.zeros((len(times), 5), np.float64) + REST_ALPHA * rest
     total = np.full((len(times), 5), REST_ALPHA, np.float64)
-    for start, end, (target, alpha, tau_scale) in _segments(phones, rest):
+    for start, end, (target, alpha, tau_scale) in _segments(phones, rest, closure):
         tau_before, tau_after = TAU_BEFORE_S * tau_scale, TAU_AFTER_S * tau_scale
         lo = np.searchsorted(times, start - CUTOFF * tau_before)
         hi = np.searchsorted(times, end + CUTOFF * tau_after)
@@ -181,11 +204,13 @@ def curve(phones: Sequence[Phone], times_s: np.ndarray, rest_open: float = 0.0) 
     return (weighted / total).astype(np.float32)
 
 
-def track(phones: Sequence[Phone], n_frames: int, fps: float = 25.0, rest_open: float = 0.0) -> np.ndarray:
+def track(phones: Sequence[Phone], n_frames: int, fps: float = 25.0, rest_open: float = 0.0,
+          closure: float = 0.0) -> np.ndarray:
     """Viseme parameters per video frame, (n_frames, 5) float32 in [0, 1] (module docstring).
 
     `rest_open` is the jaw_open of the mouth at rest (pauses, before and after speech): 0 keeps the lips
     closed; many speakers rest with them a little apart (0.1-0.3). Bilabials close the lips regardless.
+    `closure` is how far tongue consonants close the mouth between syllables (module docstring).
     """
     if n_frames < 0 or fps <= 0:
         raise ValueError(f"need n_frames >= 0 and fps > 0, got {n_frames}, {fps}")
@@ -193,5 +218,5 @@ def track(phones: Sequence[Phone], n_frames: int, fps: float = 25.0, rest_open: 
         return np.zeros((0, 5), np.float32)
     offsets = (np.arange(SUBSTEPS) + 0.5) / SUBSTEPS - 0.5
     times = ((np.arange(n_frames)[:, None] + offsets[None, :]) / fps).reshape(-1)
-    values = curve(phones, times, rest_open).reshape(n_frames, SUBSTEPS, 5).mean(axis=1)
+    values = curve(phones, times, rest_open, closure).reshape(n_frames, SUBSTEPS, 5).mean(axis=1)
     return np.clip(values, 0.0, 1.0).astype(np.float32)

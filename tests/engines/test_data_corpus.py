@@ -155,6 +155,25 @@ def test_other_settings_in_the_same_folder_are_refused(corpus: tuple[Path, Path,
 
 
 @needs_faces
+def test_a_corpus_begun_before_a_setting_existed_resumes_with_its_default(corpus: tuple[Path, Path, dict],
+                                                                        tmp_path: Path) -> None:
+    out, faces, _ = corpus
+    copy = tmp_path / "older"
+    shutil.copytree(out, copy)
+    recorded = json.loads((copy / "corpus.json").read_text())
+    del recorded["closure"]  # as sessions before 23 wrote it
+    (copy / "corpus.json").write_text(json.dumps(recorded))
+    args = ["synth", "--out", str(copy), "--clips", "6", "--seed", "4", "--faces", str(faces),
+            "--val-fraction", "0.3", "--jobs", "1", "--no-progress"]
+    assert cli.main(args) == 0
+    assert json.loads((copy / "summary.json").read_text())["made_clips"] == 0
+    assert all(meta["closure"] == 0.0 for meta in clip_jsons(copy).values())
+    assert cli.main([*args, "--closure", "1"]) == 2  # other mouths than the folder's clips have
+    with pytest.raises(CorpusError, match="closure"):
+        settings(faces, closure=1.5).check()
+
+
+@needs_faces
 def test_mp4_has_h264_video_and_aac_audio_of_the_clip_length(corpus: tuple[Path, Path, dict]) -> None:
     import av
 

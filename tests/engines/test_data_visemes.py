@@ -156,3 +156,26 @@ def test_unknown_symbol_is_logged_not_fatal(caplog):
         v = track(seq, n_frames(seq))
     assert np.isfinite(v).all()
     assert "unknown phone" in caplog.text
+
+
+@pytest.mark.parametrize("consonant", ["t", "d", "n", "s", "k", "S"])
+def test_closure_closes_the_mouth_on_tongue_consonants_between_open_vowels(consonant):
+    """Real jaws rise for consonants behind the lips: at closure 1 the mouth nearly closes between two open
+    vowels, at 0 (the corpus default, as older corpora were made) it stays open."""
+    seq = phones(f"_:200 A:180 {consonant}:80 A:180 _:200")
+    open_, closing = track(seq, n_frames(seq)), track(seq, n_frames(seq), closure=1.0)
+    at = middle(seq, 2)
+    assert closing[at, JAW] < 0.25 and open_[at, JAW] > 0.4
+    assert closing[middle(seq, 1), JAW] > 0.5 and closing[middle(seq, 3), JAW] > 0.5  # the vowels still open
+    half = track(seq, n_frames(seq), closure=0.5)[at, JAW]
+    assert closing[at, JAW] < half < open_[at, JAW]
+
+
+def test_closure_leaves_glottal_and_lip_consonants_and_the_other_parameters_alone():
+    for consonant in ("h", "p", "f", "w"):
+        seq = phones(f"_:200 A:180 {consonant}:80 A:180 _:200")
+        np.testing.assert_array_equal(track(seq, n_frames(seq)), track(seq, n_frames(seq), closure=1.0))
+    seq = phones("_:200 u:150 t:80 u:150 _:200")
+    assert track(seq, n_frames(seq), closure=1.0)[middle(seq, 2), ROUND] > 0.5  # still coarticulated
+    with pytest.raises(ValueError, match="closure"):
+        track(seq, 5, closure=1.5)
