@@ -51,7 +51,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("corpus")
     p.add_argument("--cache", required=True, help="feature cache folder")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="'' for every clip (a folder without splits: grid-dev)")
     p.add_argument("--lipreader", default="lipreader", help="shipped name or checkpoint path")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--beam", type=int, default=16)
@@ -71,7 +71,7 @@ def main() -> int:
     model = load_ref(args.lipreader, "lipreader").model.eval()
     other = load_ref(args.against, "lipreader").model.eval() if args.against else None
     aligner = load_ref(args.aligner, "aligner").model.eval() if "phones" in decoders else None
-    samples = load(args.corpus, args.cache, split=args.split, limit=args.limit or None)
+    samples = load(args.corpus, args.cache, split=args.split or None, limit=args.limit or None)
     items = TorchSamples(samples)
     # (lead, kind, decoder) → [char errors, chars, word errors, words]
     totals: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
