@@ -48,6 +48,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     return out, faces, summary
 
 
+def copy_of(out: Path, tmp_path: Path) -> Path:
+    """A copy of the module's corpus to change (the fixture's is shared by every test)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return copy
+
+
 def clip_jsons(out: Path) -> dict[str, dict]:
     return {p.relative_to(out).as_posix(): json.loads(p.read_text())
             for p in sorted(out.glob("*/*/*.json"))}
@@ -126,8 +133,7 @@ def test_same_seed_same_files(corpus: tuple[Path, Path, dict], tmp_path: Path) -
 @needs_faces
 def test_rerun_makes_only_the_missing_clip(corpus: tuple[Path, Path, dict], tmp_path: Path) -> None:
     out, faces, _ = corpus
-    copy = tmp_path / "c"
-    shutil.copytree(out, copy)
+    copy = copy_of(out, tmp_path)
     victim = sorted(copy.glob("*/*/*.json"))[2].with_suffix("")
     original = {p.name: p.read_bytes() for p in victim.parent.glob(f"{victim.name}.*") if p.suffix != ".mp4"}
     mux.remove_clip(victim)
@@ -158,8 +164,7 @@ def test_other_settings_in_the_same_folder_are_refused(corpus: tuple[Path, Path,
 def test_a_corpus_begun_before_a_setting_existed_resumes_with_its_default(corpus: tuple[Path, Path, dict],
                                                                         tmp_path: Path) -> None:
     out, faces, _ = corpus
-    copy = tmp_path / "older"
-    shutil.copytree(out, copy)
+    copy = copy_of(out, tmp_path)
     recorded = json.loads((copy / "corpus.json").read_text())
     del recorded["closure"]  # as sessions before 23 wrote it
     (copy / "corpus.json").write_text(json.dumps(recorded))
@@ -198,8 +203,7 @@ def test_mp4_has_h264_video_and_aac_audio_of_the_clip_length(corpus: tuple[Path,
 def test_hours_is_the_shortest_prefix_of_clips_that_lasts_that_long(corpus: tuple[Path, Path, dict],
                                                                     tmp_path: Path) -> None:
     out, faces, _ = corpus
-    copy = tmp_path / "d"
-    shutil.copytree(out, copy)
+    copy = copy_of(out, tmp_path)
     durations = [json.loads(line)["duration_s"] for line in (out / MANIFEST).read_text().splitlines()]
     hours = (sum(durations[:3]) - 0.01) / 3600
     summary = synth(copy, settings(faces), RunOptions(hours=hours, jobs=1, progress=False))
