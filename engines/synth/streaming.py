@@ -265,11 +265,11 @@ class _Voice:
         speech = "speech" in reasons
         if speech and self.utterance is None:
             self.utterance = s
-        if not speech and self.utterance is not None:
-            piece.text, piece.final, self.utterance = self._final_text(s), True, None
-        elif self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS:
-            # what is kept of an utterance, and reading it again every hop, must not grow without end
-            piece.text, piece.final, self.utterance = self._final_text(e), True, None
+        # silence ends an utterance, and so does its length: what is kept of it, and read again every hop,
+        # must not grow without end
+        too_long = self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS
+        if self.utterance is not None and (not speech or too_long):
+            piece.text, piece.final, self.utterance = self._final_text(e if speech else s), True, None
         elif self.utterance is not None:
             piece.text = self._greedy(self.log_probs.get(self.utterance, self.read_upto))
         self.committed = e
