@@ -8,7 +8,9 @@ thread, so the event loop (input, heartbeats, stop requests) never waits on a mo
   first frame it voices; silent chunks of the same length where there is no target face or its mouth is
   still, so the audio keeps the video's timing;
 - `text/lipread`: a Transcript each time the current utterance's lip-read text changes (final false) and
-  one when the utterance ends (final true), stamped with the utterance's first frame;
+  one when the utterance ends (final true), stamped with the utterance's first frame, with the reader's
+  `confidence` in that text (engines.text.ctc.text_confidence); a final one below `low_confidence` is
+  counted (`low_confidence_transcripts`) and warned about: the speech may not say what was said;
 - `audio/info`: the stream's format, at start and every 2 s.
 
 Input: a message with status ok and a target the tracker saw in that frame gives that face's frame;
@@ -259,7 +261,7 @@ class Lip2SpeechNode(Node):
         for key in ("frames", "bad_frames", "prerolled_frames", "filled_frames", "repeated_frames",
                     "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes", "windows",
                     "speech_windows", "synth_errors", "compute_s_total", "speech_compute_s_total",
-                    "speech_s_total", "transcripts", "final_transcripts"):
+                    "speech_s_total", "transcripts", "final_transcripts", "low_confidence_transcripts"):
             self.count(key, 0)
         self._queue = FrameQueue(p.max_queue_frames, self._hop)
         self._stats_lock = threading.Lock()
@@ -433,15 +435,19 @@ class Lip2SpeechNode(Node):
             self._utterance_ns = self._utterance_ns or chunk.stamp_ns
             self._utterance_end_ns = chunk.stamp_ns + frames * FRAME_NS
         if chunk.final_text and (chunk.text or self._text):
-            self._publish_text(chunk.text or self._text, final=True)
+            self._publish_text(chunk.text or self._text, chunk.confidence, final=True)
         elif chunk.text and chunk.text != self._text:
-            self._publish_text(chunk.text, final=False)
+            self._publish_text(chunk.text, chunk.confidence, final=False)
 
-    def _publish_text(self, text: str, final: bool) -> None:
+    def _publish_text(self, text: str, confidence: float, final: bool) -> None:
         stamp = self._utterance_ns or self._utterance_end_ns or time.time_ns()
         self._texts.publish(Transcript(text=text, final=final, stamp_ns=stamp, frame_id=self._frame_id,
-                                       end_stamp_ns=max(self._utterance_end_ns, stamp)))
+                                       end_stamp_ns=max(self._utterance_end_ns, stamp),
+                                       confidence=confidence))
         self.count("final_transcripts" if final else "transcripts")
+        doubt = self._stream.synthesizer.doubt(confidence) if final else ""
+        if doubt:
+            self.warn("low_confidence_transcripts", "%r: %s", text, doubt)
         self._text = "" if final else text
         if final:
             self._utterance_ns = self._utterance_end_ns = 0

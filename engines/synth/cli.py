@@ -1,5 +1,5 @@
 """`voxsight lip2speech VIDEO -o OUT.wav`: speech for the target face of a silent video, offline (the whole
-video at once). Prints the lip-read text and the compute time per stage.
+video at once). Prints the lip-read text with the reader's confidence in it, and the compute time per stage.
 
     voxsight lip2speech clip.mp4 -o speech.wav [--nfe 4] [--w1 1] [--w2 0.1] [--backend onnxruntime]
                        [--decode grid] [--vocoder griffin-lim] [--melgen runs/melgen/latest.pt]
@@ -71,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(args.output, result.wav, 16000, subtype="PCM_16")
     seen = int(tracked["valid"].sum())
-    print(f"lip-read: {result.text}")
+    print(f"lip-read: {result.text} (confidence {result.confidence:.2f})")
     print(f"spoken by: {result.spoken}")
-    if result.note:
-        print(f"note: {result.note}")
+    for note in (result.note, synthesizer.doubt(result.confidence)):
+        if note:
+            print(f"note: {note}")
     print(f"wrote {args.output}: {result.duration_s:.2f} s of speech; face seen in {seen}/"
           f"{len(tracked['valid'])} frames; backends {synthesizer.backends}")
     total = sum(result.seconds.values())

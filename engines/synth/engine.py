@@ -48,7 +48,7 @@ from engines.models.melgen import MelGen, join_condition
 from engines.params import param
 from engines.synth.models import SynthModels
 from engines.text.charset import decode, encode
-from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_decode
+from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_decode, text_confidence
 from engines.text.durations import paced_align
 from engines.text.phones import align_text, phone_rescorer, short_phone_share
 
@@ -119,6 +119,13 @@ class SynthParams:
                                          "reader of motion reads sentences into a still face's noise). "
                                          "Rendered corpus: 0 at rest; speech windows >= 0.017 (1st "
                                          "percentile)")
+    low_confidence: float = param(0.5, "a transcript read with a confidence below this (engines.text.ctc."
+                                       "text_confidence: per character, how surely the reader's output "
+                                       "spells it) is flagged: offline a printed note, live a warning. "
+                                       "Unseen synthetic faces' GRID sentences (beam decoding, live "
+                                       "reader): 0.69-0.85 (5th-95th percentile), none below; the same "
+                                       "played backwards: 82 % below; the real grid-dev faces, read at "
+                                       "chance: 0.24-0.32, all below (bench/confidence.py)")
     max_short_phones: float = param(0.4, "the prior speaks only if at most this share of the text's phones "
                                          "is timed 20 ms or less (true timelines: at most 0.18 in any "
                                          "corpus clip; the aligner on unseen synthetic faces: at most 0.28; "
@@ -192,6 +199,7 @@ class SynthResult:
     seconds: dict[str, float] = field(default_factory=dict)  # compute time per stage
     note: str = ""  # what a user should know: why MelGen spoke instead of the prior, or why all is silence
     spoken: str = ""  # what spoke: the mel prior (the lips' phones or the text), MelGen, or nothing
+    confidence: float = 0.0  # how surely the lip reader read `text` (engines.text.ctc.text_confidence)
 
     @property
     def duration_s(self) -> float:
@@ -479,7 +487,16 @@ class Synthesizer:
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
-        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken)
+        confidence = text_confidence(text_reading.log_probs, text)
+        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, confidence)
+
+    def doubt(self, confidence: float) -> str:
+        """What to tell a listener about a text read with this confidence: "" when it is not low. A note
+        beside the speech, never a change of it."""
+        if confidence >= self.params.low_confidence:
+            return ""
+        return (f"the lips were read with low confidence ({confidence:.2f} < low_confidence "
+                f"{self.params.low_confidence}): the speech may not say what was said")
 
     def mouth_still(self, features: Features) -> str:
         """Why a whole clip is silence (its seen frames' lip opening never ranges over `still_threshold`), or

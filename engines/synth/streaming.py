@@ -38,7 +38,8 @@ is empty, only closing the utterance's text, when no frame was left: only withou
 An utterance is a run of speech hops (at most `max_utterance_s`: a longer run is cut at a hop's end into
 several); a chunk's `text` is the greedy reading of the current utterance so far, and the chunk where it
 ends (silence after speech, a track change, flush, its length) carries `final_text` with
-the utterance decoded by the params' decoder (greedily past `final_decode_max_s`). The sampler's noise is
+the utterance decoded by the params' decoder (greedily past `final_decode_max_s`); `confidence` says how
+surely the reader read that text (engines.text.ctc.text_confidence). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
 `warm_up()` pays the first calls' one-off costs before a live stream starts.
 """
@@ -61,7 +62,7 @@ from engines.audio.mel import HOP, MELS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAM
 from engines.params import param
 from engines.synth.engine import OPENING, SILENCE, Features, Synthesizer, opening_range
 from engines.text.charset import decode
-from engines.text.ctc import greedy_decode
+from engines.text.ctc import greedy_decode, text_confidence
 
 MAX_LOOKAHEAD_FRAMES = 5  # ARCHITECTURE §6: at most ~200 ms look-ahead
 GRIFFIN_LIM_CONTEXT = 8  # mel frames of left context for Griffin-Lim (its phase estimate is global)
@@ -131,6 +132,7 @@ class SpeechChunk:
     reason: str  # "speech" | "no_face" | "mouth_still" | "utterance_end" (no frames: only closes the text)
     text: str  # lip-read text of the current utterance so far
     final_text: bool  # True when the utterance ended (silence after speech / track change / flush)
+    confidence: float  # how surely the reader read `text` (engines.text.ctc.text_confidence; 0 without text)
     seconds: dict[str, float]  # compute per stage since the previous chunk
     compute_s: float  # total compute since the previous chunk (RTF = compute_s / (hop_frames / 25))
 
@@ -143,6 +145,7 @@ class _Piece:
     reasons: list[str]  # per frame
     text: str = ""
     final: bool = False
+    confidence: float = 0.0
 
 
 class _Timeline:
@@ -227,7 +230,8 @@ class _Voice:
         if finish and self.utterance is not None:  # the voice ends: so does its utterance
             if not out:
                 out.append(_Piece(self.received, np.zeros(0, np.float32), []))
-            out[-1].text, out[-1].final, self.utterance = self._final_text(self.received), True, None
+            out[-1].text, out[-1].confidence = self._final_text(self.received)
+            out[-1].final, self.utterance = True, None
         return out
 
     def _read(self, finish: bool) -> None:
@@ -269,9 +273,12 @@ class _Voice:
         # must not grow without end
         too_long = self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS
         if self.utterance is not None and (not speech or too_long):
-            piece.text, piece.final, self.utterance = self._final_text(e if speech else s), True, None
+            piece.text, piece.confidence = self._final_text(e if speech else s)
+            piece.final, self.utterance = True, None
         elif self.utterance is not None:
-            piece.text = self._greedy(self.log_probs.get(self.utterance, self.read_upto))
+            log_probs = self.log_probs.get(self.utterance, self.read_upto)
+            piece.text = self._greedy(log_probs)
+            piece.confidence = text_confidence(log_probs, piece.text)
         self.committed = e
         self.log_probs.drop_before(min(e - p.context_frames, self.utterance if self.utterance is not None
                                        else e))
@@ -336,11 +343,12 @@ class _Voice:
             return self._greedy(log_probs)
         return self.synth.decode(log_probs)
 
-    def _final_text(self, end: int) -> str:
+    def _final_text(self, end: int) -> tuple[str, float]:
+        """The utterance's text and its confidence."""
         log_probs = self.log_probs.get(self.utterance, min(end, self.read_upto))
-        if len(log_probs) <= self.p.final_decode_max_s * VIDEO_FPS:
-            return self.synth.decode(log_probs)
-        return self._greedy(log_probs)
+        short = len(log_probs) <= self.p.final_decode_max_s * VIDEO_FPS
+        text = self.synth.decode(log_probs) if short else self._greedy(log_probs)
+        return text, text_confidence(log_probs, text)
 
     def _greedy(self, log_probs: Tensor) -> str:
         with self.spend.timed("decode"):
@@ -534,7 +542,7 @@ class StreamingSynthesizer:
         reasons = [r for part in parts for r in part.reasons]
         silent = "speech" not in reasons
         finals = [part for part in parts if part.final]
-        text, final = (finals[-1].text, True) if finals else (parts[-1].text, False)
+        last = finals[-1] if finals else parts[-1]
         stamp = self._stamps[0] if frames else self._last_stamp  # an utterance's end alone: no frames
         for _ in range(frames):
             self._stamps.popleft()
@@ -542,7 +550,8 @@ class StreamingSynthesizer:
         wav = np.concatenate([part.wav for part in parts]) if parts else np.zeros(0, np.float32)
         reason = ("speech" if not silent else "no_face" if "no_face" in reasons else "mouth_still" if reasons
                   else "utterance_end")
-        return SpeechChunk(wav, stamp, silent, reason, text, final, seconds, compute_s)
+        return SpeechChunk(wav, stamp, silent, reason, last.text, bool(finals), last.confidence, seconds,
+                           compute_s)
 
 
 def _within(piece: _Piece, end: int) -> bool:

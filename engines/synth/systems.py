@@ -44,7 +44,9 @@ class Lip2Speech:
         target = ", guided toward the reference text" if guide_reference else ""
         self.about = f"lip2speech {synthesizer.params}{target} on {synthesizer.models.describe()}"
         self.texts: dict[str, str] = {}
-        self.notes: list[str] = []  # fallbacks, moved into the eval report's problems after each clip
+        # fallbacks and doubts (engines.synth.engine.Synthesizer.doubt), moved into the eval report's problems
+        # after each clip
+        self.notes: list[str] = []
         self.seconds: dict[str, float] = {}
         self.speech_s = 0.0
 
@@ -56,8 +58,7 @@ class Lip2Speech:
         guide = clip.text if self.guide_reference else None
         result = self.synthesizer.synthesize(Features.from_tracks(clip_features(clip, self.cache)), guide)
         self.texts[clip.id] = result.text
-        if result.note:
-            self.notes.append(result.note)
+        self.notes += [note for note in (result.note, self.synthesizer.doubt(result.confidence)) if note]
         for stage, s in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
         self.speech_s += result.duration_s

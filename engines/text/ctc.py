@@ -1,6 +1,9 @@
 """CTC decoding of (T, V) log-probabilities over engines.text.charset.CHARSET.
 
 - `greedy_decode`: best token per frame, repeats collapsed, blanks dropped.
+- `text_confidence`: how surely the log-probabilities spell a text (the per-character geometric mean of
+  its CTC likelihood): what a listener is told about a transcript, since a reader that cannot read a face
+  still decodes some sentence.
 - `beam_search`: CTC prefix beam search (Hannun et al. 2014, in log space), optionally constrained by a
   `WordGrammar` so that only prefixes of sentences of the grammar survive. `GRID_GRAMMAR` is the GRID
   corpus grammar (command colour preposition letter digit adverb).
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from engines.grid import GRID_SLOTS
-from engines.text.charset import BLANK, CHARSET, SPACE, VOCAB_SIZE, decode
+from engines.text.charset import BLANK, CHARSET, SPACE, VOCAB_SIZE, decode, encode
 
 _NEG_INF = -math.inf
 
@@ -49,6 +52,38 @@ def greedy_decode(log_probs: Any) -> list[int]:
             ids.append(token)
         previous = token
     return ids
+
+
+def sequence_log_prob(log_probs: Any, ids: Sequence[int]) -> float:
+    """log P(ids | log_probs) under CTC: the sum over every frame path that collapses to `ids` (the forward
+    recursion over the blank-interleaved labels); -inf when no path fits in the frames."""
+    lp = _as_matrix(log_probs)
+    if not len(lp):
+        return _NEG_INF
+    labels = np.full(2 * len(ids) + 1, BLANK)
+    labels[1::2] = ids
+    # a label may be reached from two back (skipping the blank between) unless it repeats the label there
+    skip = np.zeros(len(labels), bool)
+    skip[2:] = (labels[2:] != BLANK) & (labels[2:] != labels[:-2])
+    alpha = np.full(len(labels), _NEG_INF)
+    alpha[:2] = lp[0, labels[:2]]
+    one_back, two_back = np.full_like(alpha, _NEG_INF), np.full_like(alpha, _NEG_INF)
+    for frame in lp[1:]:
+        one_back[1:] = alpha[:-1]
+        two_back[2:] = np.where(skip[2:], alpha[:-2], _NEG_INF)
+        alpha = np.logaddexp(np.logaddexp(alpha, one_back), two_back) + frame[labels]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(labels) > 1 else alpha[-1])
+
+
+def text_confidence(log_probs: Any, text: str) -> float:
+    """How surely the log-probabilities (T, V) spell `text`, in [0, 1]: exp of its CTC log-likelihood per
+    character. A reader's own decoding of lips it reads well scores high; of lips it cannot read (real faces
+    for the shipped readers, speech played backwards) low, yet still decodes to some sentence
+    (bench/confidence.py). 0 for an empty text (nothing was read)."""
+    ids = encode(text)
+    if not ids:
+        return 0.0
+    return math.exp(sequence_log_prob(log_probs, ids) / len(ids))
 
 
 @dataclass(frozen=True)

@@ -340,6 +340,8 @@ def test_an_utterance_without_pause_is_cut_so_what_is_kept_stays_bounded(models:
     assert all(c.reason == "speech" for c in chunks)
     assert [k for k, c in enumerate(chunks) if c.final_text] == [4, 9, 11]
     assert all(c.text for c in chunks)
+    # each text comes with the reader's confidence in it
+    assert all(0.0 < c.confidence < 1.0 for c in chunks)
     assert max(kept) <= 25 + 2 * HOP + s.params.context_frames  # not the whole minute it might talk for
 
 

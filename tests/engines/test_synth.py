@@ -313,6 +313,17 @@ def test_a_clip_whose_mouth_never_moves_is_silence_without_text(models: SynthMod
     assert Synthesizer(models, SynthParams(still_threshold=10.0)).synthesize(talking).text == ""
 
 
+def test_the_text_comes_with_the_readers_confidence_and_a_doubt_when_it_is_low(models: SynthModels) -> None:
+    clip = features(20)
+    sure, doubtful = (Synthesizer(models, SynthParams(low_confidence=line)) for line in (0.0, 1.0))
+    result = sure.synthesize(clip)
+    assert result.text and 0.0 < result.confidence < 1.0
+    assert result.confidence == doubtful.synthesize(clip).confidence
+    assert sure.doubt(result.confidence) == ""
+    doubt = doubtful.doubt(result.confidence)
+    assert f"low confidence ({result.confidence:.2f} < low_confidence 1.0)" in doubt
+
+
 def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
     good = features(5)
     lips = good.lip_geometry.copy()
@@ -527,9 +538,13 @@ def test_lip2speech_and_the_eval_system_say_when_melgen_speaks_instead_of_the_pr
     assert "mel " in printed and "spoken by: MelGen, from the lips" in printed  # MelGen spoke
     video = GRID_VIDEOS[0]
     options = ",".join(f"{kind}={path}" for kind, path in {**tiny, **NO_PRIOR, **deaf_phones}.items())
-    system = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid")
-    system.generate(Clip(video.stem, audio=video, video=video))
-    assert len(system.notes) == 1 and "cannot follow these lips" in system.notes[0]  # for the eval report
+    for low, notes in ((0.0, 1), (1.0, 2)):  # no confidence is low, or every one is
+        system = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid,"
+                             f"low_confidence={low}")
+        system.generate(Clip(video.stem, audio=video, video=video))
+        # for the eval report
+        assert len(system.notes) == notes and "cannot follow these lips" in system.notes[0]
+    assert "the lips were read with low confidence" in system.notes[1]
 
 
 @needs_grid

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -7,7 +8,15 @@ import pytest
 import torch
 
 from engines.text.charset import BLANK, CHARSET, SPACE, VOCAB_SIZE, decode, encode
-from engines.text.ctc import GRID_GRAMMAR, WordGrammar, beam_search, best_sentence, greedy_decode
+from engines.text.ctc import (
+    GRID_GRAMMAR,
+    WordGrammar,
+    beam_search,
+    best_sentence,
+    greedy_decode,
+    sequence_log_prob,
+    text_confidence,
+)
 from engines.text.normalize import cardinal, normalize, ordinal
 
 
@@ -85,6 +94,31 @@ def test_greedy_collapses_repeats_and_drops_blanks() -> None:
     assert decode(greedy_decode(lp)) == "aabb"
     assert decode(greedy_decode(torch.from_numpy(lp))) == "aabb"
     assert decode(greedy_decode(frames_for("bin blue"))) == "bin blue"
+
+
+def test_sequence_log_prob_sums_every_path_that_collapses_to_the_text() -> None:
+    rng = np.random.default_rng(0)
+    lp = np.log(rng.dirichlet(np.ones(VOCAB_SIZE), size=3))
+    a, b = CHARSET.index("a"), CHARSET.index("b")
+    for ids in ([a], [a, a], [a, b], [], [a, b, a]):
+        total = -math.inf
+        for path in itertools.product(range(VOCAB_SIZE), repeat=len(lp)):
+            collapsed = [k for i, k in enumerate(path) if k != BLANK and (i == 0 or path[i - 1] != k)]
+            if collapsed == ids:
+                total = np.logaddexp(total, sum(lp[i, k] for i, k in enumerate(path)))
+        assert sequence_log_prob(lp, ids) == pytest.approx(total, abs=1e-9)
+    assert sequence_log_prob(lp[:2], [a, a]) == -math.inf  # a repeat needs a blank between: 3 frames
+    assert sequence_log_prob(lp[:0], [a]) == -math.inf
+
+
+def test_text_confidence_is_high_for_what_the_frames_spell_and_low_otherwise() -> None:
+    lp = frames_for("bin blue")
+    assert text_confidence(lp, "bin blue") > 0.5  # two frames of 0.8 a character, and their other paths
+    assert text_confidence(torch.from_numpy(lp), "bin blue") == pytest.approx(text_confidence(lp, "bin blue"))
+    assert text_confidence(lp, "lay green") < 0.01
+    flat = np.log(np.full((40, VOCAB_SIZE), 1 / VOCAB_SIZE))  # frames that favour nothing
+    assert text_confidence(flat, "bin blue") < 0.1
+    assert text_confidence(lp, "") == 0.0  # nothing was read
 
 
 def test_beam_sums_paths_where_greedy_does_not() -> None:

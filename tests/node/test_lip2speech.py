@@ -208,10 +208,13 @@ def test_speech_and_text_for_the_target_face_in_hops_stamped_with_their_frames(b
     first_face = min(tentative)
     assert final.text and first_face - HOP * FRAME_NS < final.stamp_ns
     assert final.stamp_ns <= final.end_stamp_ns <= last
+    assert 0.0 < final.confidence < 1.0  # the reader's confidence in the text
     v = diag.values
     assert v["filled_frames"] == 2 and v["bad_frames"] == 0 and v["dropped_frames"] == 0
     assert v["prerolled_frames"] == 3
     assert v["speech_windows"] >= 1 and v["final_transcripts"] >= 1
+    # the made-up lips are no speech: read with low confidence, which the node counts and warns about
+    assert final.confidence < 0.5 and 1 <= v["low_confidence_transcripts"] <= v["final_transcripts"]
     assert v["backend.denoiser.torch"] == 1 and v["hop_frames"] == HOP
     assert v["algorithmic_latency_ms"] >= HOP * 40
     for key in ("speech.rtf.p95", "latency_first_ms.p50", "latency_last_ms.p95", "window.compute_ms"):
