@@ -99,9 +99,11 @@ class SynthParams:
     prior_speaks: str = param("auto", "what the prior speaks: the lip-read text timed by the aligner (text; "
                                       "offline only: a stream has no whole utterance), each 10-ms step's "
                                       "most likely phone by the aligner (phones), or text when decoded with "
-                                      "the GRID grammar and phones otherwise (auto). 108 test clips, "
-                                      "sphinx-GRID / whisper WER: open-vocabulary text 17.3 / 52.2 %, "
-                                      "phones 9.6 / 43.8 %, GRID-grammar text 10.2 / 39.8 % (NOTES.md)",
+                                      "the GRID grammar and read with at least low_confidence, phones "
+                                      "otherwise (auto). 108 test clips, sphinx-GRID / whisper WER: "
+                                      "open-vocabulary text 17.3 / 52.2 %, phones 9.6 / 43.8 %, GRID-grammar "
+                                      "text 10.2 / 39.8 %; open sentences under decode grid: their forced "
+                                      "GRID text 91.2 %, gated (phones) 35.8 % whisper (NOTES.md)",
                               choices=PRIOR_SPEAKS)
     prior_t: int = param(99, "diffusion step (of 400) a refined prior's mel is noised to")
     phone_weight: float = param(0.25, "with a phone aligner loaded, offline GRID-grammar decoding ranks the "
@@ -401,13 +403,14 @@ class Synthesizer:
                                       generator=generator, clip_x0=True, timesteps=times)
             return mel.clamp(-1.0, 1.0)
 
-    def prior_labels(self, phones: np.ndarray | None, text: str) -> tuple[np.ndarray | None, str]:
-        """What the prior speaks of a whole utterance (per-step phone classes, `prior_speaks`), given the
-        aligner's log-posteriors (`phone_posteriors`): each step's most likely phone, or `text` timed and
-        paced; None when it says nothing, with why when the text's timing is no speech's."""
+    def prior_labels(self, phones: np.ndarray | None, text: str,
+                     speak_text: bool) -> tuple[np.ndarray | None, str]:
+        """What the prior speaks of a whole utterance (per-step phone classes), given the aligner's
+        log-posteriors (`phone_posteriors`): each step's most likely phone, or with `speak_text` the text
+        timed and paced; None when it says nothing, with why when the text's timing is no speech's."""
         if phones is None or not self.prior_on:
             return None, ""
-        if not self.prior_speaks_text:
+        if not speak_text:
             return phones.argmax(axis=-1), ""
         labels = self.timing(phones, text)
         fallback = self.implausible(labels) if labels is not None else ""
@@ -475,9 +478,13 @@ class Synthesizer:
         text = self.decode(text_reading.log_probs, phones)
         said = text if guide_text is None else guide_text
         identity = self.identity(features.face_crop)
-        labels, fallback = self.prior_labels(phones, said)
+        confidence = text_confidence(text_reading.log_probs, text)
+        # a GRID-grammar text read with low confidence is most likely no GRID sentence: auto speaks the phones
+        doubted = self.params.prior_speaks == "auto" and guide_text is None and bool(self.doubt(confidence))
+        speak_text = self.prior_speaks_text and not doubted
+        labels, fallback = self.prior_labels(phones, said, speak_text)
         prior = self.speak(labels, identity) if labels is not None else None
-        speaks = "text" if self.prior_speaks_text else "phones read on the lips"
+        speaks = "text" if speak_text else "phones read on the lips"
         what = f"the mel prior, speaking the {speaks}"
         if prior is not None and self.params.prior_mode == "speak":
             mel, spoken = prior, what
@@ -487,7 +494,6 @@ class Synthesizer:
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
-        confidence = text_confidence(text_reading.log_probs, text)
         return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, confidence)
 
     def doubt(self, confidence: float) -> str:

@@ -403,7 +403,7 @@ def test_the_prior_speaks_the_lip_read_text_or_starts_melgen_from_it_offline(
     assert set(refined.seconds) >= {"prior", "mel"} and "mel" not in spoken.seconds
 
 
-def test_the_prior_speaks_each_steps_most_likely_phone_unless_the_grid_grammar_read_the_text(
+def test_the_prior_speaks_each_steps_most_likely_phone_unless_the_grid_grammar_read_the_text_surely(
         tiny: dict[str, str], tiny_phones: dict[str, str]) -> None:
     phones = SynthModels.load(**tiny, **tiny_phones)
     clip = features(20)
@@ -419,6 +419,13 @@ def test_the_prior_speaks_each_steps_most_likely_phone_unless_the_grid_grammar_r
     grid = Synthesizer(phones, SynthParams(decode="grid", max_short_phones=1.0))
     text = grid.pace(posteriors, "bin blue", grid.timing(posteriors, "bin blue"))
     torch.testing.assert_close(grid.synthesize(clip, "bin blue").mel, grid.speak(text, identity)[0])
+    # the reader's own GRID sentence, read surely or not: a doubted one is likely no GRID sentence at all
+    trusted, doubted = (Synthesizer(phones, SynthParams(decode="grid", max_short_phones=1.0,
+                                                        low_confidence=line)).synthesize(clip)
+                        for line in (0.0, 1.0))
+    assert trusted.text == doubted.text and trusted.spoken.endswith("the text")
+    assert doubted.spoken.endswith("on the lips")
+    torch.testing.assert_close(doubted.mel, steps)
 
 
 @pytest.fixture(scope="module")
