@@ -536,8 +536,9 @@ def test_lip2speech_speaks_the_lip_read_text_with_an_aligner_and_prior(
 def test_lip2speech_and_the_eval_system_say_when_melgen_speaks_instead_of_the_prior(
         tiny: dict[str, str], deaf_phones: dict[str, str], tmp_path: Path,
         capsys: pytest.CaptureFixture) -> None:
+    # the text spoken, read surely or not (auto would speak the tiny reader's unsure text's phones)
     phones = ["--aligner", deaf_phones["aligner"], "--prior", deaf_phones["prior"], "--nfe", "2",
-              "--decode", "grid"]
+              "--decode", "grid", "--prior-speaks", "text"]
     assert lip2speech_main([str(GRID_VIDEOS[0]), "-o", str(tmp_path / "out.wav"), *model_args(tiny),
                             *phones]) == 0
     printed = capsys.readouterr().out
@@ -547,7 +548,7 @@ def test_lip2speech_and_the_eval_system_say_when_melgen_speaks_instead_of_the_pr
     options = ",".join(f"{kind}={path}" for kind, path in {**tiny, **NO_PRIOR, **deaf_phones}.items())
     for low, notes in ((0.0, 1), (1.0, 2)):  # no confidence is low, or every one is
         system = make_system(f"engines.synth.systems:lip2speech,{options},nfe=2,decode=grid,"
-                             f"low_confidence={low}")
+                             f"prior_speaks=text,low_confidence={low}")
         system.generate(Clip(video.stem, audio=video, video=video))
         # for the eval report
         assert len(system.notes) == notes and "cannot follow these lips" in system.notes[0]
