@@ -275,7 +275,7 @@ class Lip2SpeechNode(Node):
         self._frame_id = ""
         # worker only
         self._pushed: deque[int] = deque(maxlen=8 * STATS_WINDOWS)  # stamps pushed, to find a window's end
-        self._text = ""
+        self._text, self._confidence = "", 0.0  # the current utterance's last published text
         self._utterance_ns = 0
         self._utterance_end_ns = 0
         if p.warmup:
@@ -406,7 +406,7 @@ class Lip2SpeechNode(Node):
             for chunk in chunks:
                 self._publish(chunk, live=item is not FLUSH)
             if item is FLUSH and self._text:
-                self._publish_text(self._text, final=True)
+                self._publish_text(self._text, self._confidence, final=True)
 
     def _count_bad(self, frame: FrameInput, before: dict[str, int]) -> None:
         """Warn when the synthesizer refused `frame`'s arrays (misshapen, wrong type, not finite)."""
@@ -420,7 +420,7 @@ class Lip2SpeechNode(Node):
         self._stream.reset()
         self.count("restarts")
         if self._text:
-            self._publish_text(self._text, final=True)
+            self._publish_text(self._text, self._confidence, final=True)
 
     def _publish(self, chunk: SpeechChunk, live: bool) -> None:
         frames = len(chunk.wav) // SAMPLES_PER_FRAME
@@ -434,8 +434,10 @@ class Lip2SpeechNode(Node):
         if not chunk.silent:
             self._utterance_ns = self._utterance_ns or chunk.stamp_ns
             self._utterance_end_ns = chunk.stamp_ns + frames * FRAME_NS
-        if chunk.final_text and (chunk.text or self._text):
-            self._publish_text(chunk.text or self._text, chunk.confidence, final=True)
+        if chunk.final_text and chunk.text:
+            self._publish_text(chunk.text, chunk.confidence, final=True)
+        elif chunk.final_text and self._text:  # the final decoding read nothing: the last text stands
+            self._publish_text(self._text, self._confidence, final=True)
         elif chunk.text and chunk.text != self._text:
             self._publish_text(chunk.text, chunk.confidence, final=False)
 
@@ -448,7 +450,7 @@ class Lip2SpeechNode(Node):
         doubt = self._stream.synthesizer.doubt(confidence) if final else ""
         if doubt:
             self.warn("low_confidence_transcripts", "%r: %s", text, doubt)
-        self._text = "" if final else text
+        self._text, self._confidence = ("", 0.0) if final else (text, confidence)
         if final:
             self._utterance_ns = self._utterance_end_ns = 0
 

@@ -480,8 +480,8 @@ class Synthesizer:
         identity = self.identity(features.face_crop)
         confidence = text_confidence(text_reading.log_probs, text)
         # a GRID-grammar text read with low confidence is most likely no GRID sentence: auto speaks the phones
-        doubted = self.params.prior_speaks == "auto" and guide_text is None and bool(self.doubt(confidence))
-        speak_text = self.prior_speaks_text and not doubted
+        doubted = confidence < self.params.low_confidence and guide_text is None
+        speak_text = self.prior_speaks_text and not (doubted and self.params.prior_speaks == "auto")
         labels, fallback = self.prior_labels(phones, said, speak_text)
         prior = self.speak(labels, identity) if labels is not None else None
         speaks = "text" if speak_text else "phones read on the lips"
@@ -497,8 +497,7 @@ class Synthesizer:
         return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, confidence)
 
     def doubt(self, confidence: float) -> str:
-        """What to tell a listener about a text read with this confidence: "" when it is not low. A note
-        beside the speech, never a change of it."""
+        """What to tell a listener about a text read with this confidence: "" when it is not low."""
         if confidence >= self.params.low_confidence:
             return ""
         return (f"the lips were read with low confidence ({confidence:.2f} < low_confidence "
