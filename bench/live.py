@@ -3,9 +3,9 @@ launch/lip2speech_file.yaml: video file → tracker → lip2speech → audio_out
 the bus.
 
     .venv/bin/python bench/live.py demo [NODE.PARAM:=VALUE ...]          (what `make demo` runs)
-        one pass of the bundled clip: the speech goes to out/lip2speech.wav; prints the lip-read text,
-        whisper's transcript of the speech (engines.eval.judges) and the latency table of lip2speech's
-        own diagnostics (p50/p95 over the clip's windows)
+        one pass of the bundled clip: the speech goes to out/lip2speech.wav; prints the lip-read text with
+        the reader's confidence in it, whisper's transcript of the speech (engines.eval.judges) and the
+        latency table of lip2speech's own diagnostics (p50/p95 over the clip's windows)
     .venv/bin/python bench/live.py bench [--minutes 10] [NODE.PARAM:=VALUE ...]
         the clip looped for --minutes: synthesizer RTF, end-to-end latency p50/p95, queue depth over time,
         RSS of every process at the start and the end, restarts; prints tables and writes a latency
@@ -204,8 +204,9 @@ def demo(spec: LaunchSpec, log_path: Path) -> int:
     if SYNTH not in watch.last:
         print(f"{SYNTH} never reported; the log ends:\n{_tail(log_path)}", file=sys.stderr)
         return 1
-    finals = [t.text for t in watch.texts if t.final]
-    print(f"\nlip-read text:  {' / '.join(finals) or (watch.texts[-1].text if watch.texts else '(none)')}")
+    read = [t for t in watch.texts if t.final] or watch.texts[-1:]
+    shown = " / ".join(f"{t.text} (confidence {t.confidence:.2f})" for t in read)
+    print(f"\nlip-read text:  {shown or '(none)'}")
     source = REPO / str(graph.camera.params.get("source", ""))
     if source.with_suffix(".txt").is_file():
         print(f"said in the clip: {source.with_suffix('.txt').read_text().strip()}")
