@@ -27,21 +27,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.data.loaders import TorchSamples, load
-from engines.synth.engine import SynthParams
+from engines.synth.engine import SynthParams, decode_text
 from engines.text.charset import decode, encode
-from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_decode, text_confidence
+from engines.text.ctc import GRID_GRAMMAR, text_confidence
 from engines.train.checkpoint import load_ref
 from engines.train.recipes import edit_distance
-
-
-def read_text(log_probs: torch.Tensor, decoding: str, beam: int) -> str:
-    """The text as SynthParams.decode decodes it (GRID-grammar decoding without the aligner's re-ranking)."""
-    if decoding == "greedy":
-        return decode(greedy_decode(log_probs))
-    if decoding == "grid":
-        return best_sentence(log_probs, beam, GRID_GRAMMAR)
-    hyps = beam_search(log_probs, beam)
-    return hyps[0].text if hyps else ""
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -80,7 +70,7 @@ def main() -> int:
             for played, video, lips in (("as recorded", it["video"], it["lips"]),
                                         ("played backwards", it["video"].flip(1), it["lips"].flip(0))):
                 log_probs = model(video, lips[None]).log_probs[0]
-                text = read_text(log_probs, args.decode, args.beam)
+                text = decode_text(log_probs, args.decode, args.beam)
                 rows[(played, kind)].append((text_confidence(log_probs, text),
                                              edit_distance(text.split(), ref.split()), len(ref.split())))
     print(f"\nreading confidence of {args.lipreader} ({args.decode} decoding) on {args.corpus} split "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -364,14 +364,9 @@ class Synthesizer:
         phones."""
         with self._timed("decode"):
             p = self.params
-            if p.decode == "greedy":
-                return decode(greedy_decode(log_probs))
-            if p.decode == "grid":
-                ranked = phones is not None and p.phone_weight > 0
-                rescore = phone_rescorer(phones, p.phone_weight) if ranked else None
-                return best_sentence(log_probs.float().cpu(), p.beam_width, GRID_GRAMMAR, rescore)
-            hyps = beam_search(log_probs.float().cpu(), p.beam_width)
-            return hyps[0].text if hyps else ""
+            ranked = p.decode == "grid" and phones is not None and p.phone_weight > 0
+            rescore = phone_rescorer(phones, p.phone_weight) if ranked else None
+            return decode_text(log_probs, p.decode, p.beam_width, rescore)
 
     def condition(self, features: Tensor, identity: Tensor) -> Tensor:
         return join_condition(features, identity)
@@ -513,6 +508,18 @@ class Synthesizer:
             return ""
         return (f"the mouth never moves (lip opening range {moved:.3f} < still_threshold "
                 f"{self.params.still_threshold}): silence, no text")
+
+
+def decode_text(log_probs: Tensor, decoding: str, beam_width: int,
+                rescore: Callable[[list[str]], Sequence[float]] | None = None) -> str:
+    """The text of CTC log-probabilities (T, V) by one of DECODERS (SynthParams.decode); `rescore` re-ranks
+    GRID-grammar decoding's whole sentences (engines.text.phones.phone_rescorer)."""
+    if decoding == "greedy":
+        return decode(greedy_decode(log_probs))
+    if decoding == "grid":
+        return best_sentence(log_probs.float().cpu(), beam_width, GRID_GRAMMAR, rescore)
+    hyps = beam_search(log_probs.float().cpu(), beam_width)
+    return hyps[0].text if hyps else ""
 
 
 def opening_range(opening: np.ndarray | Tensor) -> float:
