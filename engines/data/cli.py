@@ -38,7 +38,8 @@ def _kinds(text: str) -> tuple[str, ...]:
 def _synth(args: argparse.Namespace) -> int:
     faces = args.faces or DEFAULT_FACES
     settings = Settings(seed=args.seed, faces=str(Path(faces).resolve()), grid_fraction=args.grid_fraction,
-                        noisy=args.noisy, val_fraction=args.val_fraction, closure=args.closure)
+                        noisy=args.noisy, val_fraction=args.val_fraction, closure=args.closure,
+                        rest_open=args.rest_open)
     options = RunOptions(hours=args.hours, clips=args.clips, jobs=args.jobs, progress=not args.no_progress)
     summary = synth(args.out, settings, options)
     h = summary["hours"]
@@ -88,6 +89,9 @@ def main(argv: list[str]) -> int:
     s.add_argument("--closure", type=float, default=0.0,
                    help="how far tongue consonants close the mouth between syllables, 0-1 (default 0; "
                         "real mouths: 1, see engines.data.visemes)")
+    s.add_argument("--rest-open", type=float, default=0.0,
+                   help="each clip's mouth at rest is open by a random amount up to this jaw opening, 0-1 "
+                        "(default 0: closed; many real speakers rest a little open, 0.1-0.3)")
     s.add_argument("--jobs", type=int, default=0, help="processes (default: every core)")
     s.add_argument("--noisy", type=_kinds, default=NOISE_KINDS,
                    help=f"noisy copies to write, comma separated, or none (default {','.join(NOISE_KINDS)})")

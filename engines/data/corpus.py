@@ -83,6 +83,7 @@ class Settings:
     crf: tuple[float, float] = (23.0, 28.0)
     snr_db: tuple[float, float] = (0.0, 20.0)
     closure: float = 0.0  # engines.data.visemes: how far tongue consonants close the mouth (0: as before)
+    rest_open: float = 0.0  # each clip's mouth rests open by a draw in [0, rest_open] (0: closed, as before)
     version: int = CORPUS_VERSION
 
     def check(self) -> None:
@@ -95,6 +96,7 @@ class Settings:
             (not 0 <= self.crf[0] <= self.crf[1] <= 51, "crf range must be within [0, 51]"),
             (self.snr_db[0] > self.snr_db[1], "snr range must be low, high"),
             (not 0 <= self.closure <= 1, "closure must be in [0, 1]"),
+            (not 0 <= self.rest_open <= 1, "rest_open must be in [0, 1]"),
         ) if bad]
         if problems:
             raise CorpusError("; ".join(problems))
@@ -233,8 +235,9 @@ def make_clip(spec: ClipSpec, settings: Settings, out: Path) -> ClipResult:
 
     stage: dict[str, float] = {}
     t0 = cpu_seconds()
-    streams = np.random.SeedSequence(spec.seed).spawn(3)
-    render_rng, noise_rng, mux_rng = (np.random.default_rng(s) for s in streams)
+    # a fourth stream for the mouth at rest, so that corpora made without it keep their draws
+    streams = np.random.SeedSequence(spec.seed).spawn(4)
+    render_rng, noise_rng, mux_rng, rest_rng = (np.random.default_rng(s) for s in streams)
     voice = spec.speaker.voice
     utterance = speech.synthesize(spec.text, voice)
     n_frames = math.ceil(len(utterance.audio) / SAMPLES_PER_FRAME)
@@ -242,7 +245,8 @@ def make_clip(spec: ClipSpec, settings: Settings, out: Path) -> ClipResult:
     stage["speech"] = cpu_seconds() - t0
 
     t0 = cpu_seconds()
-    track = visemes.track(utterance.phones, n_frames, float(FPS), closure=settings.closure)
+    rest_open = round(float(rest_rng.uniform(0.0, settings.rest_open)), 3) if settings.rest_open else 0.0
+    track = visemes.track(utterance.phones, n_frames, float(FPS), rest_open, settings.closure)
     params = render.RenderParams()  # render_clip draws the clip's own pose, light and noise from its rng
     frames = render.render_clip(_face_model(spec.photo), track, render_rng, params)
     stage["render"] = cpu_seconds() - t0
@@ -267,6 +271,7 @@ def make_clip(spec: ClipSpec, settings: Settings, out: Path) -> ClipResult:
         "duration_s": n_frames / FPS,
         "phones": [[p.symbol, round(p.start_s, 4), round(p.dur_s, 4)] for p in utterance.phones],
         "viseme_params": list(visemes.VISEME_PARAMS), "visemes": _rounded(track), "closure": settings.closure,
+        "rest_open": rest_open,
         "render": _jsonable(params), "crf": crf, "noisy": noisy_meta,
     }
     mux.write_clip(out / spec.id, frames, audio, spec.text, meta, crf, noisy)

@@ -166,16 +166,42 @@ def test_a_corpus_begun_before_a_setting_existed_resumes_with_its_default(corpus
     out, faces, _ = corpus
     copy = copy_of(out, tmp_path)
     recorded = json.loads((copy / "corpus.json").read_text())
-    del recorded["closure"]  # as sessions before 23 wrote it
+    del recorded["closure"], recorded["rest_open"]  # as sessions before 23 wrote it
     (copy / "corpus.json").write_text(json.dumps(recorded))
     args = ["synth", "--out", str(copy), "--clips", "6", "--seed", "4", "--faces", str(faces),
             "--val-fraction", "0.3", "--jobs", "1", "--no-progress"]
     assert cli.main(args) == 0
     assert json.loads((copy / "summary.json").read_text())["made_clips"] == 0
-    assert all(meta["closure"] == 0.0 for meta in clip_jsons(copy).values())
+    assert all(meta["closure"] == 0.0 == meta["rest_open"] for meta in clip_jsons(copy).values())
     assert cli.main([*args, "--closure", "1"]) == 2  # other mouths than the folder's clips have
+    assert cli.main([*args, "--rest-open", "0.3"]) == 2
     with pytest.raises(CorpusError, match="closure"):
         settings(faces, closure=1.5).check()
+    with pytest.raises(CorpusError, match="rest_open"):
+        settings(faces, rest_open=-0.1).check()
+
+
+@needs_faces
+def test_rest_open_draws_each_clips_mouth_at_rest_and_keeps_everything_else(corpus: tuple[Path, Path, dict],
+                                                                           tmp_path: Path) -> None:
+    """The same clips with mouths that rest a little open: only the mouth track (and so the video) differs."""
+    out, faces, _ = corpus
+    other = tmp_path / "rest"
+    synth(other, settings(faces, rest_open=0.3, noisy=()), RunOptions(clips=6, jobs=2, progress=False))
+    closed, rest = clip_jsons(out), clip_jsons(other)
+    assert closed.keys() == rest.keys()
+    draws = [meta["rest_open"] for meta in rest.values()]
+    assert all(0.0 <= d <= 0.3 for d in draws) and len(set(draws)) == len(draws)
+    opened = []
+    for name, meta in rest.items():
+        before = closed[name]
+        same = ("text", "phones", "render")
+        assert [meta[k] for k in same] == [before[k] for k in same]
+        wav = Path(name).with_suffix(".wav")
+        assert (out / wav).read_bytes() == (other / wav).read_bytes()
+        # the first frame is the pause before speech: the mouth at rest
+        opened.append(np.asarray(meta["visemes"])[0, 0] - np.asarray(before["visemes"])[0, 0])
+    assert min(opened) >= 0.0 and max(opened) > 0.05
 
 
 @needs_faces
