@@ -62,7 +62,7 @@ from engines.audio.mel import HOP, MELS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAM
 from engines.params import param
 from engines.synth.engine import OPENING, SILENCE, Features, Synthesizer, opening_range
 from engines.text.charset import decode
-from engines.text.ctc import greedy_decode, text_confidence
+from engines.text.ctc import CtcForward, greedy_decode, text_confidence
 
 MAX_LOOKAHEAD_FRAMES = 5  # ARCHITECTURE §6: at most ~200 ms look-ahead
 GRIFFIN_LIM_CONTEXT = 8  # mel frames of left context for Griffin-Lim (its phase estimate is global)
@@ -197,6 +197,7 @@ class _Voice:
         self.identity_sum: Tensor | None = None
         self.tail: np.ndarray | None = None  # the previous window's samples past its hop, to crossfade
         self.utterance: int | None = None  # first frame of the utterance in progress
+        self.forward = CtcForward()  # the partial text's confidence, carried from hop to hop of the utterance
         self.mel = _Timeline(start, 1, MELS_PER_FRAME)  # committed mel (80, 4T), silence where silent
 
     # ------------------------------------------------------------ input
@@ -268,7 +269,7 @@ class _Voice:
         piece = _Piece(s, wav, reasons)
         speech = "speech" in reasons
         if speech and self.utterance is None:
-            self.utterance = s
+            self.utterance, self.forward = s, CtcForward()
         # silence ends an utterance, and so does its length: what is kept of it, and read again every hop,
         # must not grow without end
         too_long = self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS
@@ -278,7 +279,7 @@ class _Voice:
         elif self.utterance is not None:
             log_probs = self.log_probs.get(self.utterance, self.read_upto)
             piece.text = self._greedy(log_probs)
-            piece.confidence = text_confidence(log_probs, piece.text)
+            piece.confidence = text_confidence(log_probs, piece.text, self.forward)
         self.committed = e
         self.log_probs.drop_before(min(e - p.context_frames, self.utterance if self.utterance is not None
                                        else e))

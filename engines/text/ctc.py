@@ -54,36 +54,102 @@ def greedy_decode(log_probs: Any) -> list[int]:
     return ids
 
 
+# Log-probabilities are floored here (e^-1e4 is no probability at all) so that the prefix sums of a label's
+# log-probabilities over a long utterance stay finite (CtcForward._add_label).
+_FLOOR = -1.0e4
+
+
+class CtcForward:
+    """CTC forward variables of a text that grows at its end over log-probabilities that grow by frames: a
+    causal reader's, read hop by hop. Each `log_prob` costs the new frames and the new characters, not the
+    whole utterance again, and gives what `sequence_log_prob` gives. A text that is not the last one
+    extended, or fewer frames than before, starts over; frames already read must not change (the caller's
+    promise: give each utterance its own CtcForward)."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.frames = 0
+        self.labels = [BLANK]  # the text's ids with a blank before, between and after them
+        self.skips = [False]  # whether each label may be reached from two back (_skips)
+        self.alpha = np.full(1, _NEG_INF)  # the forward variable of every label at the last frame read
+        # the last two labels' forward variables at every frame read: what a label added later starts from
+        self.last: list[float] = []
+        self.before_last: list[float] = []
+
+    def log_prob(self, log_probs: Any, ids: Sequence[int]) -> float:
+        """log P(ids | log_probs) under CTC; -inf when no path fits in the frames."""
+        lp = np.maximum(_as_matrix(log_probs), _FLOOR)
+        ids = list(ids)
+        if len(lp) < self.frames or ids[:len(self.ids)] != self.ids:
+            self.__init__()
+        for token in ids[len(self.ids):]:
+            self._add_label(token, lp)
+            self._add_label(BLANK, lp)
+        self.ids = ids
+        labels, skips = np.asarray(self.labels), np.asarray(self.skips)
+        for frame in lp[self.frames:]:
+            self._step(frame, labels, skips)
+        if not self.frames:
+            return _NEG_INF
+        return float(np.logaddexp(self.alpha[-1], self.alpha[-2]) if len(self.alpha) > 1 else self.alpha[-1])
+
+    def _skips(self, s: int) -> bool:
+        """Whether label s may be reached from two back, over the blank between: unless it repeats it."""
+        return s >= 2 and self.labels[s] != BLANK and self.labels[s] != self.labels[s - 2]
+
+    def _add_label(self, label: int, lp: np.ndarray) -> None:
+        """The new label's forward variables at every frame read so far, from its two predecessors'. Along the
+        frames a label's recursion is a_t = e_t + log(exp a_(t-1) + exp c_t), with c_t what enters from the
+        labels before; with prefix sums P of e that unrolls to a_t = P_t + logcumsumexp_k (c_k − P_(k−1)),
+        one vector operation instead of a loop over the frames."""
+        s = len(self.labels)
+        self.labels.append(label)
+        self.skips.append(self._skips(s))
+        n = self.frames
+        if not n:
+            self.alpha = np.append(self.alpha, _NEG_INF)
+            return
+        enter = np.full(n, _NEG_INF)
+        enter[0] = 0.0 if s < 2 else _NEG_INF  # a path starts on the first blank or the first character
+        enter[1:] = self.last[:-1]
+        if self.skips[s]:
+            enter[1:] = np.logaddexp(enter[1:], self.before_last[:-1])
+        emit = lp[:n, label]
+        sums = np.cumsum(emit)
+        column = sums + np.logaddexp.accumulate(enter - np.concatenate(([0.0], sums[:-1])))
+        self.before_last, self.last = self.last, column.tolist()
+        self.alpha = np.append(self.alpha, column[-1])
+
+    def _step(self, frame: np.ndarray, labels: np.ndarray, skips: np.ndarray) -> None:
+        if not self.frames:
+            alpha = np.full(len(labels), _NEG_INF)
+            alpha[:2] = frame[labels[:2]]
+        else:
+            one_back = np.concatenate(([_NEG_INF], self.alpha[:-1]))
+            two_back = np.concatenate(([_NEG_INF, _NEG_INF], self.alpha[:-2]))[:len(labels)]
+            two_back = np.where(skips, two_back, _NEG_INF)
+            alpha = np.logaddexp(np.logaddexp(self.alpha, one_back), two_back) + frame[labels]
+        self.alpha, self.frames = alpha, self.frames + 1
+        self.last.append(float(alpha[-1]))
+        self.before_last.append(float(alpha[-2]) if len(alpha) > 1 else _NEG_INF)
+
+
 def sequence_log_prob(log_probs: Any, ids: Sequence[int]) -> float:
     """log P(ids | log_probs) under CTC: the sum over every frame path that collapses to `ids` (the forward
     recursion over the blank-interleaved labels); -inf when no path fits in the frames."""
-    lp = _as_matrix(log_probs)
-    if not len(lp):
-        return _NEG_INF
-    labels = np.full(2 * len(ids) + 1, BLANK)
-    labels[1::2] = ids
-    # a label may be reached from two back (skipping the blank between) unless it repeats the label there
-    skip = np.zeros(len(labels), bool)
-    skip[2:] = (labels[2:] != BLANK) & (labels[2:] != labels[:-2])
-    alpha = np.full(len(labels), _NEG_INF)
-    alpha[:2] = lp[0, labels[:2]]
-    one_back, two_back = np.full_like(alpha, _NEG_INF), np.full_like(alpha, _NEG_INF)
-    for frame in lp[1:]:
-        one_back[1:] = alpha[:-1]
-        two_back[2:] = np.where(skip[2:], alpha[:-2], _NEG_INF)
-        alpha = np.logaddexp(np.logaddexp(alpha, one_back), two_back) + frame[labels]
-    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(labels) > 1 else alpha[-1])
+    return CtcForward().log_prob(log_probs, ids)
 
 
-def text_confidence(log_probs: Any, text: str) -> float:
+def text_confidence(log_probs: Any, text: str, forward: CtcForward | None = None) -> float:
     """How surely the log-probabilities (T, V) spell `text`, in [0, 1]: exp of its CTC log-likelihood per
     character. A reader's own decoding of lips it reads well scores high; of lips it cannot read (real faces
     for the shipped readers, speech played backwards) low, yet still decodes to some sentence
-    (bench/confidence.py). 0 for an empty text (nothing was read)."""
+    (bench/confidence.py). 0 for an empty text (nothing was read). A live caller passes its utterance's
+    `forward` to pay only for what is new since its last call."""
     ids = encode(text)
     if not ids:
         return 0.0
-    return math.exp(sequence_log_prob(log_probs, ids) / len(ids))
+    return math.exp((forward or CtcForward()).log_prob(log_probs, ids) / len(ids))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from engines.synth.streaming import (
     stream,
 )
 from engines.synth.systems import lip2speech_stream
+from engines.text.ctc import text_confidence
 from engines.train import checkpoint
 from tests.helpers import save_phone_models
 
@@ -332,11 +333,18 @@ def test_a_new_track_starts_afresh_as_if_the_old_one_had_never_been_there(models
 
 def test_an_utterance_without_pause_is_cut_so_what_is_kept_stays_bounded(models: SynthModels) -> None:
     s = streamer(models, max_utterance_s=1.0)  # 25 frames: five hops
-    chunks, kept = [], []
+    chunks, kept, partial = [], [], 0
     for frame in frames_of(face_inputs(60)):
-        chunks += s.push(frame)
-        kept.append(s._voice.log_probs.end - s._voice.log_probs.start)
+        new = s.push(frame)
+        chunks += new
+        voice = s._voice
+        kept.append(voice.log_probs.end - voice.log_probs.start)
+        if len(new) == 1 and not new[0].final_text:  # carried from hop to hop: as if read afresh
+            so_far = voice.log_probs.get(voice.utterance, voice.read_upto)
+            assert new[0].confidence == pytest.approx(text_confidence(so_far, new[0].text), abs=1e-9)
+            partial += 1
     chunks += s.flush()
+    assert partial >= 6
     assert all(c.reason == "speech" for c in chunks)
     assert [k for k, c in enumerate(chunks) if c.final_text] == [4, 9, 11]
     assert all(c.text for c in chunks)

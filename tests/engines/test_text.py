@@ -10,6 +10,7 @@ import torch
 from engines.text.charset import BLANK, CHARSET, SPACE, VOCAB_SIZE, decode, encode
 from engines.text.ctc import (
     GRID_GRAMMAR,
+    CtcForward,
     WordGrammar,
     beam_search,
     best_sentence,
@@ -109,6 +110,24 @@ def test_sequence_log_prob_sums_every_path_that_collapses_to_the_text() -> None:
         assert sequence_log_prob(lp, ids) == pytest.approx(total, abs=1e-9)
     assert sequence_log_prob(lp[:2], [a, a]) == -math.inf  # a repeat needs a blank between: 3 frames
     assert sequence_log_prob(lp[:0], [a]) == -math.inf
+
+
+def test_ctc_forward_read_hop_by_hop_gives_what_the_whole_utterance_gives() -> None:
+    """A live utterance: each hop adds frames and perhaps characters (repeats among them); the carried
+    forward variables must give what a pass over everything so far gives, and start over on another text."""
+    rng = np.random.default_rng(1)
+    lp = np.log(rng.dirichlet(np.full(VOCAB_SIZE, 0.3), size=80))
+    text = [CHARSET.index(c) for c in "bin blue at ff"]
+    forward = CtcForward()
+    for frames, chars in ((0, 0), (4, 0), (4, 2), (10, 2), (17, 5), (30, 5), (31, 9), (52, 12), (80, 14)):
+        ids = text[:chars]
+        whole = sequence_log_prob(lp[:frames], ids)
+        assert forward.log_prob(lp[:frames], ids) == pytest.approx(whole, abs=1e-9)
+        assert forward.log_prob(lp[:frames], ids) == pytest.approx(whole, abs=1e-9)  # asked again: the same
+    other = [*text[:3], CHARSET.index("x")]
+    assert forward.log_prob(lp, other) == pytest.approx(sequence_log_prob(lp, other), abs=1e-9)
+    assert forward.log_prob(lp[:20], other) == pytest.approx(sequence_log_prob(lp[:20], other), abs=1e-9)
+    assert text_confidence(lp, "bin", CtcForward()) == pytest.approx(text_confidence(lp, "bin"))
 
 
 def test_text_confidence_is_high_for_what_the_frames_spell_and_low_otherwise() -> None:
