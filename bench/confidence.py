@@ -4,13 +4,14 @@ confidence, for the clips as recorded and played backwards (lips that move like 
 reader knows).
 
 Run: `.venv/bin/python bench/confidence.py CORPUS --cache FEATURES [--split test] [--lipreader NAME_OR_PATH]
-[--decode beam] [--limit N] [--low 0.5]`. Features come from the training feature cache
+[--decode beam] [--limit N] [--low LINE]`. Features come from the training feature cache
 (engines.data.loaders), as in bench/lipreading.py; `--split ''` reads a folder without splits
-(../shared/real/grid-dev). Prints one table: confidence percentiles, the share below `--low`
-(SynthParams.low_confidence), word error rate, the rank correlation of confidence with each clip's word
-errors, per sentence kind (GRID grammar or open vocabulary: `--decode grid` cannot spell the latter, and
-says so with a confidence near 0); then per kind the AUROC of telling the recorded clips read with at most one
-word wrong from the reversed ones.
+(../shared/real/grid-dev). Prints one table: confidence percentiles, the share below `--low` (the decoder's
+line in engines.synth.engine.LOW_CONFIDENCE), word error rate, the rank correlation of confidence with each
+clip's word errors, per sentence kind (GRID grammar or open vocabulary: `--decode grid` cannot spell the
+latter, and says so with a confidence near 0); then per kind the AUROC of telling the recorded clips read
+with at most one word wrong from the reversed ones, and the line midway between the recorded GRID sentences'
+5th percentile and the backwards ones' 95th (how LOW_CONFIDENCE was set, with `--split val`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.data.loaders import TorchSamples, load
-from engines.synth.engine import SynthParams, decode_text
+from engines.synth.engine import LOW_CONFIDENCE, SynthParams, decode_text
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR, text_confidence
 from engines.train.checkpoint import load_ref
@@ -55,8 +56,9 @@ def main() -> int:
     p.add_argument("--decode", default=SynthParams.decode, choices=("greedy", "beam", "grid"))
     p.add_argument("--beam", type=int, default=SynthParams.beam_width)
     p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--low", type=float, default=SynthParams.low_confidence, help="the low-confidence line")
+    p.add_argument("--low", type=float, help="the low-confidence line (default: the decoder's own)")
     args = p.parse_args()
+    args.low = LOW_CONFIDENCE[args.decode] if args.low is None else args.low
     torch.set_num_threads(1)
     model = load_ref(args.lipreader, "lipreader").model.eval()
     items = TorchSamples(load(args.corpus, args.cache, split=args.split or None, limit=args.limit or None))
@@ -89,6 +91,12 @@ def main() -> int:
         good = conf[wrong <= 1]
         print(f"\n{kind} sentences: AUROC of the recorded clips read with at most one word wrong "
               f"({len(good)}) against the backwards ones: {auroc(good, backwards):.2f}")
+    if ("played backwards", "GRID") in rows:  # how LOW_CONFIDENCE's lines were set, on val clips
+        recorded, backwards = ([c for c, _, _ in rows[(played, "GRID")]] for played in ("as recorded",
+                                                                                        "played backwards"))
+        line = (np.percentile(recorded, 5) + np.percentile(backwards, 95)) / 2
+        print(f"\nmidway between the recorded GRID sentences' 5th percentile and the backwards ones' 95th: "
+              f"{line:.3f}")
     return 0
 
 

@@ -9,8 +9,9 @@ thread, so the event loop (input, heartbeats, stop requests) never waits on a mo
   still, so the audio keeps the video's timing;
 - `text/lipread`: a Transcript each time the current utterance's lip-read text changes (final false) and
   one when the utterance ends (final true), stamped with the utterance's first frame, with the reader's
-  `confidence` in that text (engines.text.ctc.text_confidence); a final one below `low_confidence` is
-  counted (`low_confidence_transcripts`) and warned about: the speech may not say what was said;
+  `confidence` in that text (engines.text.ctc.text_confidence); a final one below `low_confidence` (by
+  default the line of the decoder that read it, engines.synth.engine.LOW_CONFIDENCE) is counted
+  (`low_confidence_transcripts`) and warned about: the speech may not say what was said;
 - `audio/info`: the stream's format, at start and every 2 s.
 
 Input: a message with status ok and a target the tracker saw in that frame gives that face's frame;
@@ -159,6 +160,17 @@ def fill_gap(last: FrameInput | None, frame: FrameInput, max_fill: int) -> list[
 FLUSH = object()  # a queue item: the input ended, voice what is pending
 
 
+@dataclass(frozen=True)
+class _Said:
+    """A transcript as the synthesizer read it: its text, confidence and the doubt about it (engines)."""
+    text: str
+    confidence: float
+    doubt: str
+
+
+_NOTHING_SAID = _Said("", 0.0, "")
+
+
 class FrameQueue:
     """Frames waiting for the synthesizer: the event loop puts, the worker takes. Over `limit` items, the
     oldest whole hops go, and the worker's next `take` says the stream must restart."""
@@ -275,7 +287,7 @@ class Lip2SpeechNode(Node):
         self._frame_id = ""
         # worker only
         self._pushed: deque[int] = deque(maxlen=8 * STATS_WINDOWS)  # stamps pushed, to find a window's end
-        self._text, self._confidence = "", 0.0  # the current utterance's last published text
+        self._said = _NOTHING_SAID  # the current utterance's last published text
         self._utterance_ns = 0
         self._utterance_end_ns = 0
         if p.warmup:
@@ -405,8 +417,8 @@ class Lip2SpeechNode(Node):
                 continue
             for chunk in chunks:
                 self._publish(chunk, live=item is not FLUSH)
-            if item is FLUSH and self._text:
-                self._publish_text(self._text, self._confidence, final=True)
+            if item is FLUSH and self._said.text:
+                self._publish_text(self._said, final=True)
 
     def _count_bad(self, frame: FrameInput, before: dict[str, int]) -> None:
         """Warn when the synthesizer refused `frame`'s arrays (misshapen, wrong type, not finite)."""
@@ -419,8 +431,8 @@ class Lip2SpeechNode(Node):
         """Forget the stream (after a drop or a failure); the utterance read so far ends there."""
         self._stream.reset()
         self.count("restarts")
-        if self._text:
-            self._publish_text(self._text, self._confidence, final=True)
+        if self._said.text:
+            self._publish_text(self._said, final=True)
 
     def _publish(self, chunk: SpeechChunk, live: bool) -> None:
         frames = len(chunk.wav) // SAMPLES_PER_FRAME
@@ -434,23 +446,23 @@ class Lip2SpeechNode(Node):
         if not chunk.silent:
             self._utterance_ns = self._utterance_ns or chunk.stamp_ns
             self._utterance_end_ns = chunk.stamp_ns + frames * FRAME_NS
+        said = _Said(chunk.text, chunk.confidence, chunk.doubt)
         if chunk.final_text and chunk.text:
-            self._publish_text(chunk.text, chunk.confidence, final=True)
-        elif chunk.final_text and self._text:  # the final decoding read nothing: the last text stands
-            self._publish_text(self._text, self._confidence, final=True)
-        elif chunk.text and chunk.text != self._text:
-            self._publish_text(chunk.text, chunk.confidence, final=False)
+            self._publish_text(said, final=True)
+        elif chunk.final_text and self._said.text:  # the final decoding read nothing: the last text stands
+            self._publish_text(self._said, final=True)
+        elif chunk.text and chunk.text != self._said.text:
+            self._publish_text(said, final=False)
 
-    def _publish_text(self, text: str, confidence: float, final: bool) -> None:
+    def _publish_text(self, said: _Said, final: bool) -> None:
         stamp = self._utterance_ns or self._utterance_end_ns or time.time_ns()
-        self._texts.publish(Transcript(text=text, final=final, stamp_ns=stamp, frame_id=self._frame_id,
+        self._texts.publish(Transcript(text=said.text, final=final, stamp_ns=stamp, frame_id=self._frame_id,
                                        end_stamp_ns=max(self._utterance_end_ns, stamp),
-                                       confidence=confidence))
+                                       confidence=said.confidence))
         self.count("final_transcripts" if final else "transcripts")
-        doubt = self._stream.synthesizer.doubt(confidence) if final else ""
-        if doubt:
-            self.warn("low_confidence_transcripts", "%r: %s", text, doubt)
-        self._text, self._confidence = ("", 0.0) if final else (text, confidence)
+        if final and said.doubt:
+            self.warn("low_confidence_transcripts", "%r: %s", said.text, said.doubt)
+        self._said = _NOTHING_SAID if final else said
         if final:
             self._utterance_ns = self._utterance_end_ns = 0
 

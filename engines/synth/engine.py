@@ -61,6 +61,12 @@ PRIOR_MODES = ("speak", "refine", "off")
 PRIOR_SPEAKS = ("auto", "text", "phones")
 OPENING = lips.FEATURE_LENGTH - 2  # index of the inner-lip opening in lip geometry (engines.face.lips)
 SILENCE = -1.0  # the normalised mel of the log floor
+# Each decoder's low-confidence line, set on synthetic data alone (session 26): midway between the 5th
+# percentile of the main corpus's val GRID sentences as read and the 95th of the same clips played backwards,
+# for both shipped readers (`bench/confidence.py CORPUS --split val --decode D` prints it: greedy 0.64-0.66,
+# beam 0.65-0.67, grid 0.42-0.43). A grammar forces some GRID sentence out of any lips, and its sentences
+# spell what the frames favour less often than an open decoder's own best text, so they score lower.
+LOW_CONFIDENCE = {"greedy": 0.65, "beam": 0.65, "grid": 0.42}
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,14 @@ class SynthParams:
                                          "reader of motion reads sentences into a still face's noise). "
                                          "Rendered corpus: 0 at rest; speech windows >= 0.017 (1st "
                                          "percentile)")
-    low_confidence: float = param(0.5, "a transcript read with a confidence below this (engines.text.ctc."
-                                       "text_confidence: per character, how surely the reader's output "
-                                       "spells it) is flagged: offline a printed note, live a warning. "
-                                       "Unseen synthetic faces' GRID sentences (beam decoding, live "
-                                       "reader): 0.69-0.85 (5th-95th percentile), none below; the same "
-                                       "played backwards: 82 % below; the real grid-dev faces, read at "
-                                       "chance: 0.24-0.32, all below (bench/confidence.py)")
+    low_confidence: float = param(-1.0, "a transcript read with a confidence below this (engines.text.ctc."
+                                        "text_confidence: per character, how surely the reader's output "
+                                        "spells it) is flagged: offline a printed note, live a warning; with "
+                                        "decode grid, offline, the prior then speaks the phones, not the "
+                                        "text. Negative: the line of the decoder that read the text "
+                                        "(LOW_CONFIDENCE: greedy and beam 0.65, grid 0.42, set on synthetic "
+                                        "val clips; the real grid-dev faces, read at chance: 0.24-0.50 "
+                                        "beam)")
     max_short_phones: float = param(0.4, "the prior speaks only if at most this share of the text's phones "
                                          "is timed 20 ms or less (true timelines: at most 0.18 in any "
                                          "corpus clip; the aligner on unseen synthetic faces: at most 0.28; "
@@ -475,7 +482,7 @@ class Synthesizer:
         identity = self.identity(features.face_crop)
         confidence = text_confidence(text_reading.log_probs, text)
         # a GRID-grammar text read with low confidence is most likely no GRID sentence: auto speaks the phones
-        doubted = confidence < self.params.low_confidence and guide_text is None
+        doubted = confidence < self.low_line() and guide_text is None
         speak_text = self.prior_speaks_text and not (doubted and self.params.prior_speaks == "auto")
         labels, fallback = self.prior_labels(phones, said, speak_text)
         prior = self.speak(labels, identity) if labels is not None else None
@@ -491,12 +498,19 @@ class Synthesizer:
             wav = silence_unseen(wav, features.valid)
         return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, confidence)
 
-    def doubt(self, confidence: float) -> str:
-        """What to tell a listener about a text read with this confidence: "" when it is not low."""
-        if confidence >= self.params.low_confidence:
+    def low_line(self, decoder: str = "") -> float:
+        """The confidence below which a text read by `decoder` (default: the params' own) is doubted."""
+        line = self.params.low_confidence
+        return line if line >= 0 else LOW_CONFIDENCE[decoder or self.params.decode]
+
+    def doubt(self, confidence: float, decoder: str = "") -> str:
+        """What to tell a listener about a text that `decoder` (default: the params' own) read with this
+        confidence: "" when it is not low."""
+        line = self.low_line(decoder)
+        if confidence >= line:
             return ""
-        return (f"the lips were read with low confidence ({confidence:.2f} < low_confidence "
-                f"{self.params.low_confidence}): the speech may not say what was said")
+        return (f"the lips were read with low confidence ({confidence:.2f} < low_confidence {line:.2f}): the "
+                f"speech may not say what was said")
 
     def mouth_still(self, features: Features) -> str:
         """Why a whole clip is silence (its seen frames' lip opening never ranges over `still_threshold`), or

@@ -133,6 +133,7 @@ class SpeechChunk:
     text: str  # lip-read text of the current utterance so far
     final_text: bool  # True when the utterance ended (silence after speech / track change / flush)
     confidence: float  # how surely the reader read `text` (engines.text.ctc.text_confidence; 0 without text)
+    doubt: str  # what to tell a listener when `confidence` is low for the decoder that read it (else "")
     seconds: dict[str, float]  # compute per stage since the previous chunk
     compute_s: float  # total compute since the previous chunk (RTF = compute_s / (hop_frames / 25))
 
@@ -146,6 +147,7 @@ class _Piece:
     text: str = ""
     final: bool = False
     confidence: float = 0.0
+    doubt: str = ""
 
 
 class _Timeline:
@@ -231,7 +233,7 @@ class _Voice:
         if finish and self.utterance is not None:  # the voice ends: so does its utterance
             if not out:
                 out.append(_Piece(self.received, np.zeros(0, np.float32), []))
-            out[-1].text, out[-1].confidence = self._final_text(self.received)
+            out[-1].text, out[-1].confidence, out[-1].doubt = self._final_text(self.received)
             out[-1].final, self.utterance = True, None
         return out
 
@@ -274,12 +276,13 @@ class _Voice:
         # must not grow without end
         too_long = self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS
         if self.utterance is not None and (not speech or too_long):
-            piece.text, piece.confidence = self._final_text(e if speech else s)
+            piece.text, piece.confidence, piece.doubt = self._final_text(e if speech else s)
             piece.final, self.utterance = True, None
         elif self.utterance is not None:
             log_probs = self.log_probs.get(self.utterance, self.read_upto)
             piece.text = self._greedy(log_probs)
             piece.confidence = text_confidence(log_probs, piece.text, self.forward)
+            piece.doubt = self.synth.doubt(piece.confidence, "greedy")
         self.committed = e
         self.log_probs.drop_before(min(e - p.context_frames, self.utterance if self.utterance is not None
                                        else e))
@@ -344,12 +347,13 @@ class _Voice:
             return self._greedy(log_probs)
         return self.synth.decode(log_probs)
 
-    def _final_text(self, end: int) -> tuple[str, float]:
-        """The utterance's text and its confidence."""
+    def _final_text(self, end: int) -> tuple[str, float, str]:
+        """The utterance's text, its confidence and the doubt about it."""
         log_probs = self.log_probs.get(self.utterance, min(end, self.read_upto))
         short = len(log_probs) <= self.p.final_decode_max_s * VIDEO_FPS
         text = self.synth.decode(log_probs) if short else self._greedy(log_probs)
-        return text, text_confidence(log_probs, text)
+        confidence = text_confidence(log_probs, text)
+        return text, confidence, self.synth.doubt(confidence, "" if short else "greedy")
 
     def _greedy(self, log_probs: Tensor) -> str:
         with self.spend.timed("decode"):
@@ -551,8 +555,8 @@ class StreamingSynthesizer:
         wav = np.concatenate([part.wav for part in parts]) if parts else np.zeros(0, np.float32)
         reason = ("speech" if not silent else "no_face" if "no_face" in reasons else "mouth_still" if reasons
                   else "utterance_end")
-        return SpeechChunk(wav, stamp, silent, reason, last.text, bool(finals), last.confidence, seconds,
-                           compute_s)
+        return SpeechChunk(wav, stamp, silent, reason, last.text, bool(finals), last.confidence, last.doubt,
+                           seconds, compute_s)
 
 
 def _within(piece: _Piece, end: int) -> bool:

@@ -348,8 +348,14 @@ def test_an_utterance_without_pause_is_cut_so_what_is_kept_stays_bounded(models:
     assert all(c.reason == "speech" for c in chunks)
     assert [k for k, c in enumerate(chunks) if c.final_text] == [4, 9, 11]
     assert all(c.text for c in chunks)
-    # each text comes with the reader's confidence in it
+    # each text comes with the reader's confidence in it, and a doubt when that is below the line of the
+    # decoder that read it (partial texts: greedy)
     assert all(0.0 < c.confidence < 1.0 for c in chunks)
+    synth = s.synthesizer
+    assert all(c.doubt == synth.doubt(c.confidence, "greedy") for c in chunks if not c.final_text)
+    doubted = stream(streamer(models, dataclasses.replace(FAST, low_confidence=1.0), max_utterance_s=1.0),
+                     frames_of(face_inputs(60)))
+    assert all("low confidence" in c.doubt for c in doubted)
     assert max(kept) <= 25 + 2 * HOP + s.params.context_frames  # not the whole minute it might talk for
 
 

@@ -30,7 +30,7 @@ from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
 from engines.synth.cli import parser as lip2speech_parser
-from engines.synth.engine import OPENING, Features, Synthesizer, SynthParams, silence_unseen
+from engines.synth.engine import LOW_CONFIDENCE, OPENING, Features, Synthesizer, SynthParams, silence_unseen
 from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER, ModelMismatch, SynthModels
 from engines.text.charset import decode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
@@ -321,7 +321,14 @@ def test_the_text_comes_with_the_readers_confidence_and_a_doubt_when_it_is_low(m
     assert result.confidence == doubtful.synthesize(clip).confidence
     assert sure.doubt(result.confidence) == ""
     doubt = doubtful.doubt(result.confidence)
-    assert f"low confidence ({result.confidence:.2f} < low_confidence 1.0)" in doubt
+    assert f"low confidence ({result.confidence:.2f} < low_confidence 1.00)" in doubt
+    # by default each decoder has its own line: a grammar's forced sentences score lower than open text
+    beam, grid = (Synthesizer(models, SynthParams(decode=d)) for d in ("beam", "grid"))
+    assert beam.low_line() == beam.low_line("beam") == LOW_CONFIDENCE["beam"] == grid.low_line("beam")
+    assert grid.low_line() == LOW_CONFIDENCE["grid"] < LOW_CONFIDENCE["greedy"]
+    between = (LOW_CONFIDENCE["grid"] + LOW_CONFIDENCE["beam"]) / 2
+    assert grid.doubt(between) == "" and "< low_confidence 0.65" in grid.doubt(between, "greedy")
+    assert doubtful.low_line("grid") == 1.0  # a line set by hand holds for every decoder
 
 
 def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
