@@ -67,6 +67,9 @@ class CtcForward:
     promise: give each utterance its own CtcForward)."""
 
     def __init__(self) -> None:
+        self._start_over()
+
+    def _start_over(self) -> None:
         self.ids: list[int] = []
         self.frames = 0
         self.labels = [BLANK]  # the text's ids with a blank before, between and after them
@@ -81,7 +84,7 @@ class CtcForward:
         lp = np.maximum(_as_matrix(log_probs), _FLOOR)
         ids = list(ids)
         if len(lp) < self.frames or ids[:len(self.ids)] != self.ids:
-            self.__init__()
+            self._start_over()
         for token in ids[len(self.ids):]:
             self._add_label(token, lp)
             self._add_label(BLANK, lp)
