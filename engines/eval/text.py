@@ -6,17 +6,25 @@ NFKC, lower case; "&" → "and", "%" → "percent"; a letters+digits token is sp
 "2nd" stays an ordinal); numbers become words ("25" → "twenty five", "3.5" → "three point five",
 "1st" → "first", "1,000" → "one thousand"); other punctuation becomes a space, except apostrophes
 inside words ("don't"); whitespace collapses.
+
+`by_sound` goes one step further, for the whisper column that counts a word right when it sounds right:
+each word becomes espeak-ng's en-us pronunciation of it said on its own, stress marks dropped. whisper
+writes GRID's letter names and "bin" as the words that sound the same ("you", "why", "see", "been"); by
+sound those are right, while "read" for "red" stays wrong (said alone, "read" is /ri:d/).
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import unicodedata
+from functools import cache
 
 from engines.grid import GRID_CODE, GRID_SLOTS, grid_sentence
 
-__all__ = ["GRID_CODE", "GRID_SLOTS", "grid_jsgf", "grid_sentence", "is_grid_sentence", "normalize",
-           "number_words"]
+__all__ = ["GRID_CODE", "GRID_SLOTS", "by_sound", "grid_jsgf", "grid_sentence", "is_grid_sentence",
+           "normalize", "number_words", "pronunciation"]
 
 ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
@@ -75,6 +83,22 @@ def normalize(text: str) -> str:
     text = re.sub(r"[^a-z0-9']+", " ", text)
     text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)  # quotes, not apostrophes inside words
     return " ".join(text.split())
+
+
+@cache
+def pronunciation(word: str) -> str:
+    """espeak-ng's en-us phonemes of one word said on its own, without stress marks: "been" → "bIn"."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("scoring by sound needs espeak-ng: make setup installs it")
+    # "--": a word is never read as an option; -q: phonemes only, no audio.
+    said = subprocess.run(["espeak-ng", "-v", "en-us", "-q", "-x", "--", word], capture_output=True,
+                          text=True, check=True).stdout
+    return "".join(said.split()).replace("'", "").replace(",", "") or word
+
+
+def by_sound(text: str) -> str:
+    """The normalised words of a transcript, each replaced by its pronunciation (see the module docstring)."""
+    return " ".join(pronunciation(w) for w in normalize(text).split())
 
 
 def is_grid_sentence(text: str) -> bool:

@@ -138,6 +138,8 @@ def test_a_hallucinated_transcript_counts_at_most_every_word_wrong_in_the_capped
     scores = judge.score(np.zeros(RATE, np.float32), clip)
     assert scores["_w_n"] == 6 and scores["_w_err"] == 40
     assert scores["wer_whisper"] == pytest.approx(40 / 6) and scores["wer_whisper_capped"] == 1.0
-    judge.transcribe = lambda audio: "bin blue at f two"
+    assert scores["wer_whisper_sound"] == 1.0
+    judge.transcribe = lambda audio: "been blue at f two"
     scores = judge.score(np.zeros(RATE, np.float32), clip)
-    assert scores["wer_whisper"] == scores["wer_whisper_capped"] == pytest.approx(1 / 6)
+    assert scores["wer_whisper"] == scores["wer_whisper_capped"] == pytest.approx(2 / 6)
+    assert scores["wer_whisper_sound"] == pytest.approx(1 / 6)

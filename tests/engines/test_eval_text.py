@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from engines.eval.judges.asr import errors
-from engines.eval.text import grid_jsgf, grid_sentence, is_grid_sentence, normalize, number_words
+from engines.eval.judges.asr import errors, sound_errors
+from engines.eval.text import by_sound, grid_jsgf, grid_sentence, is_grid_sentence, normalize, number_words
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -57,3 +57,13 @@ def test_word_and_character_errors_use_the_normalised_text() -> None:
     assert (w_err, w_n, c_err, c_n) == (6, 6, 21, 21)
     assert errors("bin blue at f two now", "been blue at f two now now")[:2] == (2, 6)
     assert errors("", "anything") == (0, 0, 0, 0)
+
+
+def test_words_that_sound_alike_are_right_by_sound_and_others_stay_wrong() -> None:
+    # whisper's usual spellings of GRID words: "been" for "bin", "you" for "u", "to" for "two", "see" for "c"
+    assert by_sound("Been blue at you to now.") == by_sound("bin blue at u two now")
+    assert sound_errors("bin white with c nine now", "Been white with see nine now.") == 0
+    assert errors("bin white with c nine now", "Been white with see nine now.")[0] == 2
+    # "read" said on its own is /ri:d/, not "red"; "white" is not "y"
+    assert sound_errors("bin red at y two now", "been read at white to now") == 2
+    assert sound_errors("bin blue at f two now", "") == 6 and sound_errors("", "anything") == 0

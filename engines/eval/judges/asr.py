@@ -7,7 +7,9 @@ The reference transcript is the clip's own; a clip without one is scored against
 of the reference audio (noted in the row as `text_source`). Whisper sometimes answers mumble with a long
 hallucinated text (one generated clip scored 33 times its reference's words), and one such clip moves a
 pooled WER by tens of points; "WER whisper ≤1" pools errors capped at each clip's reference words, so a
-clip counts at most as if nothing of it were understood.
+clip counts at most as if nothing of it were understood. "WER whisper ≤1 by sound" is the same count with
+each word compared by how it is said (`engines.eval.text.by_sound`): it tells whisper's mishearings
+from its spellings of GRID's letter names and homophones ("you" for "u", "been" for "bin").
 Pocketsphinx: only for clips whose transcript is a GRID sentence; a decode with no hypothesis (silence,
 noise) scores as an empty transcript, i.e. WER 1.
 """
@@ -19,7 +21,7 @@ import os
 import numpy as np
 
 from engines.eval.judges.base import Judge, Metric, RefClip, Scores
-from engines.eval.text import grid_jsgf, is_grid_sentence, normalize
+from engines.eval.text import by_sound, grid_jsgf, is_grid_sentence, normalize
 
 NAN = float("nan")
 
@@ -37,11 +39,24 @@ def errors(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
             chars.substitutions + chars.deletions + chars.insertions, len(ref))
 
 
+def sound_errors(reference: str, hypothesis: str) -> int:
+    """Word errors where a word is right when it sounds right (`by_sound`)."""
+    import jiwer
+
+    ref, hyp = by_sound(reference), by_sound(hypothesis)
+    if not ref:
+        return 0
+    words = jiwer.process_words(ref, hyp)
+    return words.substitutions + words.deletions + words.insertions
+
+
 class Whisper(Judge):
     name = "whisper"
     metrics = (
         Metric("wer_whisper", "WER whisper", "lower", 1, ratio=("_w_err", "_w_n"), percent=True),
         Metric("wer_whisper_capped", "WER whisper ≤1", "lower", 1, ratio=("_w_err_capped", "_w_n"),
+               percent=True),
+        Metric("wer_whisper_sound", "WER whisper ≤1 by sound", "lower", 1, ratio=("_ws_err_capped", "_w_n"),
                percent=True),
         Metric("cer_whisper", "CER whisper", "lower", 1, ratio=("_c_err", "_c_n"), percent=True),
     )
@@ -65,9 +80,11 @@ class Whisper(Judge):
         text = ref.clip.text or ref.memo("whisper_reference_text", lambda: self.transcribe(ref.audio))
         hypothesis = self.transcribe(audio)
         w_err, w_n, c_err, c_n = errors(text, hypothesis)
+        ws_err = min(sound_errors(text, hypothesis), w_n)
         return {"whisper_text": hypothesis, "text_source": "clip" if ref.clip.text else "whisper(reference)",
                 "wer_whisper": w_err / w_n if w_n else NAN, "cer_whisper": c_err / c_n if c_n else NAN,
                 "wer_whisper_capped": min(w_err, w_n) / w_n if w_n else NAN,
+                "wer_whisper_sound": ws_err / w_n if w_n else NAN, "_ws_err_capped": ws_err,
                 "_w_err": w_err, "_w_err_capped": min(w_err, w_n), "_w_n": w_n, "_c_err": c_err, "_c_n": c_n}
 
 
