@@ -3,7 +3,7 @@ spoken in the face's voice on three timings — the clip's true phone timeline (
 the phone aligner's Viterbi timing on the lips, and paced (engines.text.durations) at each `--weights` —
 judged by pocketsphinx-GRID and whisper (≤ 1 per clip; also by sound, engines.eval.text.by_sound), paired
 against the Viterbi timing, then per speaker. `--voice SPEAKER` speaks every clip in that corpus speaker's
-voice instead (the identity of their first GRID clip): how much of a judge's WER is the voice.
+voice instead (the identity of their first clip): how much of a judge's WER is the voice.
 
 Run: `.venv/bin/python bench/rendering.py CORPUS --cache FEATURES [--split test] [--per-speaker 36]
 [--weights 3] [--judges sphinx,whisper] [--voice spk010]`. The clips are bench/eval_table.py's `table_clips`
