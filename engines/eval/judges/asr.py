@@ -17,6 +17,7 @@ noise) scores as an empty transcript, i.e. WER 1.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,10 @@ from engines.eval.text import by_sound, grid_jsgf, is_grid_sentence, normalize
 NAN = float("nan")
 
 
+def _edits(measures: Any) -> int:  # a jiwer word or character alignment
+    return measures.substitutions + measures.deletions + measures.insertions
+
+
 def errors(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
     """(word errors, reference words, character errors, reference characters) of normalised texts."""
     import jiwer
@@ -33,10 +38,8 @@ def errors(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
     ref, hyp = normalize(reference), normalize(hypothesis)
     if not ref:
         return 0, 0, 0, 0
-    words = jiwer.process_words(ref, hyp)
-    chars = jiwer.process_characters(ref, hyp)
-    return (words.substitutions + words.deletions + words.insertions, len(ref.split()),
-            chars.substitutions + chars.deletions + chars.insertions, len(ref))
+    return (_edits(jiwer.process_words(ref, hyp)), len(ref.split()),
+            _edits(jiwer.process_characters(ref, hyp)), len(ref))
 
 
 def sound_errors(reference: str, hypothesis: str) -> int:
@@ -44,10 +47,7 @@ def sound_errors(reference: str, hypothesis: str) -> int:
     import jiwer
 
     ref, hyp = by_sound(reference), by_sound(hypothesis)
-    if not ref:
-        return 0
-    words = jiwer.process_words(ref, hyp)
-    return words.substitutions + words.deletions + words.insertions
+    return _edits(jiwer.process_words(ref, hyp)) if ref else 0
 
 
 class Whisper(Judge):
