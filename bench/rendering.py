@@ -9,9 +9,9 @@ Run: `.venv/bin/python bench/rendering.py CORPUS --cache FEATURES [--split test]
 [--weights 3] [--judges sphinx,whisper] [--voice spk010]`. The clips are bench/eval_table.py's `table_clips`
 (the first `--per-speaker` GRID clips of each speaker); the corpus must be ours (the true timelines are the
 .json beside each clip). Session 16, 108 test clips: true timeline 3.2 %, Viterbi 6.0 %, paced (weight 3)
-4.3 % sphinx-GRID WER; the reference audio 3.9 %. Session 27, paced, whisper ≤1: 37.3 % in the faces' own
-voices (the reference audio 37.5 %), 30.7 % all in the voice of spk010, the one training speaker whose voice
-is piper's rather than mbrola's.
+4.3 % sphinx-GRID WER; the reference audio 3.9 %. Session 27, whisper ≤1 on the true timeline / paced: 37.5 /
+36.1 % in the faces' own voices (the reference audio 37.5 %), 27.3 / 30.6 % all in the voice of spk010, the
+one training speaker whose voice is piper's rather than mbrola's.
 """
 
 from __future__ import annotations
