@@ -12,7 +12,11 @@ grid-dev faces at chance; NOTES.md, session 17).
 `normalise` "span" takes that median and scale over the span where the lips move only (first to last
 frame that changes by more than a fifth of the clip's 90th-percentile change, ± 2 frames), so how long
 the face is still before and after speech does not move them (NOTES.md, session 18).
-It needs the whole clip, so such a reader cannot stream.
+Both need the whole clip, so such a reader cannot stream. `normalise` "trailing" is their causal form, which
+streams: each frame as motion about the mean of the `normalise_window` frames up to it, in units of the
+largest distance of those frames from that mean (so no frame's motion exceeds 1: a mouth that starts to
+move after a still stretch is not blown up by the still frames' tiny scale). A stream keeps the last
+window − 1 inputs to normalise each new frame (`normalise_inputs`' `context`).
 Over time: optionally each frame's features minus their mean over the last `mean_window` frames (a
 face's look is mostly static and the reader mostly reads the ROI's look, so this is the visual
 counterpart of cepstral mean normalisation), then residual 1-D conv blocks that are causal (left
@@ -20,7 +24,8 @@ padding only), run on the per-frame features shifted by `lookahead_frames`: outp
 t + L, so it sees frames ≤ t + L and never later; the clip end is padded with L zero frames.
 `receptive_field()` = (past, future) frames.
 
-Streaming: `frame_features` per new frame (cache them), then `temporal` over a window that holds at
+Streaming: `frame_features` per new frame (cache them; with normalise trailing, `normalise_inputs` over
+the kept inputs and the new ones, then `frame`), then `temporal` over a window that holds at
 least `past` frames before the first output wanted and `future` frames after the last one; outputs
 with their whole receptive field inside the window equal the whole-clip outputs exactly.
 """
@@ -37,7 +42,7 @@ from engines.models.lengths import frame_mask
 from engines.params import param
 
 ROI_MEAN, ROI_STD = 0.421, 0.165  # LipVoicer's mouth ROI normalisation: (x / 255 - mean) / std
-NORMALISATIONS = ("none", "clip", "span")  # VisualFrontendConfig.normalise
+NORMALISATIONS = ("none", "clip", "span", "trailing")  # VisualFrontendConfig.normalise
 # normalise span: a moving frame changes by > SPAN_CHANGE × the clip's 90th-percentile change, ± SPAN_PAD
 SPAN_CHANGE, SPAN_PAD = 0.2, 2
 
@@ -64,11 +69,13 @@ class VisualFrontendConfig:
     normalise: str = param("none", "inputs as they are (none), or each clip's ROIs and lip geometry as "
                                    "motion about its median frame in units of its own motion (clip), both "
                                    "taken over the span where the lips move (span); whole clips only, no "
-                                   "streaming", choices=NORMALISATIONS)
-    motion_gain: float = param(0.0, "normalise clip or span, training only: scale each clip's motion by a "
-                                    "factor in [e^-g, e^g]")
-    motion_noise: float = param(0.0, "normalise clip or span, training only: add Gaussian noise of this std "
-                                     "to the motion")
+                                   "streaming; or each frame about the last normalise_window frames "
+                                   "(trailing), which streams", choices=NORMALISATIONS)
+    normalise_window: int = param(50, "normalise trailing: frames up to each frame its motion is taken over")
+    motion_gain: float = param(0.0, "normalise other than none, training only: scale each clip's motion "
+                                    "by a factor in [e^-g, e^g]")
+    motion_noise: float = param(0.0, "normalise other than none, training only: add Gaussian noise of this "
+                                     "std to the motion")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -79,6 +86,8 @@ class VisualFrontendConfig:
             raise ValueError(f"lookahead_frames must be >= 0, got {self.lookahead_frames}")
         if self.mean_window < 0 or self.mean_window == 1:  # 1 would leave nothing: x minus itself
             raise ValueError(f"mean_window must be 0 (off) or >= 2, got {self.mean_window}")
+        if self.normalise_window < 1:
+            raise ValueError(f"normalise_window must be >= 1, got {self.normalise_window}")
         if self.normalise not in NORMALISATIONS:
             raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
         if self.lookahead_frames > self.span:
@@ -133,6 +142,33 @@ def clip_motion(x: Tensor, lengths: Tensor | None = None, eps: float = 1e-3,
         motion = frames - frames[lo:hi].median(dim=0).values
         rms = motion[lo:hi].square().mean(dim=1).sqrt()
         out[b, :n] = (motion / (torch.quantile(rms, 0.9) + eps)).reshape(x[b, :n].shape)
+    return out
+
+
+def trailing_motion(x: Tensor, window: int, lengths: Tensor | None = None, context: int = 0,
+                    eps: float = 1e-3) -> Tensor:
+    """Each frame of x (B, T, ...) from frame `context` on, minus the mean of the `window` frames up to it
+    (fewer at a clip's start), divided by the largest RMS distance of those frames from that mean (+ eps:
+    still frames stay zero rather than noise blown up); (B, T − context, ...), padding frames zero. The
+    first `context` frames only fill the windows: a stream passes its last window − 1 frames with the new
+    ones and gets what the whole clip would give them. Invariant to any per-clip gain and offset of x."""
+    out = torch.zeros_like(x[:, context:])
+    for b in range(x.shape[0]):
+        n = x.shape[1] if lengths is None else int(lengths[b])
+        if n <= context:
+            continue
+        # float64: the distances come from a Gram matrix, whose float32 cancellation would swamp still frames
+        frames = x[b, :n].reshape(n, -1).double()
+        steps = torch.arange(n, device=x.device)
+        first = (steps - window + 1).clamp(min=0)
+        sums = F.pad(frames.cumsum(0), (0, 0, 1, 0))
+        mean = (sums[steps + 1] - sums[first]) / (steps + 1 - first)[:, None].double()
+        # |x_k − m_t|² for every frame t (rows) and k (columns), kept where k lies in t's window
+        squared = frames.square().sum(1)[None] - 2.0 * mean @ frames.T + mean.square().sum(1)[:, None]
+        inside = (steps[None] <= steps[:, None]) & (steps[None] >= first[:, None])
+        scale = (squared.clamp(min=0.0) / frames.shape[1]).sqrt().where(inside, 0.0).amax(1)
+        motion = ((frames - mean) / (scale + eps)[:, None])[context:]
+        out[b, :n - context] = motion.to(x.dtype).reshape(x[b, context:n].shape)
     return out
 
 
@@ -206,7 +242,14 @@ class VisualFrontend(nn.Module):
 
     def frame_features(self, roi: Tensor, geometry: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Per-frame features (B, T, D) of ROIs (B, T, H, W) and lip geometry (B, T, G); `lengths` (B,): each
-        clip's frames before padding, for `normalise` clip or span (None: no padding)."""
+        clip's frames before padding, for `normalise` other than none (None: no padding)."""
+        return self.frame(*self.normalise_inputs(roi, geometry, lengths))
+
+    def normalise_inputs(self, roi: Tensor, geometry: Tensor, lengths: Tensor | None = None,
+                         context: int = 0) -> tuple[Tensor, Tensor]:
+        """ROIs and lip geometry as the per-frame encoder takes them (`normalise`; in training jittered by
+        motion_gain and motion_noise), from frame `context` on: the frames before it only fill trailing
+        windows (a stream's kept inputs)."""
         c = self.config
         if roi.ndim != 4 or roi.shape[2:] != (c.roi_size, c.roi_size):
             raise ValueError(f"expected mouth ROIs (B, T, {c.roi_size}, {c.roi_size}), "
@@ -214,12 +257,18 @@ class VisualFrontend(nn.Module):
         if geometry.shape != (*roi.shape[:2], c.geometry_dim):
             raise ValueError(f"expected lip geometry {(*roi.shape[:2], c.geometry_dim)}, "
                              f"got {tuple(geometry.shape)}")
-        if c.normalise != "none":
+        if context and c.normalise != "trailing":
+            raise ValueError(f"only normalise trailing takes context frames, not {c.normalise!r}")
+        if c.normalise == "trailing":
+            roi, geometry = (trailing_motion(x, c.normalise_window, lengths, context)
+                             for x in (roi, geometry))
+            lengths = None if lengths is None else (lengths - context).clamp(min=0)
+        elif c.normalise != "none":
             span = c.normalise == "span"
             roi, geometry = clip_motion(roi, lengths, span=span), clip_motion(geometry, lengths, span=span)
-            if self.training and (c.motion_gain or c.motion_noise):
-                roi, geometry = jitter_motion((roi, geometry), lengths, c.motion_gain, c.motion_noise)
-        return self.frame(roi, geometry)
+        if c.normalise != "none" and self.training and (c.motion_gain or c.motion_noise):
+            roi, geometry = jitter_motion((roi, geometry), lengths, c.motion_gain, c.motion_noise)
+        return roi, geometry
 
     def temporal(self, frames: Tensor) -> Tensor:
         """Temporal context over per-frame features (B, T, D) → (B, T, D), look-ahead L."""

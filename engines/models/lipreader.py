@@ -18,7 +18,8 @@ from engines.models.frontend import VisualFrontend, VisualFrontendConfig
 from engines.params import param
 from engines.text.charset import VOCAB_SIZE
 
-WEIGHTLESS_FRONTEND = ("mean_window", "normalise", "motion_gain", "motion_noise")  # LipReader.adopt_weights
+# LipReader.adopt_weights
+WEIGHTLESS_FRONTEND = ("mean_window", "normalise", "normalise_window", "motion_gain", "motion_noise")
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ class Synthesizer:
     def _torch_graphs(self) -> dict[str, Callable[..., Any]]:
         m = self.models
         frontend = m.lipreader.frontend
-        graph = {"frame": frontend.frame_features, "temporal": frontend.temporal,
+        graph = {"frame": frontend.frame, "temporal": frontend.temporal,
                  "reader": self._torch_reader, "denoiser": PreparedDenoiser(m.melgen),
                  "vocoder": m.vocoder if m.vocoder is not None else self.griffin_lim}
         if m.aligner is not None:
@@ -293,10 +293,14 @@ class Synthesizer:
 
     # ------------------------------------------------------------ steps
 
-    def frame_features(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray) -> Tensor:
-        """Per-frame front-end features (1, T, D) of uint8 ROIs (T, 88, 88) and lip geometry (T, 82)."""
+    def frame_features(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray, context: int = 0) -> Tensor:
+        """Per-frame front-end features (1, T − context, D) of uint8 ROIs (T, 88, 88) and lip geometry
+        (T, 82): the first `context` frames only fill the front end's trailing normalisation (a stream's kept
+        inputs)."""
         with self._timed("frame"):
-            return self._graph["frame"](*self._inputs(mouth_rois, lip_geometry))
+            frontend = self.models.lipreader.frontend
+            return self._graph["frame"](*frontend.normalise_inputs(*self._inputs(mouth_rois, lip_geometry),
+                                                                   context=context))
 
     def _inputs(self, mouth_rois: np.ndarray, lip_geometry: np.ndarray) -> tuple[Tensor, Tensor]:
         roi = torch.from_numpy(normalise_roi(mouth_rois)).to(self.device)[None]

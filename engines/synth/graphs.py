@@ -1,6 +1,7 @@
 """The networks the synthesizer runs, as GraphSpecs for engines.backends (torch, ONNX Runtime, TensorRT).
 
-    frame     roi (B, T, 88, 88) normalised, lips (B, T, 82) → features (B, T, D)   front end, per frame
+    frame     roi (B, T, 88, 88), lips (B, T, 82), both as the front end normalises them (its
+              `normalise_inputs`, in PyTorch: per clip or over trailing windows) → features (B, T, D)
     temporal  frames (B, T, D) → visual (B, T, D)              the front end's causal temporal stack
     reader    visual (B, T, D), state (layers, B, H) → log_probs (B, T, V), hidden (B, T, H), next_state
               the lip reader's GRU and CTC head (a stream carries the state from window to window)
@@ -111,10 +112,10 @@ def fixed_size_pools(module: nn.Module, run: Callable[[nn.Module], object]) -> n
 class FrameGraph(nn.Module):
     def __init__(self, frontend: VisualFrontend, example: tuple[Tensor, Tensor]) -> None:
         super().__init__()
-        self.frontend = fixed_size_pools(frontend, lambda m: m.frame_features(*example))
+        self.frontend = fixed_size_pools(frontend, lambda m: m.frame(*example))
 
     def forward(self, roi: Tensor, lips: Tensor) -> Tensor:
-        return self.frontend.frame_features(roi, lips)
+        return self.frontend.frame(roi, lips)
 
 
 def frame_graph(frontend: VisualFrontend, sizes: GraphSizes = DEFAULT_SIZES) -> GraphSpec:

@@ -190,6 +190,10 @@ class _Voice:
         self.vocoder_past = vocoder.receptive_field()[0] if vocoder is not None else GRIFFIN_LIM_CONTEXT
         self.received = self.read_upto = self.committed = start
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # inputs not yet through the front end
+        # the inputs before them that the front end's trailing normalisation still looks back over
+        frontend = synth.models.lipreader.config.frontend
+        self.kept: deque[tuple[np.ndarray, np.ndarray]] = deque(
+            maxlen=frontend.normalise_window - 1 if frontend.normalise == "trailing" else 0)
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.seen, self.opening = _Timeline(start, 0), _Timeline(start, 0)
         self.frames, self.cond, self.log_probs = _Timeline(start, 1), _Timeline(start, 1), _Timeline(start, 0)
@@ -243,8 +247,10 @@ class _Voice:
         if end <= self.read_upto:
             return
         if self.pending:
-            rois, geometry = (np.stack(a) for a in zip(*self.pending, strict=True))
-            self.frames.append(self.synth.frame_features(rois, geometry))
+            inputs = [*self.kept, *self.pending]
+            rois, geometry = (np.stack(a) for a in zip(*inputs, strict=True))
+            self.frames.append(self.synth.frame_features(rois, geometry, context=len(self.kept)))
+            self.kept.extend(self.pending)
             self.pending.clear()
         first = max(self.start, self.read_upto - self.past)
         window = self.frames.get(first, min(end + self.future, self.received))
@@ -393,7 +399,7 @@ class StreamingSynthesizer:
     def __init__(self, synthesizer: Synthesizer, params: StreamParams = StreamParams()) -> None:
         self.synthesizer, self.params = synthesizer, params
         c = synthesizer.models.lipreader.config.frontend
-        if c.normalise != "none":
+        if c.normalise not in ("none", "trailing"):
             raise ValueError(f"this lip reader normalises whole clips (normalise {c.normalise!r}) and cannot "
                              "stream; it can read the offline text (SynthModels.text_reader)")
         if synthesizer.prior_on and synthesizer.params.prior_speaks == "text":

@@ -15,6 +15,7 @@ from engines.models.frontend import (
     clip_motion,
     jitter_motion,
     normalize_roi,
+    trailing_motion,
 )
 from engines.models.identity import IdentityConfig, IdentityEncoder
 from engines.models.lipreader import LipReader, LipReaderConfig
@@ -335,6 +336,44 @@ def test_span_motion_ignores_how_long_the_face_is_still_before_and_after() -> No
         assert not torch.allclose(clip_motion(long)[:, 30:42], clip_motion(short)[:, 3:15], atol=1e-2)
     still = clip_motion(torch.ones(1, 5, 4, 4), span=True)
     assert torch.equal(still, torch.zeros_like(still))
+
+
+def test_trailing_motion_looks_only_back_over_its_window_whatever_the_gain_and_offset() -> None:
+    roi, geometry = visual_inputs(2, 20, seed=8)
+    for x in (roi, geometry):
+        motion = trailing_motion(x, 6)
+        assert torch.allclose(trailing_motion(x * 3.0 + 5.0, 6), motion, rtol=2e-3, atol=1e-3)
+        later = x.clone()
+        later[:, 12:] = 9.0  # what comes later changes nothing before it
+        assert torch.allclose(trailing_motion(later, 6)[:, :12], motion[:, :12], atol=1e-6)
+        earlier = x.clone()
+        earlier[:, :6] = -4.0  # nor does what left the window: frame 11 looks back over frames 6..11
+        assert torch.allclose(trailing_motion(earlier, 6)[:, 11:], motion[:, 11:], atol=1e-6)
+        # the kept inputs before a stream's new frames give them what the whole clip gives
+        assert torch.allclose(trailing_motion(x[:, 9:], 6, context=5), motion[:, 14:], atol=1e-6)
+        # no frame moves more than its window's largest motion: a start after stillness stays in bounds
+        rms = motion.reshape(2, 20, -1).square().mean(dim=2).sqrt()
+        assert rms.max() <= 1.0 + 1e-6
+    still = trailing_motion(torch.ones(1, 5, 4, 4), 3)
+    assert torch.equal(still, torch.zeros_like(still))
+    padded = roi.clone()
+    padded[1, 15:] = 7.0
+    out = trailing_motion(padded, 6, torch.tensor([20, 15]))
+    assert torch.allclose(out[1, :15], trailing_motion(roi[1:, :15], 6)[0], atol=1e-6)
+    assert torch.equal(out[1, 15:], torch.zeros_like(out[1, 15:]))
+
+
+def test_only_a_trailing_front_end_takes_context_frames() -> None:
+    roi, geometry = visual_inputs(1, 10, seed=9)
+    trailing = VisualFrontend(dataclasses.replace(TINY_FRONTEND, normalise="trailing", normalise_window=4))
+    trailing.eval()
+    whole = trailing.frame_features(roi, geometry)
+    kept = trailing.frame(*trailing.normalise_inputs(roi[:, 3:], geometry[:, 3:], context=3))
+    torch.testing.assert_close(kept, whole[:, 6:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="only normalise trailing"):
+        VisualFrontend(TINY_FRONTEND).normalise_inputs(roi, geometry, context=3)
+    with pytest.raises(ValueError, match="normalise_window"):
+        dataclasses.replace(TINY_FRONTEND, normalise_window=0)
 
 
 def test_a_reader_fine_tunes_onto_another_normalisation_and_nothing_else() -> None:

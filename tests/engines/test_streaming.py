@@ -395,6 +395,21 @@ def test_the_streamed_lip_reader_features_equal_the_offline_ones(models: SynthMo
     torch.testing.assert_close(log_probs, offline.log_probs, rtol=1e-5, atol=1e-5)
 
 
+def test_a_trailing_normalised_reader_streams_the_features_it_reads_offline(models: SynthModels) -> None:
+    # a window shorter than the stream and longer than a hop: the stream must keep inputs across hops
+    frontend = dataclasses.replace(models.lipreader.config.frontend, normalise="trailing", normalise_window=8)
+    torch.manual_seed(1)
+    trailing = LipReader(dataclasses.replace(models.lipreader.config, frontend=frontend)).eval()
+    features = face_inputs(37)
+    s = streamer(dataclasses.replace(models, lipreader=trailing), synthesizer=Recording)
+    stream(s, frames_of(features))
+    synth = s.synthesizer
+    streamed = torch.cat([r.features for r in synth.readings], dim=1)
+    offline = synth.read(synth.frame_features(features.mouth_rois, features.lip_geometry))
+    assert streamed.shape == offline.features.shape == (1, 37, 32)
+    torch.testing.assert_close(streamed, offline.features, rtol=1e-5, atol=1e-5)
+
+
 def test_the_streamed_mel_keeps_its_past_fixed(models: SynthModels) -> None:
     s = streamer(models, synthesizer=Recording)
     stream(s, frames_of(face_inputs(42)))
