@@ -159,15 +159,16 @@ def trailing_motion(x: Tensor, window: int, lengths: Tensor | None = None, conte
             continue
         # float64: the distances come from a Gram matrix, whose float32 cancellation would swamp still frames
         frames = x[b, :n].reshape(n, -1).double()
-        steps = torch.arange(n, device=x.device)
+        steps = torch.arange(context, n, device=x.device)  # the frames wanted: a stream's new ones
         first = (steps - window + 1).clamp(min=0)
         sums = F.pad(frames.cumsum(0), (0, 0, 1, 0))
         mean = (sums[steps + 1] - sums[first]) / (steps + 1 - first)[:, None].double()
-        # |x_k − m_t|² for every frame t (rows) and k (columns), kept where k lies in t's window
+        # |x_k − m_t|²: wanted frames t (rows) by all frames k (columns), kept where k is in t's window
         squared = frames.square().sum(1)[None] - 2.0 * mean @ frames.T + mean.square().sum(1)[:, None]
-        inside = (steps[None] <= steps[:, None]) & (steps[None] >= first[:, None])
+        k = torch.arange(n, device=x.device)[None]
+        inside = (k <= steps[:, None]) & (k >= first[:, None])
         scale = (squared.clamp(min=0.0) / frames.shape[1]).sqrt().where(inside, 0.0).amax(1)
-        motion = ((frames - mean) / (scale + eps)[:, None])[context:]
+        motion = (frames[context:] - mean) / (scale + eps)[:, None]
         out[b, :n - context] = motion.to(x.dtype).reshape(x[b, context:n].shape)
     return out
 
