@@ -99,6 +99,16 @@ class VisualFrontendConfig:
         """Frames the causal temporal stack looks back over."""
         return sum((self.kernel_size - 1) * d for d in self.dilations)
 
+    @property
+    def streams(self) -> bool:
+        """Whether each frame's input is normalised from that frame and earlier ones only."""
+        return self.normalise in ("none", "trailing")
+
+    @property
+    def input_history(self) -> int:
+        """Earlier inputs the normalisation of a new frame looks back over (a stream keeps them)."""
+        return self.normalise_window - 1 if self.normalise == "trailing" else 0
+
 
 class FrameEncoder(nn.Module):
     """One video frame's ROI and lip geometry → a D vector (no temporal context)."""

@@ -190,10 +190,9 @@ class _Voice:
         self.vocoder_past = vocoder.receptive_field()[0] if vocoder is not None else GRIFFIN_LIM_CONTEXT
         self.received = self.read_upto = self.committed = start
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # inputs not yet through the front end
-        # the inputs before them that the front end's trailing normalisation still looks back over
-        frontend = synth.models.lipreader.config.frontend
+        # the inputs before them that the front end's normalisation still looks back over
         self.kept: deque[tuple[np.ndarray, np.ndarray]] = deque(
-            maxlen=frontend.normalise_window - 1 if frontend.normalise == "trailing" else 0)
+            maxlen=synth.models.lipreader.config.frontend.input_history)
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.seen, self.opening = _Timeline(start, 0), _Timeline(start, 0)
         self.frames, self.cond, self.log_probs = _Timeline(start, 1), _Timeline(start, 1), _Timeline(start, 0)
@@ -399,7 +398,7 @@ class StreamingSynthesizer:
     def __init__(self, synthesizer: Synthesizer, params: StreamParams = StreamParams()) -> None:
         self.synthesizer, self.params = synthesizer, params
         c = synthesizer.models.lipreader.config.frontend
-        if c.normalise not in ("none", "trailing"):
+        if not c.streams:
             raise ValueError(f"this lip reader normalises whole clips (normalise {c.normalise!r}) and cannot "
                              "stream; it can read the offline text (SynthModels.text_reader)")
         if synthesizer.prior_on and synthesizer.params.prior_speaks == "text":
