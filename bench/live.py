@@ -314,9 +314,15 @@ def _synth_summary(beats: list[tuple[float, dict[str, float]]]) -> str:
     speech_s, all_s = v.get("speech_s_total", 0.0), v.get("windows", 0) * v.get("hop_frames", 5) / 25
     speech = v.get("speech_compute_s_total", 0.0) / speech_s if speech_s else nan
     every = v.get("compute_s_total", 0.0) / all_s if all_s else nan
+    # each heartbeat carries its last window's figures: a sample of the windows, enough to see where time goes
+    sampled = [b for _, b in beats if not b.get("window.silent", 1.0)]
+    stages = sorted({k for b in sampled for k in b if k.startswith("window.stage.")})
+    per_stage = ", ".join(f"{k.split('.')[-1][:-3]} {np.mean([b.get(k, 0.0) for b in sampled]):.1f}"
+                          for k in ["window.compute_ms", *stages])
     return (f"\nsynthesizer RTF (compute / audio): speech windows {speech:.2f} over "
             f"{v.get('speech_windows', 0):.0f} (the last 150: p50 {v.get('speech.rtf.p50', nan):.2f}, p95 "
-            f"{v.get('speech.rtf.p95', nan):.2f}); all windows {every:.2f} over {v.get('windows', 0):.0f}")
+            f"{v.get('speech.rtf.p95', nan):.2f}); all windows {every:.2f} over {v.get('windows', 0):.0f}\n"
+            f"ms per speech window, mean of {len(sampled)} sampled by the heartbeats: {per_stage}")
 
 
 def _queue_table(beats: list[tuple[float, dict[str, float]]], slices: int) -> str:

@@ -81,7 +81,10 @@ class _NodeParams:
     prior: str = param("prior", "mel prior weights, which speak the aligner's phones: a shipped name or a "
                                 "checkpoint path; '' (with aligner '') = MelGen speaks")
     cache_dir: str = param("", "cache of compiled backend graphs (TensorRT engines); '' = the default")
-    threads: int = param(0, "torch intra-op threads; 0 = torch's default")
+    threads: int = param(1, "intra-op threads of every network (PyTorch and ONNX Runtime); 0 = each "
+                            "library's default, every core. A window is many small operations, and the "
+                            "tracker and the camera share the cores: on 2 cores 1 thread computes a window "
+                            "in 33 ms where 2 take 55 (NOTES.md, session 29)")
     max_queue_frames: int = param(25, "frames allowed to wait for the synthesizer; beyond, the oldest hops "
                                       "are dropped and the stream restarts")
     max_fill_frames: int = param(12, "frames the tracker skipped that are filled by repeating the last one; "
@@ -307,8 +310,8 @@ class Lip2SpeechNode(Node):
         try:
             models = SynthModels.load(p.lipreader, p.melgen, p.identity, p.asr or None, p.vocoder, p.device,
                                       aligner=p.aligner or None, prior=p.prior or None)
-            return StreamingSynthesizer(Synthesizer(models, synth_params, p.device, p.cache_dir or None),
-                                        stream_params)
+            synthesizer = Synthesizer(models, synth_params, p.device, p.cache_dir or None, p.threads)
+            return StreamingSynthesizer(synthesizer, stream_params)
         except (OSError, ValueError, RuntimeError) as exc:  # missing file, CheckpointError, ModelMismatch
             self.fail(f"cannot load the synthesizer: {exc} (weights come from engines/weights or "
                       f"$VOXSIGHT_WEIGHTS by name, or from the checkpoint paths given as parameters)")

@@ -43,6 +43,8 @@ from engines.params import param
 
 ROI_MEAN, ROI_STD = 0.421, 0.165  # LipVoicer's mouth ROI normalisation: (x / 255 - mean) / std
 NORMALISATIONS = ("none", "clip", "span", "trailing")  # VisualFrontendConfig.normalise
+# trailing_motion normalises a clip this many frames at a time, about as many as a stream's hop brings
+TRAILING_ROWS = 8
 # normalise span: a moving frame changes by > SPAN_CHANGE × the clip's 90th-percentile change, ± SPAN_PAD
 SPAN_CHANGE, SPAN_PAD = 0.2, 2
 
@@ -165,22 +167,28 @@ def trailing_motion(x: Tensor, window: int, lengths: Tensor | None = None, conte
     out = torch.zeros_like(x[:, context:])
     for b in range(x.shape[0]):
         n = x.shape[1] if lengths is None else int(lengths[b])
-        if n <= context:
-            continue
-        # float64: the distances come from a Gram matrix, whose float32 cancellation would swamp still frames
-        frames = x[b, :n].reshape(n, -1).double()
-        steps = torch.arange(context, n, device=x.device)  # the frames wanted: a stream's new ones
-        first = (steps - window + 1).clamp(min=0)
-        sums = F.pad(frames.cumsum(0), (0, 0, 1, 0))
-        mean = (sums[steps + 1] - sums[first]) / (steps + 1 - first)[:, None].double()
-        # |x_k − m_t|²: wanted frames t (rows) by all frames k (columns), kept where k is in t's window
-        squared = frames.square().sum(1)[None] - 2.0 * mean @ frames.T + mean.square().sum(1)[:, None]
-        k = torch.arange(n, device=x.device)[None]
-        inside = (k <= steps[:, None]) & (k >= first[:, None])
-        scale = (squared.clamp(min=0.0) / frames.shape[1]).sqrt().where(inside, 0.0).amax(1)
-        motion = (frames[context:] - mean) / (scale + eps)[:, None]
-        out[b, :n - context] = motion.to(x.dtype).reshape(x[b, context:n].shape)
+        for first in range(context, n, TRAILING_ROWS):
+            last = min(first + TRAILING_ROWS, n)
+            out[b, first - context:last - context] = _trailing_rows(x[b], window, first, last, eps)
     return out
+
+
+def _trailing_rows(x: Tensor, window: int, first: int, last: int, eps: float) -> Tensor:
+    """trailing_motion of frames first..last − 1 of one clip x (T, ...)."""
+    lo = max(first - window + 1, 0)  # the earliest frame their windows hold
+    frames = x[lo:last].reshape(last - lo, -1)
+    # The distances come from a Gram matrix, whose float32 cancellation would swamp still frames when the
+    # frames sit far from the origin: centred on the mean of these few rows' windows, which differ little,
+    # every window's mean is close to the origin and float32 holds.
+    frames = frames - frames.mean(0)
+    rows = torch.arange(first - lo, last - lo, device=x.device)[:, None]
+    k = torch.arange(last - lo, device=x.device)[None]
+    inside = (k <= rows) & (k > rows - window)
+    mean = (inside / inside.sum(1, keepdim=True)).to(frames.dtype) @ frames
+    squared = frames.square().sum(1)[None] - 2.0 * mean @ frames.T + mean.square().sum(1)[:, None]
+    scale = (squared.clamp(min=0.0) / frames.shape[1]).sqrt().where(inside, 0.0).amax(1)
+    motion = (frames[first - lo:] - mean) / (scale + eps)[:, None]
+    return motion.reshape(x[first:last].shape)
 
 
 def moving_span(frames: Tensor) -> tuple[int, int]:

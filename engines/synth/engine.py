@@ -219,25 +219,27 @@ class Synthesizer:
     """Runs SynthModels with SynthParams; `backends` says which backend runs each network."""
 
     def __init__(self, models: SynthModels, params: SynthParams | None = None,
-                 device: str | torch.device = "cpu", cache_dir: str | None = None) -> None:
+                 device: str | torch.device = "cpu", cache_dir: str | None = None, threads: int = 0) -> None:
+        """`threads`: ONNX Runtime's intra-op threads for compiled graphs (0: its default, every core); a
+        process sets PyTorch's itself (torch.set_num_threads), the setting being global."""
         self.models, self.params = models, params or SynthParams()
         self.device = torch.device(device)
         self.schedule = DiffusionSchedule()
         self.griffin_lim = GriffinLim() if models.vocoder is None else None
         self.seconds: dict[str, float] = {}
-        self._graph = self._graphs(cache_dir)
+        self._graph = self._graphs(cache_dir, threads)
         # guidance through the denoiser needs its gradient: PyTorch, whatever the backend
         self._grad_denoiser = (self._graph["denoiser"] if self.backends["denoiser"] == "torch"
                                else PreparedDenoiser(models.melgen))
 
     # ------------------------------------------------------------ networks
 
-    def _graphs(self, cache_dir: str | None) -> dict[str, Callable[..., Any]]:
+    def _graphs(self, cache_dir: str | None, threads: int) -> dict[str, Callable[..., Any]]:
         """Each network by graph name (engines/synth/graphs.py), on the params' backend; `backends` says
         which backend runs each."""
         if self.params.backend != "torch":
             try:
-                return self._compiled_graphs(cache_dir)
+                return self._compiled_graphs(cache_dir, threads)
             except ValueError as exc:  # a model the graph builders cannot take: fall back, loudly
                 log.warning("the %s backend cannot take these models (%s); running them in PyTorch",
                             self.params.backend, exc)
@@ -256,9 +258,9 @@ class Synthesizer:
             self.backends["vocoder"] = "griffin-lim"
         return graph
 
-    def _compiled_graphs(self, cache_dir: str | None) -> dict[str, Callable[..., Any]]:
+    def _compiled_graphs(self, cache_dir: str | None, threads: int) -> dict[str, Callable[..., Any]]:
         m, p = self.models, self.params
-        from engines.backends import compile_graph
+        from engines.backends import BackendOptions, compile_graph
         from engines.synth import graphs
 
         specs = [graphs.frame_graph(m.lipreader.frontend), graphs.temporal_graph(m.lipreader.frontend),
@@ -267,7 +269,9 @@ class Synthesizer:
             specs.append(graphs.vocoder_graph(m.vocoder))
         if m.aligner is not None:
             specs += [graphs.aligner_graph(m.aligner), graphs.prior_graph(m.prior)]
-        graph = {s.name: compile_graph(s, p.backend, self.device, p.precision, cache_dir) for s in specs}
+        options = BackendOptions(threads=threads)
+        graph = {s.name: compile_graph(s, p.backend, self.device, p.precision, cache_dir, options)
+                 for s in specs}
         self.backends = {name: g.backend for name, g in graph.items()}
         if m.vocoder is None:
             self.backends["vocoder"] = "griffin-lim"

@@ -356,6 +356,13 @@ def test_trailing_motion_looks_only_back_over_its_window_whatever_the_gain_and_o
         assert rms.max() <= 1.0 + 1e-6
     still = trailing_motion(torch.ones(1, 5, 4, 4), 3)
     assert torch.equal(still, torch.zeros_like(still))
+    # a mouth nearly still after moving a lot, away from the origin: float32 keeps its small motion
+    settling = torch.randn(1, 40, 88, 88, generator=torch.Generator().manual_seed(3)) * 0.01
+    settling[:, :10] *= 300.0
+    settling += 5.0
+    exact = trailing_motion(settling.double(), 6)
+    assert exact[:, 20:].abs().amax() > 1.0  # the small motion, in units of its own window
+    assert torch.allclose(trailing_motion(settling, 6).double(), exact, atol=2e-3)
     padded = roi.clone()
     padded[1, 15:] = 7.0
     out = trailing_motion(padded, 6, torch.tensor([20, 15]))

@@ -17,6 +17,7 @@ import soundfile
 import torch
 from torch import nn
 
+from engines.backends.onnx_backend import OnnxGraph
 from engines.clipsets import VIDEO_EXTS, Clip
 from engines.data.loaders import decode_video
 from engines.eval.systems import make_system
@@ -238,9 +239,12 @@ def test_a_text_reader_reads_the_offline_text_and_the_lip_reader_still_feeds_mel
 
 def test_onnxruntime_runs_every_network_and_speaks_like_pytorch(models: SynthModels, tmp_path: Path) -> None:
     clip = features(25)
-    onnx = Synthesizer(models, SynthParams(backend="onnxruntime"), cache_dir=str(tmp_path))
+    onnx = Synthesizer(models, SynthParams(backend="onnxruntime"), cache_dir=str(tmp_path), threads=1)
     graphs = ("frame", "temporal", "reader", "denoiser", "vocoder")
     assert onnx.backends == dict.fromkeys(graphs, "onnxruntime")
+    sessions = [g._session for g in onnx._graph.values() if isinstance(g, OnnxGraph)]
+    assert len(sessions) >= 3
+    assert {s.get_session_options().intra_op_num_threads for s in sessions} == {1}
     want = Synthesizer(models, SynthParams()).synthesize(clip)
     got = onnx.synthesize(clip)
     assert got.text == want.text
