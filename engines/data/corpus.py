@@ -17,6 +17,10 @@ generated from it alone: speaker (round-robin over a seed-shuffled speaker order
 its share), split, sentence kind (GRID with probability `grid_fraction`, else open vocabulary),
 sentence, photo of the identity, render, compression and noise. So the same seed gives the same files,
 in any number of processes, and `--hours H` is the shortest prefix of that sequence of clips lasting H.
+That holds on one machine: another one, or other versions of the tools (`made_with`), can make slightly
+other bytes (session 30: session 1's code and today's made the bundled demo clip again, alike, but 1.2
+grey levels from session 1's file on average), so summary.json keeps a digest of each split's files of
+each kind, and figures measured on two corpora compare only where their test splits' digests match.
 
 Sentence split: a fixed ~20 % of sentences (a hash of the words: the same in every corpus) is reserved
 for val and test; train never says them. val = those sentences spoken by train speakers (about
@@ -500,4 +504,49 @@ def summarise(out: Path, results: Sequence[ClipResult], speakers: Sequence[Speak
         "made_s": round(made_s, 1), "x_real_time": round(made_s / wall_s, 2) if wall_s > 0 else None,
         "cpu_s": round(cpu_s, 1), "cpu_x_real_time": round(made_s * jobs / cpu_s, 2) if cpu_s > 0 else None,
         "stage_cpu_s": {k: round(v, 1) for k, v in stage.items()},
+        "digests": content_digests(out, [r.record for r in results]),
+        "made_with": tool_versions(),
     }
+
+
+def content_digests(out: Path, records: Sequence[dict]) -> dict[str, dict[str, str]]:
+    """Per split, per kind of clip file (mp4, wav, json, txt, noisy-KIND.wav), a hash of those files' bytes
+    in the order of `records` (manifest lines; module docstring: where the same seed need not make the same
+    bytes)."""
+    hashes: dict[str, dict[str, hashlib.blake2b]] = {}
+    for record in records:
+        stem = out / record["id"]
+        for path in sorted(stem.parent.glob(f"{stem.name}.*")):
+            kind = path.name[len(stem.name) + 1:]
+            split = hashes.setdefault(record["split"], {})
+            split.setdefault(kind, hashlib.blake2b(digest_size=8)).update(path.read_bytes())
+    return {split: {kind: h.hexdigest() for kind, h in sorted(kinds.items())}
+            for split, kinds in sorted(hashes.items())}
+
+
+def tool_versions() -> dict[str, str]:
+    """What shapes a clip's bytes besides our code, settings and seed: the rendering, encoding and speech
+    libraries, and the CPU (their SIMD paths)."""
+    import subprocess
+    from importlib import metadata
+
+    import av
+    import cv2
+
+    def package(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    try:
+        espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=10,
+                                check=False).stdout.split("Data at")[0].strip()
+    except (OSError, subprocess.TimeoutExpired):
+        espeak = "absent"
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return {"numpy": np.__version__, "opencv": cv2.__version__, "av": av.__version__,
+            "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "piper-tts": package("piper-tts"), "espeak-ng": espeak, "cpu": models[0] if models else "unknown"}

@@ -11,7 +11,15 @@ import pytest
 
 from engines.clipsets import detect_layout, load_clips, read_audio
 from engines.data import cli, mux
-from engines.data.corpus import MANIFEST, CorpusError, RunOptions, Settings, held_out_sentence, synth
+from engines.data.corpus import (
+    MANIFEST,
+    CorpusError,
+    RunOptions,
+    Settings,
+    content_digests,
+    held_out_sentence,
+    synth,
+)
 from engines.data.identities import Identity
 from engines.data.speakers import assign
 from engines.data.voices import voice_bank
@@ -128,6 +136,28 @@ def test_same_seed_same_files(corpus: tuple[Path, Path, dict], tmp_path: Path) -
     assert names == sorted(p.relative_to(again) for p in again.glob("*/*/*") if p.suffix in (".json", ".wav"))
     for name in names:
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
+
+
+@needs_faces
+def test_summary_digests_each_kind_of_file_per_split(corpus: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    out, _, summary = corpus
+    records = [json.loads(line) for line in (out / MANIFEST).read_text().splitlines()]
+    digests = summary["digests"]
+    assert digests == content_digests(out, records)
+    assert set(digests) == {r["split"] for r in records}
+    for kinds in digests.values():
+        assert {"mp4", "wav", "json", "txt", "noisy-babble.wav"} <= set(kinds)
+    assert {"opencv", "av", "libavcodec", "espeak-ng", "cpu"} <= set(summary["made_with"])
+    # one changed byte of one test clip's video: only the test split's mp4 digest moves
+    copy = copy_of(out, tmp_path)
+    video = sorted((copy / "test").glob("*/*.mp4"))[0]
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 1
+    video.write_bytes(bytes(data))
+    changed = content_digests(copy, records)
+    assert changed["test"]["mp4"] != digests["test"]["mp4"]
+    changed["test"]["mp4"] = digests["test"]["mp4"]
+    assert changed == digests
 
 
 @needs_faces
