@@ -11,7 +11,7 @@ APT_NONFREE := /etc/apt/sources.list.d/voxsight-contrib-non-free.sources
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: demo test bench lint setup system-deps clean
+.PHONY: demo test bench lint setup system-deps clean data
 
 # The live graph (launch/lip2speech_file.yaml) on the bundled clip: out/lip2speech.wav, the lip-read text,
 # whisper's transcript and a latency table. DEMO_ARGS: launch-file overrides, e.g.
@@ -37,6 +37,26 @@ bench: $(STAMP)
 	$(BIN)/python bench/samplers.py
 	$(BIN)/python bench/lip2speech.py ../shared/real/grid-dev --limit 3
 	$(BIN)/python bench/live.py bench --minutes 10
+
+# The training and evaluation data the README's "Data and training" starts from: the four synthetic corpora
+# in the order they came (main; faces derived from its training people; mouths closing between syllables;
+# mouths also resting open), their tracker features and phone lengths; every step resumes where it stopped.
+# About 3 hours on 2 cores; the main corpus (the evaluations' test split) comes first.
+DATA ?= /work/data
+SYNTH := $(BIN)/voxsight data synth --hours 2.2 --seed 1 --jobs 2
+FEATURES := $(BIN)/voxsight data features
+data: $(STAMP)
+	$(SYNTH) --out $(DATA)/voxsight-corpus
+	$(FEATURES) $(DATA)/voxsight-corpus --cache $(DATA)/features
+	$(BIN)/voxsight data morph --corpus $(DATA)/voxsight-corpus --out $(DATA)/faces-morph
+	$(BIN)/voxsight data synth --out $(DATA)/morph-corpus --faces $(DATA)/faces-morph --hours 1.5 --seed 4 \
+	  --val-fraction 0 --noisy none --jobs 2
+	$(FEATURES) $(DATA)/morph-corpus --cache $(DATA)/features
+	$(SYNTH) --out $(DATA)/closure-corpus --closure 1 --noisy none
+	$(FEATURES) $(DATA)/closure-corpus --cache $(DATA)/features
+	$(SYNTH) --out $(DATA)/rest-corpus --closure 1 --rest-open 0.3 --noisy none
+	$(FEATURES) $(DATA)/rest-corpus --cache $(DATA)/features
+	$(BIN)/python -m engines.text.durations $(DATA)/voxsight-corpus $(DATA)/morph-corpus
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
