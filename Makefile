@@ -48,7 +48,8 @@ FEATURES := $(BIN)/voxsight data features
 data: $(STAMP)
 	$(SYNTH) --out $(DATA)/voxsight-corpus
 	$(FEATURES) $(DATA)/voxsight-corpus --cache $(DATA)/features
-	$(BIN)/voxsight data morph --corpus $(DATA)/voxsight-corpus --out $(DATA)/faces-morph
+	test -d $(DATA)/faces-morph || $(BIN)/voxsight data morph --corpus $(DATA)/voxsight-corpus \
+	  --out $(DATA)/faces-morph
 	$(BIN)/voxsight data synth --out $(DATA)/morph-corpus --faces $(DATA)/faces-morph --hours 1.5 --seed 4 \
 	  --val-fraction 0 --noisy none --jobs 2
 	$(FEATURES) $(DATA)/morph-corpus --cache $(DATA)/features

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -107,14 +108,17 @@ def training_people(corpus: Path, faces: Path) -> list[dict]:
 def make_folder(corpus: Path, faces: Path, out: Path, per_pair: int = 2, seed: int = 0,
                 progress: bool = True) -> dict:
     """A folder of morphs of the corpus's training people with its speakers.csv (module docstring);
-    returns a summary. Photos in which the mesh finds no face are skipped (and counted)."""
+    returns a summary. Photos in which the mesh finds no face are skipped (and counted). The folder
+    is made beside `out` and renamed at the end: an `out` that exists is whole, a stopped run starts over."""
     if per_pair < 1:
         raise ValueError(f"per_pair must be at least 1, got {per_pair}")
     if out.is_dir() and any(out.iterdir()):
         raise ValueError(f"{out}: not empty; give a new folder")
     people = training_people(corpus, faces)
     rng = np.random.default_rng([seed, _STREAM])
-    out.mkdir(parents=True, exist_ok=True)
+    final, out = out, out.with_name(out.name + ".partial")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     rows, skipped = [], 0
     pairs = list(itertools.combinations(people, 2))
     with FaceMesh(max_faces=1, static=True) as mesh:
@@ -149,5 +153,8 @@ def make_folder(corpus: Path, faces: Path, out: Path, per_pair: int = 2, seed: i
         writer = csv.writer(f)
         writer.writerow(("file", "identity", "gender", "voice"))
         writer.writerows(rows)
+    if final.is_dir():
+        final.rmdir()
+    out.rename(final)
     return {"identities": len({r[1] for r in rows}), "photos": len(rows), "skipped": skipped,
-            "pairs": len(pairs), "out": str(out)}
+            "pairs": len(pairs), "out": str(final)}

@@ -67,7 +67,11 @@ def _corpus_record(root: Path) -> Path:
 def test_a_morph_folder_holds_training_people_only_with_their_voices(tmp_path: Path) -> None:
     corpus = _corpus_record(tmp_path / "corpus")
     out = tmp_path / "morphs"
+    stopped = tmp_path / "morphs.partial"  # what a stopped run leaves: cleared, never taken for the folder
+    stopped.mkdir()
+    (stopped / "half.jpg").write_bytes(b"")
     summary = make_folder(corpus, FACES, out, per_pair=2, seed=1, progress=False)
+    assert not stopped.exists() and not (out / "half.jpg").exists()
     assert summary == {"identities": 1, "photos": 2, "skipped": 0, "pairs": 1, "out": str(out)}
     (found,) = identities.load(out)
     assert found.id == "anna+bob" and len(found.photos) == 2
