@@ -460,7 +460,8 @@ def synth(out: Path | str, settings: Settings, options: RunOptions) -> dict:
                 made_s += result.duration_s
                 for k, v in result.stage_cpu_s.items():
                     stage[k] += v
-            bar.update(round(result.duration_s / 60, 4) if unit == "hours" else 1)
+            # The last clip overruns the target; the bar stops at its total.
+            bar.update(min(round(result.duration_s / 60, 4) if unit == "hours" else 1, bar.total - bar.n))
             bar.set_postfix_str(f"{made_s / max(time.perf_counter() - started, 1e-9):.1f}x real time")
     finally:
         bar.close()
