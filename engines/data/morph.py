@@ -116,9 +116,9 @@ def make_folder(corpus: Path, faces: Path, out: Path, per_pair: int = 2, seed: i
         raise ValueError(f"{out}: not empty; give a new folder")
     people = training_people(corpus, faces)
     rng = np.random.default_rng([seed, _STREAM])
-    final, out = out, out.with_name(out.name + ".partial")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     rows, skipped = [], 0
     pairs = list(itertools.combinations(people, 2))
     with FaceMesh(max_faces=1, static=True) as mesh:
@@ -145,16 +145,16 @@ def make_folder(corpus: Path, faces: Path, out: Path, per_pair: int = 2, seed: i
                     skipped += 1
                     continue
                 file = f"{name}-{k}.jpg"
-                cv2.imwrite(str(out / file), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                cv2.imwrite(str(partial / file), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
                 rows.append((file, name, lead["gender"], lead["voice"]))
-    with open(out / "speakers.csv", "w", newline="") as f:
+    with open(partial / "speakers.csv", "w", newline="") as f:
         f.write(f"# Morphs of the training people of {Path(corpus).resolve()} (engines.data.morph, seed "
                 f"{seed}); each pair has the gender and voice of one of its two people.\n")
         writer = csv.writer(f)
         writer.writerow(("file", "identity", "gender", "voice"))
         writer.writerows(rows)
-    if final.is_dir():
-        final.rmdir()
-    out.rename(final)
+    if out.is_dir():
+        out.rmdir()
+    partial.rename(out)
     return {"identities": len({r[1] for r in rows}), "photos": len(rows), "skipped": skipped,
-            "pairs": len(pairs), "out": str(final)}
+            "pairs": len(pairs), "out": str(out)}
