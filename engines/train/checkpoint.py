@@ -315,16 +315,17 @@ def load_ref(ref: str | Path, kind: str | None = None,
     return ckpt
 
 
-def weights_digest(model: nn.Module) -> str:
+def weights_digest(model: nn.Module, exact: bool = False) -> str:
     """A short hash of a model's weights at float16 precision, so a training checkpoint and its float16
-    export hash alike: a MelGen records the digest of the lip reader whose features it was trained on."""
+    export hash alike: a MelGen records the digest of the lip reader whose features it was trained on.
+    `exact` hashes every bit instead (a key for stored outputs of the model)."""
     import hashlib
 
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         value = tensor.detach().cpu()
-        h.update((value.half() if value.is_floating_point() else value).numpy().tobytes())
+        h.update((value.half() if value.is_floating_point() and not exact else value).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -512,16 +512,20 @@ class ConditionCache:
     aligner's input). With `moves` (the phone aligner, whose labels can follow), the augmentations may also
     move a clip's start and end (onset_trim, onset_hold, end_hold; not tempo): `moved[clip][variant]` is
     then (lead, tail), the frames held before (dropped, if negative) and after the clip (augment.move_onset),
-    and each variant has its own length."""
+    and each variant has its own length.
+
+    Each clip's conditions are also kept on disk beside the features (`conditions/` under the samples'
+    cache), keyed by the networks' weights, these options, the clip's index and its content: a resumed
+    or repeated training with the same reader skips the frozen networks (they take most of a short
+    fine-tune's time: ~20–45 minutes on 2 cores for the four corpora)."""
 
     def __init__(self, samples: Any, lipreader: nn.Module, identity_encoder: nn.Module | None, kind: str,
                  progress: bool = True, variants: int = 1, augment: LipAugment | None = None,
                  seed: int = 0, moves: bool = False) -> None:
         from tqdm import tqdm
 
+        from engines.data.cache import FeatureCache, content_hash
         from engines.data.loaders import TorchSamples
-        from engines.models.lipreader import condition_features
-        from engines.models.melgen import join_condition
 
         if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
             raise RecipeError(f"condition_variants {variants} needs >= 1, and augmentations when above 1")
@@ -533,26 +537,52 @@ class ConditionCache:
         # the move is drawn first, then the rest as augment_lips draws it without one
         steady = dataclasses.replace(augment, onset_trim=0, onset_hold=0, end_hold=0) if moving else augment
         items = TorchSamples(samples, window=0)
+        networks = [checkpoint.weights_digest(net, exact=True)
+                    for net in (lipreader, identity_encoder) if net is not None]
+        self.stored = FeatureCache(samples.cache.root / "conditions", "|".join(map(str, (
+            "conditions-1", *networks, kind, variants, augment, seed, moves))))
         self.conds: dict[str, list[torch.Tensor]] = {}  # clip → per variant (T_v, C)
         self.moved: dict[str, list[tuple[int, int]]] = {}
         with torch.no_grad():
             for i in tqdm(range(len(items)), unit="clip", desc="conditions", disable=not progress):
-                it = items[i]
-                identity = identity_encoder(it["face"][None]) if identity_encoder is not None else None
-                conds, moved = [], []
-                for v in range(variants):
-                    seen, lead, tail = it, 0, 0
-                    if v:
-                        rng = np.random.default_rng(derive_seed(seed, v, i))
-                        if moving:
-                            lead, tail = draw_move(augment, rng, it["lips"].shape[0])
-                            seen = move_onset(it, lead, tail)
-                        seen = augment_lips(seen, steady, rng)
-                    visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
-                    cond = join_condition(visual, identity) if identity is not None else visual
-                    conds.append(cond[0].half())
-                    moved.append((lead, tail))
-                self.conds[it["id"]], self.moved[it["id"]] = conds, moved
+                ref = samples.clips[i]
+                # augmentations are drawn from the clip's index, so it is part of the key
+                key = content_hash(ref.files, salt=f"{self.stored.version}|{i}")
+                arrays = self.stored.load(key)
+                if arrays is None:
+                    arrays = self._compute(items[i], i, lipreader, identity_encoder, kind, variants, augment,
+                                           steady, seed)
+                    self.stored.store(key, arrays)
+                    self.stored.misses += 1
+                else:
+                    self.stored.hits += 1
+                self.conds[ref.id] = [torch.from_numpy(arrays[f"v{v}"]) for v in range(variants)]
+                self.moved[ref.id] = [(int(lead), int(tail)) for lead, tail in arrays["moved"]]
+
+    @staticmethod
+    def _compute(it: dict[str, Any], index: int, lipreader: nn.Module, identity_encoder: nn.Module | None,
+                 kind: str, variants: int, augment: LipAugment | None, steady: LipAugment | None,
+                 seed: int) -> dict[str, np.ndarray]:
+        """One clip's arrays as stored: v0 … v{variants−1} (T_v, C) float16 and moved (variants, 2)."""
+        from engines.models.lipreader import condition_features
+        from engines.models.melgen import join_condition
+
+        identity = identity_encoder(it["face"][None]) if identity_encoder is not None else None
+        arrays, moved = {}, []
+        for v in range(variants):
+            seen, lead, tail = it, 0, 0
+            if v:
+                rng = np.random.default_rng(derive_seed(seed, v, index))
+                if augment is not None and augment.moves_onset:
+                    lead, tail = draw_move(augment, rng, it["lips"].shape[0])
+                    seen = move_onset(it, lead, tail)
+                seen = augment_lips(seen, steady, rng)
+            visual = condition_features(lipreader(seen["video"], seen["lips"][None]), kind)
+            cond = join_condition(visual, identity) if identity is not None else visual
+            arrays[f"v{v}"] = cond[0].half().numpy()
+            moved.append((lead, tail))
+        arrays["moved"] = np.array(moved, dtype=np.int64).reshape(variants, 2)
+        return arrays
 
     def window(self, ids: Sequence[str], starts: Sequence[int], frames: int,
                variants: Sequence[int] | None = None) -> torch.Tensor:

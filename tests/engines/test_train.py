@@ -400,6 +400,21 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     with pytest.raises(recipes.RecipeError, match="tempo"):
         recipes.ConditionCache(samples, models.lipreader, None, "reader", False, variants=2,
                                augment=LipAugment(tempo=0.1), moves=True)
+    # Kept on disk: built again with the same networks, the networks do not run; with other weights, they do.
+    calls: list[int] = []
+    hook = models.lipreader.register_forward_hook(lambda *_: calls.append(1))
+    again = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False,
+                                   variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
+    assert calls == [] and (again.stored.hits, again.stored.misses) == (len(samples), 0)
+    for clip, conds in cache.conds.items():
+        assert all(torch.equal(a, b) for a, b in zip(conds, again.conds[clip], strict=True))
+    assert again.moved == cache.moved
+    with torch.no_grad():
+        next(models.lipreader.parameters()).add_(1e-3)
+    changed = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False,
+                                     variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
+    assert len(calls) == 2 * len(samples) and changed.stored.misses == len(samples)
+    hook.remove()
 
 
 def test_moved_labels_follow_the_frames() -> None:
