@@ -63,8 +63,12 @@ class FeatureCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
+        try:
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half file behind
+            raise
         return path
 
     def get(self, files: Iterable[Path],

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from engines.train import checkpoint, distributed
 from engines.train.augment import LipAugment, augment_lips, draw_move, move_onset
 from engines.train.distributed import Context, derive_seed
 
+log = logging.getLogger(__name__)
 
 class RecipeError(ValueError):
     """A recipe that cannot be built as configured: the message says why."""
@@ -543,6 +545,7 @@ class ConditionCache:
             "conditions-1", *networks, kind, variants, augment, seed, moves))))
         self.conds: dict[str, list[torch.Tensor]] = {}  # clip → per variant (T_v, C)
         self.moved: dict[str, list[tuple[int, int]]] = {}
+        writable = True
         with torch.no_grad():
             for i in tqdm(range(len(items)), unit="clip", desc="conditions", disable=not progress):
                 ref = samples.clips[i]
@@ -552,8 +555,14 @@ class ConditionCache:
                 if arrays is None:
                     arrays = self._compute(items[i], i, lipreader, identity_encoder, kind, variants, augment,
                                            steady, seed)
-                    self.stored.store(key, arrays)
                     self.stored.misses += 1
+                    if writable:
+                        try:
+                            self.stored.store(key, arrays)
+                        except OSError as e:  # a full or read-only disk: training still has them in memory
+                            writable = False
+                            log.warning("conditions are not kept on disk (%s); this run holds them in "
+                                        "memory", e)
                 else:
                     self.stored.hits += 1
                 self.conds[ref.id] = [torch.from_numpy(arrays[f"v{v}"]) for v in range(variants)]

@@ -74,6 +74,19 @@ def test_cache_hits_by_content_and_rewrites_unreadable_files(tmp_path: Path) -> 
     assert len(made) == 3
 
 
+def test_a_failed_store_leaves_no_half_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = FeatureCache(tmp_path / "cache", version="v1")
+
+    def full_disk(path: Path, **_: object) -> None:  # a full disk cannot be had here: half written, then
+        Path(path).write_bytes(b"PK half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("engines.data.cache.np.savez_compressed", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        cache.store("ab" * 20, {"x": np.arange(4)})
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
 # ---------------------------------------------------------------- GRID
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -338,7 +340,8 @@ def smoke_config(tmp_path: Path, model: str, **recipe: str) -> Path:
 
 
 @pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
-def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_which(tmp_path: Path) -> None:
+def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_which(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from engines.synth.models import SynthModels
 
     data = tmp_path / "grid"  # the clips under GRID speaker folders: the identity encoder needs two
@@ -415,6 +418,13 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
                                      variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
     assert len(calls) == 2 * len(samples) and changed.stored.misses == len(samples)
     hook.remove()
+    # A disk that cannot take them (here: a file where the folder goes) only costs the saving.
+    shutil.rmtree(samples.cache.root / "conditions")
+    (samples.cache.root / "conditions").write_text("in the way")
+    with caplog.at_level(logging.WARNING, logger="engines.train.recipes"):
+        unkept = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False)
+    assert set(unkept.conds) == set(plain.conds) and "not kept on disk" in caplog.text
+    assert caplog.text.count("not kept on disk") == 1
 
 
 def test_moved_labels_follow_the_frames() -> None:
