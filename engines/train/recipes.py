@@ -547,7 +547,7 @@ class ConditionCache:
         self.moved: dict[str, list[tuple[int, int]]] = {}
         writable = True
         with torch.no_grad():
-            for i in tqdm(range(len(items)), unit="clip", desc="conditions", disable=not progress):
+            for i in (bar := tqdm(range(len(items)), unit="clip", desc="conditions", disable=not progress)):
                 ref = samples.clips[i]
                 # augmentations are drawn from the clip's index, so it is part of the key
                 key = content_hash(ref.files, salt=f"{self.stored.version}|{i}")
@@ -565,6 +565,7 @@ class ConditionCache:
                                         "memory", e)
                 else:
                     self.stored.hits += 1
+                    bar.set_postfix_str(f"{self.stored.hits} from disk", refresh=False)
                 self.conds[ref.id] = [torch.from_numpy(arrays[f"v{v}"]) for v in range(variants)]
                 self.moved[ref.id] = [(int(lead), int(tail)) for lead, tail in arrays["moved"]]
 
