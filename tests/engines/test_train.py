@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -340,8 +341,7 @@ def smoke_config(tmp_path: Path, model: str, **recipe: str) -> Path:
 
 
 @pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
-def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_which(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_which(tmp_path: Path) -> None:
     from engines.synth.models import SynthModels
 
     data = tmp_path / "grid"  # the clips under GRID speaker folders: the identity encoder needs two
@@ -403,28 +403,60 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     with pytest.raises(recipes.RecipeError, match="tempo"):
         recipes.ConditionCache(samples, models.lipreader, None, "reader", False, variants=2,
                                augment=LipAugment(tempo=0.1), moves=True)
-    # Kept on disk: built again with the same networks, the networks do not run; with other weights, they do.
+
+
+def test_conditions_are_kept_on_disk_and_found_again(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from engines.data import loaders
+    from engines.models.identity import IdentityConfig, IdentityEncoder
+    from engines.models.lipreader import LipReader, LipReaderConfig
+    from engines.train.augment import LipAugment
+
+    # Three clips' features put straight into a real feature cache (their media need only be bytes).
+    rng = np.random.default_rng(0)
+    refs = []
+    for i in range(3):
+        video = tmp_path / f"clip{i}.mp4"
+        video.write_bytes(f"clip {i}".encode())
+        refs.append(loaders.ClipRef(f"c{i}", "list", video, video))
+    samples = loaders.SampleSet(refs, tmp_path / "features")
+    for ref, frames in zip(refs, (9, 12, 7), strict=True):
+        samples.cache.get(ref.files, lambda frames=frames: {
+            "mouth_rois": rng.integers(0, 256, (frames, 88, 88), dtype=np.uint8),
+            "lip_geometry": rng.standard_normal((frames, 82)).astype(np.float32),
+            "valid": np.ones(frames, dtype=bool),
+            "face_crop": rng.integers(0, 256, (112, 112, 3), dtype=np.uint8),
+            "mel": rng.standard_normal((80, 4 * frames)).astype(np.float32)})
+    torch.manual_seed(0)
+    reader, identity = LipReader(LipReaderConfig()).eval(), IdentityEncoder(IdentityConfig()).eval()
+    augment = LipAugment(brightness=0.3, shift=0.05)
+
+    def build() -> recipes.ConditionCache:
+        return recipes.ConditionCache(samples, reader, identity, "reader", False, 2, augment)
+
+    first = build()
+    assert (first.stored.hits, first.stored.misses) == (0, 3)
+    # Built again with the same networks, the networks do not run; with other weights, they do.
     calls: list[int] = []
-    hook = models.lipreader.register_forward_hook(lambda *_: calls.append(1))
-    again = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False,
-                                   variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
-    assert calls == [] and (again.stored.hits, again.stored.misses) == (len(samples), 0)
-    for clip, conds in cache.conds.items():
+    hook = reader.register_forward_hook(lambda *_: calls.append(1))
+    again = build()
+    assert calls == [] and (again.stored.hits, again.stored.misses) == (3, 0)
+    for clip, conds in first.conds.items():
         assert all(torch.equal(a, b) for a, b in zip(conds, again.conds[clip], strict=True))
-    assert again.moved == cache.moved
+    assert again.moved == first.moved
     with torch.no_grad():
-        next(models.lipreader.parameters()).add_(1e-3)
-    changed = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False,
-                                     variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
-    assert len(calls) == 2 * len(samples) and changed.stored.misses == len(samples)
+        next(reader.parameters()).add_(1e-3)
+    changed = build()
+    assert len(calls) == 2 * 3 and changed.stored.misses == 3
     hook.remove()
     # A disk that cannot take them (here: a file where the folder goes) only costs the saving.
     shutil.rmtree(samples.cache.root / "conditions")
     (samples.cache.root / "conditions").write_text("in the way")
     with caplog.at_level(logging.WARNING, logger="engines.train.recipes"):
-        unkept = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False)
-    assert set(unkept.conds) == set(plain.conds) and "not kept on disk" in caplog.text
-    assert caplog.text.count("not kept on disk") == 1
+        unkept = build()
+    assert set(unkept.conds) == {"c0", "c1", "c2"} and caplog.text.count("not kept on disk") == 1
+    for clip, conds in changed.conds.items():
+        assert all(torch.equal(a, b) for a, b in zip(conds, unkept.conds[clip], strict=True))
 
 
 def test_moved_labels_follow_the_frames() -> None:
