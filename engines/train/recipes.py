@@ -835,6 +835,13 @@ class StreamedPhones:
             out[-fresh:] = self.tails[cut - 1, -fresh:].long()
         return out
 
+    def committed(self, hop: int, lookahead: int) -> torch.Tensor:
+        """The clip's labels (steps · frames,) as the live node commits them: each hop [s, s + hop) read with
+        the features cut `lookahead` frames past it."""
+        frames = len(self.tails)
+        return torch.cat([self.window(s, min(hop, frames - s) + lookahead)[:self.steps * min(hop, frames - s)]
+                          for s in range(0, frames, hop)])
+
 
 def prior(model: nn.Module, config: Any, options: PriorOptions, data: DataOptions, train: Any,
           ctx: Context) -> Recipe:

@@ -483,6 +483,11 @@ def test_streamed_phones_are_what_a_stream_reads_at_each_window_end() -> None:
     with torch.no_grad():
         whole = aligner(features[None]).argmax(dim=-1)[0]
     assert not torch.equal(streamed.window(0, 4), whole[:16])  # a cut reads its end differently
+    # Committed hop by hop: a look-ahead as long as the aligner's reads as the whole clip does.
+    assert torch.equal(streamed.committed(5, aligner.receptive_field()[1]), whole)
+    committed = streamed.committed(5, 0)
+    assert len(committed) == len(whole) and torch.equal(committed[:16], streamed.window(0, 5)[:16])
+    assert not torch.equal(committed, whole)
 
 
 def test_stream_cuts_is_a_share() -> None:

@@ -1,0 +1,72 @@
+"""How well a phone aligner reads each 10-ms step's phone on a corpus split, over whole clips and as the
+live node reads them: hop by hop, each hop's phones read with the reader's features cut at the end of its
+look-ahead (engines.train.recipes.StreamedPhones.committed). The live node's prior speaks those phones, so
+their accuracy bounds what its speech can say; the gap between the two columns is what streaming costs.
+
+Run: `.venv/bin/python bench/aligner_phones.py CORPUS [CORPUS ...] --cache FEATURES [--split test]
+[--lipreader NAME_OR_PATH] [--aligner NAME_OR_PATH] [--hop 5] [--lookahead 3] [--limit N]`
+(from the repository root). Features come
+from the training feature cache and the reader's features from the condition cache beside it
+(engines.train.recipes.ConditionCache), so a second run is quick. Labels are each clip's true phone
+timeline (our synthetic corpora record it), so real clips cannot be scored. Prints a markdown table:
+step accuracy over all steps and over speech steps (true phone not silence), whole clips and streamed,
+per corpus and sentence kind (GRID grammar, the eval table's, or open vocabulary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engines.data.loaders import load
+from engines.text.ctc import GRID_GRAMMAR
+from engines.text.phones import SILENCE
+from engines.train.recipes import ConditionCache, StreamedPhones, load_frozen, true_labels
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("corpora", nargs="+")
+    p.add_argument("--cache", required=True, help="feature cache folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--lipreader", default="lipreader", help="shipped name or checkpoint path")
+    p.add_argument("--aligner", default="aligner", help="shipped name or checkpoint path")
+    p.add_argument("--hop", type=int, default=5, help="frames a window commits (the node's hop_frames)")
+    p.add_argument("--lookahead", type=int, default=3, help="frames read past the hop (lookahead_frames)")
+    p.add_argument("--features", default="reader", choices=("visual", "reader"),
+                   help="the reader's features the aligner was trained on (its recipe's `features`)")
+    p.add_argument("--limit", type=int, default=0)
+    args = p.parse_args()
+
+    reader, aligner = load_frozen(args.lipreader, "lipreader"), load_frozen(args.aligner, "aligner")
+    rows = ["| corpus | sentences | clips | steps | whole clips | streamed | speech steps: whole | streamed |"
+            "\n|---|---|---|---|---|---|---|---|"]
+    for corpus in args.corpora:
+        samples = load(corpus, args.cache, split=args.split or None, limit=args.limit or None)
+        conds = ConditionCache(samples, reader, None, args.features)
+        # per sentence kind: clips, steps, speech steps, then right: whole, streamed, both on speech steps
+        counts: dict[str, list[int]] = defaultdict(lambda: [0] * 7)
+        for clip in samples.clips:
+            phones = StreamedPhones(aligner, conds.conds[clip.id][0].float())
+            truth = true_labels(clip, len(phones.whole), phones.steps)
+            spoken = truth != SILENCE
+            whole = phones.whole.long() == truth
+            live = phones.committed(args.hop, args.lookahead) == truth
+            row = counts["GRID" if (clip.text or "") in GRID_GRAMMAR else "open"]
+            for k, n in enumerate((1, len(truth), spoken.sum(), whole.sum(), live.sum(), whole[spoken].sum(),
+                                   live[spoken].sum())):
+                row[k] += int(n)
+        for kind, (clips, steps, speech, whole, live, whole_speech, live_speech) in sorted(counts.items()):
+            rows.append(f"| {corpus} | {kind} | {clips} | {steps} | {whole / steps:.1%} | "
+                        f"{live / steps:.1%} | {whole_speech / speech:.1%} | {live_speech / speech:.1%} |")
+    print(f"`{' '.join([Path(sys.executable).name, *sys.argv])}`\n")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
