@@ -54,6 +54,7 @@ from engines.train.distributed import Context, derive_seed
 
 log = logging.getLogger(__name__)
 
+
 class RecipeError(ValueError):
     """A recipe that cannot be built as configured: the message says why."""
 
