@@ -10,7 +10,9 @@ from the training feature cache and the reader's features from the condition cac
 (engines.train.recipes.ConditionCache), so a second run is quick. Labels are each clip's true phone
 timeline (our synthetic corpora record it), so real clips cannot be scored. Prints a markdown table:
 step accuracy over all steps and over speech steps (true phone not silence), whole clips and streamed,
-per corpus and sentence kind (GRID grammar, the eval table's, or open vocabulary).
+per corpus and sentence kind (GRID grammar, the eval table's, or open vocabulary), and the share of the
+streamed speech steps read wrong that lie within 20 ms of a true phone boundary (timing rather than
+identity: a phone heard a step early or late) beside the share of all speech steps that do.
 """
 
 from __future__ import annotations
@@ -20,12 +22,23 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.data.loaders import load
 from engines.text.ctc import GRID_GRAMMAR
 from engines.text.phones import SILENCE
 from engines.train.recipes import ConditionCache, StreamedPhones, load_frozen, true_labels
+
+
+def near_boundary(labels: torch.Tensor, steps: int) -> torch.Tensor:
+    """Steps whose centre lies within `steps` steps of a change of label: where a timing error, not a wrong
+    phone, can land."""
+    near = torch.zeros(len(labels), dtype=torch.bool)
+    for i in (torch.nonzero(labels[1:] != labels[:-1])[:, 0] + 1).tolist():  # a boundary before step i
+        near[max(0, i - steps):i + steps] = True
+    return near
 
 
 def main() -> int:
@@ -43,13 +56,15 @@ def main() -> int:
     args = p.parse_args()
 
     reader, aligner = load_frozen(args.lipreader, "lipreader"), load_frozen(args.aligner, "aligner")
-    rows = ["| corpus | sentences | clips | steps | whole clips | streamed | speech steps: whole | streamed |"
-            "\n|---|---|---|---|---|---|---|---|"]
+    rows = ["| corpus | sentences | clips | steps | whole clips | streamed | speech steps: whole | streamed "
+            "| streamed errors near a boundary | speech steps near one |\n" + "|---" * 10 + "|"]
     for corpus in args.corpora:
         samples = load(corpus, args.cache, split=args.split or None, limit=args.limit or None)
         conds = ConditionCache(samples, reader, None, args.features)
-        # per sentence kind: clips, steps, speech steps, then right: whole, streamed, both on speech steps
-        counts: dict[str, list[int]] = defaultdict(lambda: [0] * 7)
+        # per sentence kind: clips, steps, speech steps, then right: whole, streamed, both on speech steps;
+        # then the streamed speech steps read wrong, of those the ones near a true phone boundary, and all
+        # speech steps near one (the share errors would have there by chance)
+        counts: dict[str, list[int]] = defaultdict(lambda: [0] * 10)
         for clip in samples.clips:
             phones = StreamedPhones(aligner, conds.conds[clip.id][0].float())
             truth = true_labels(clip, len(phones.whole), phones.steps)
@@ -57,12 +72,16 @@ def main() -> int:
             whole = phones.whole.long() == truth
             live = phones.committed(args.hop, args.lookahead) == truth
             row = counts["GRID" if (clip.text or "") in GRID_GRAMMAR else "open"]
+            wrong, near = spoken & ~live, near_boundary(truth, 2)
             for k, n in enumerate((1, len(truth), spoken.sum(), whole.sum(), live.sum(), whole[spoken].sum(),
-                                   live[spoken].sum())):
+                                   live[spoken].sum(), wrong.sum(), (wrong & near).sum(),
+                                   (spoken & near).sum())):
                 row[k] += int(n)
-        for kind, (clips, steps, speech, whole, live, whole_speech, live_speech) in sorted(counts.items()):
+        for kind, (clips, steps, speech, whole, live, whole_speech, live_speech, wrong, near_wrong,
+                   near_speech) in sorted(counts.items()):
             rows.append(f"| {corpus} | {kind} | {clips} | {steps} | {whole / steps:.1%} | "
-                        f"{live / steps:.1%} | {whole_speech / speech:.1%} | {live_speech / speech:.1%} |")
+                        f"{live / steps:.1%} | {whole_speech / speech:.1%} | {live_speech / speech:.1%} | "
+                        f"{near_wrong / max(wrong, 1):.1%} | {near_speech / speech:.1%} |")
     print(f"`{' '.join([Path(sys.executable).name, *sys.argv])}`\n")
     print("\n".join(rows))
     return 0
