@@ -41,8 +41,9 @@ class FeatureCache:
         self.version = version
         self.hits = self.misses = self.rewrites = 0
 
-    def key(self, files: Iterable[Path]) -> str:
-        return content_hash(files, salt=self.version)
+    def key(self, files: Iterable[Path], extra: str = "") -> str:
+        """The key of the arrays made from `files`; `extra` names anything else they depend on."""
+        return content_hash(files, salt=f"{self.version}|{extra}" if extra else self.version)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"

@@ -527,7 +527,7 @@ class ConditionCache:
                  seed: int = 0, moves: bool = False) -> None:
         from tqdm import tqdm
 
-        from engines.data.cache import FeatureCache, content_hash
+        from engines.data.cache import FeatureCache
         from engines.data.loaders import TorchSamples
 
         if variants < 1 or (variants > 1 and (augment is None or not augment.active)):
@@ -546,29 +546,33 @@ class ConditionCache:
             "conditions-1", *networks, kind, variants, augment, seed, moves))))
         self.conds: dict[str, list[torch.Tensor]] = {}  # clip → per variant (T_v, C)
         self.moved: dict[str, list[tuple[int, int]]] = {}
-        writable = True
+        self._writable = True
         with torch.no_grad():
             for i in (bar := tqdm(range(len(items)), unit="clip", desc="conditions", disable=not progress)):
                 ref = samples.clips[i]
-                # augmentations are drawn from the clip's index, so it is part of the key
-                key = content_hash(ref.files, salt=f"{self.stored.version}|{i}")
+                key = self.stored.key(ref.files, str(i))  # augmentations are drawn from the clip's index
                 arrays = self.stored.load(key)
                 if arrays is None:
                     arrays = self._compute(items[i], i, lipreader, identity_encoder, kind, variants, augment,
                                            steady, seed)
-                    self.stored.misses += 1
-                    if writable:
-                        try:
-                            self.stored.store(key, arrays)
-                        except OSError as e:  # a full or read-only disk: training still has them in memory
-                            writable = False
-                            log.warning("conditions are not kept on disk (%s); this run holds them in "
-                                        "memory", e)
+                    self._keep(key, arrays)
                 else:
                     self.stored.hits += 1
                     bar.set_postfix_str(f"{self.stored.hits} from disk", refresh=False)
                 self.conds[ref.id] = [torch.from_numpy(arrays[f"v{v}"]) for v in range(variants)]
                 self.moved[ref.id] = [(int(lead), int(tail)) for lead, tail in arrays["moved"]]
+
+    def _keep(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store a computed clip; a full or read-only disk only costs the saving (the run keeps them in
+        memory), said once."""
+        self.stored.misses += 1
+        if not self._writable:
+            return
+        try:
+            self.stored.store(key, arrays)
+        except OSError as e:
+            self._writable = False
+            log.warning("conditions are not kept on disk (%s); this run holds them in memory", e)
 
     @staticmethod
     def _compute(it: dict[str, Any], index: int, lipreader: nn.Module, identity_encoder: nn.Module | None,
