@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -61,27 +61,27 @@ def main() -> int:
     for corpus in args.corpora:
         samples = load(corpus, args.cache, split=args.split or None, limit=args.limit or None)
         conds = ConditionCache(samples, reader, None, args.features)
-        # per sentence kind: clips, steps, speech steps, then right: whole, streamed, both on speech steps;
-        # then the streamed speech steps read wrong, of those the ones near a true phone boundary, and all
-        # speech steps near one (the share errors would have there by chance)
-        counts: dict[str, list[int]] = defaultdict(lambda: [0] * 10)
+        counts: dict[str, Counter[str]] = defaultdict(Counter)  # per sentence kind, each a count of steps
         for clip in samples.clips:
             phones = StreamedPhones(aligner, conds.conds[clip.id][0].float())
             truth = true_labels(clip, len(phones.whole), phones.steps)
-            spoken = truth != SILENCE
+            speech, near = truth != SILENCE, near_boundary(truth, 2)
             whole = phones.whole.long() == truth
             live = phones.committed(args.hop, args.lookahead) == truth
             row = counts["GRID" if (clip.text or "") in GRID_GRAMMAR else "open"]
-            wrong, near = spoken & ~live, near_boundary(truth, 2)
-            for k, n in enumerate((1, len(truth), spoken.sum(), whole.sum(), live.sum(), whole[spoken].sum(),
-                                   live[spoken].sum(), wrong.sum(), (wrong & near).sum(),
-                                   (spoken & near).sum())):
-                row[k] += int(n)
-        for kind, (clips, steps, speech, whole, live, whole_speech, live_speech, wrong, near_wrong,
-                   near_speech) in sorted(counts.items()):
-            rows.append(f"| {corpus} | {kind} | {clips} | {steps} | {whole / steps:.1%} | "
-                        f"{live / steps:.1%} | {whole_speech / speech:.1%} | {live_speech / speech:.1%} | "
-                        f"{near_wrong / max(wrong, 1):.1%} | {near_speech / speech:.1%} |")
+            row["clips"] += 1
+            # wrong: streamed speech steps read wrong; speech near: where errors would lie by chance
+            masks = {"steps": torch.ones_like(speech), "speech": speech, "whole": whole, "live": live,
+                     "whole speech": whole & speech, "live speech": live & speech, "wrong": speech & ~live,
+                     "wrong near": speech & ~live & near, "speech near": speech & near}
+            for name, mask in masks.items():
+                row[name] += int(mask.sum())
+        for kind, c in sorted(counts.items()):
+            shares = (c["whole"] / c["steps"], c["live"] / c["steps"], c["whole speech"] / c["speech"],
+                      c["live speech"] / c["speech"], c["wrong near"] / max(c["wrong"], 1),
+                      c["speech near"] / c["speech"])
+            rows.append(f"| {corpus} | {kind} | {c['clips']} | {c['steps']} | "
+                        + " | ".join(f"{x:.1%}" for x in shares) + " |")
     print(f"`{' '.join([Path(sys.executable).name, *sys.argv])}`\n")
     print("\n".join(rows))
     return 0
