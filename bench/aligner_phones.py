@@ -15,27 +15,35 @@ streamed speech steps read wrong that lie within 20 ms of a true phone boundary 
 identity: a phone heard a step early or late) beside the share of all speech steps that do.
 
 `--confusions N` adds, per corpus, the N most frequent wrong phones in mid-phone (streamed GRID speech steps
-read wrong and not near a boundary) and how many of those steps read a phone the renderer gives the same
-mouth as the true one (engines.data.visemes.targets at closure 0): those the lips cannot tell apart in our
-synthetic corpora, whatever the aligner learns.
+read wrong and not near a boundary) and how much the rendered mouth would change had the phone read been
+said in the true one's place (`Mouths`), beside the same for a random phone: how far the errors are phones
+the lips barely show apart in our synthetic corpora, whatever the aligner learns.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engines.audio.mel import VIDEO_FPS
 from engines.data.loaders import load
-from engines.data.visemes import targets
+from engines.data.phonemes import Phone
+from engines.data.visemes import track
 from engines.text.ctc import GRID_GRAMMAR
 from engines.text.phones import PHONES, SILENCE
 from engines.train.recipes import ConditionCache, StreamedPhones, load_frozen, true_labels
+
+# IOD: 0.4 and 1.7 pixels of the mouth ROI (engines.face.align: 84 pixels an IOD), before the 2x pooling
+MOUTH_STEPS = (0.005, 0.02)
 
 
 def near_boundary(labels: torch.Tensor, steps: int) -> torch.Tensor:
@@ -47,27 +55,61 @@ def near_boundary(labels: torch.Tensor, steps: int) -> torch.Tensor:
     return near
 
 
-def mouth(label: int) -> tuple[float, ...]:
-    """What the renderer's lips do for a phone class: its viseme targets, dominances and reach."""
-    if label == SILENCE:
-        return ()
-    return tuple(round(float(x), 4) for seg in targets(PHONES[label - 1])
-                 for x in (*seg.target, *seg.alpha, seg.tau_scale))
-
-
 def symbol(label: int) -> str:
-    return PHONES[label - 1] if label != SILENCE else "(silence)"
+    return PHONES[label - 1] if label != SILENCE else "_"
 
 
-def confusion_table(corpus: str, pairs: Counter[tuple[int, int]], top: int) -> str:
-    total = sum(pairs.values())
-    same = sum(n for (t, r), n in pairs.items() if mouth(t) == mouth(r))
-    rows = [f"{corpus}: {total} streamed GRID speech steps read wrong in mid-phone; "
-            f"{same / max(total, 1):.1%} of them read a phone with the true phone's mouth\n",
-            "| true | read | steps | share | same mouth |\n|---|---|---|---|---|"]
+class Mouths:
+    """How much the renderer's mouth would change had a clip's speaker said another phone in place of one
+    of its true phones: both timelines through engines.data.visemes.track (the clip's own closure and
+    rest_open), each viseme parameter scaled by its swing in the rendered face (the clip's render
+    settings, inter-ocular distances: IOD), the largest change over the video frames the phone spans (±1).
+    A small change is a phone the lips could not show apart, whatever a reader learns."""
+
+    SCALES = ("max_gap", "spread", "rounding", "protrusion", "lip_raise")  # RenderParams, one per parameter
+
+    def __init__(self, clip: Any) -> None:
+        meta = json.loads(clip.video.with_suffix(".json").read_text())
+        self.phones = [Phone(s, start, dur) for s, start, dur in meta["phones"]]
+        self.frames, self.fps = int(meta["frames"]), float(meta["fps"])
+        self.options = {"rest_open": meta.get("rest_open", 0.0), "closure": meta.get("closure", 0.0)}
+        self.scale = np.array([meta["render"][k] for k in self.SCALES], np.float32)
+        self.base = self._track(self.phones)
+        self._changes: dict[tuple[int, str], float] = {}
+
+    def _track(self, phones: list[Phone]) -> np.ndarray:
+        return track(phones, self.frames, self.fps, **self.options) * self.scale
+
+    def at(self, step_s: float) -> int | None:
+        """Index of the true phone said at a time (None between phones)."""
+        return next((k for k, p in enumerate(self.phones) if p.start_s <= step_s < p.end_s), None)
+
+    def change(self, k: int, said: str) -> float:
+        """The largest change (IOD) of the mouth about phone k had `said` been said in its place."""
+        if (k, said) not in self._changes:
+            p = self.phones[k]
+            other = [*self.phones[:k], Phone(said, p.start_s, p.dur_s), *self.phones[k + 1:]]
+            lo, hi = max(0, int(p.start_s * self.fps) - 1), min(self.frames, int(p.end_s * self.fps) + 2)
+            self._changes[k, said] = float(np.abs(self._track(other)[lo:hi] - self.base[lo:hi]).max())
+        return self._changes[k, said]
+
+
+def confusion_table(corpus: str, errors: list[tuple[int, int, float, float]], top: int) -> str:
+    """errors: (true, read, the mouth's change for the phone read, for a random phone) per step."""
+    pairs = Counter((t, r) for t, r, _, _ in errors)
+    changes: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for t, r, change, _ in errors:
+        changes[t, r].append(change)
+    read, random = (np.array([e[i] for e in errors]) for i in (2, 3))
+    shares = ", ".join(f"{x} IOD for {np.mean(read < x):.1%} of them ({np.mean(random < x):.1%} for a random "
+                       "phone)" for x in MOUTH_STEPS)
+    rows = [f"{corpus}: {len(errors)} streamed GRID speech steps read wrong in mid-phone. The phone read "
+            f"would change the rendered mouth by less than {shares}; median {np.median(read):.3f} IOD "
+            f"({np.median(random):.3f}).\n",
+            "| true | read | steps | share | mouth change (IOD, median) |\n|---|---|---|---|---|"]
     for (t, r), n in pairs.most_common(top):
-        rows.append(f"| {symbol(t)} | {symbol(r)} | {n} | {n / total:.1%} | "
-                    f"{'yes' if mouth(t) == mouth(r) else 'no'} |")
+        rows.append(f"| {symbol(t)} | {symbol(r)} | {n} | {n / len(errors):.1%} | "
+                    f"{np.median(changes[t, r]):.3f} |")
     return "\n".join(rows)
 
 
@@ -95,7 +137,8 @@ def main() -> int:
         samples = load(corpus, args.cache, split=args.split or None, limit=args.limit or None)
         conds = ConditionCache(samples, reader, None, args.features)
         counts: dict[str, Counter[str]] = defaultdict(Counter)  # per sentence kind, each a count of steps
-        pairs: Counter[tuple[int, int]] = Counter()  # (true, read) of GRID mid-phone errors
+        errors: list[tuple[int, int, float, float]] = []  # GRID mid-phone errors, as confusion_table takes
+        rng = np.random.default_rng(0)
         for clip in samples.clips:
             phones = StreamedPhones(aligner, conds.conds[clip.id][0].float())
             truth = true_labels(clip, len(phones.whole), phones.steps)
@@ -105,9 +148,14 @@ def main() -> int:
             live = read == truth
             grid = (clip.text or "") in GRID_GRAMMAR
             row = counts["GRID" if grid else "open"]
-            if grid:
-                mid = speech & ~live & ~near
-                pairs.update(zip(truth[mid].tolist(), read[mid].tolist(), strict=True))
+            if grid and args.confusions:
+                mouths = Mouths(clip)
+                for step in torch.nonzero(speech & ~live & ~near)[:, 0].tolist():
+                    k = mouths.at(step / (phones.steps * VIDEO_FPS))
+                    if k is not None:
+                        t, r = int(truth[step]), int(read[step])
+                        errors.append((t, r, mouths.change(k, symbol(r)),
+                                       mouths.change(k, PHONES[rng.integers(len(PHONES))])))
             row["clips"] += 1
             # wrong: streamed speech steps read wrong; speech near: where errors would lie by chance
             masks = {"steps": torch.ones_like(speech), "speech": speech, "whole": whole, "live": live,
@@ -122,7 +170,7 @@ def main() -> int:
             rows.append(f"| {corpus} | {kind} | {c['clips']} | {c['steps']} | "
                         + " | ".join(f"{x:.1%}" for x in shares) + " |")
         if args.confusions:
-            tables.append(confusion_table(corpus, pairs, args.confusions))
+            tables.append(confusion_table(corpus, errors, args.confusions))
     print(f"`{' '.join([Path(sys.executable).name, *sys.argv])}`\n")
     print("\n\n".join(["\n".join(rows), *tables]))
     return 0

@@ -84,7 +84,7 @@ class _NodeParams:
     threads: int = param(1, "intra-op threads of every network (PyTorch and ONNX Runtime); 0 = each "
                             "library's default, every core. A window is many small operations and the "
                             "tracker and the camera share the cores, so more threads mostly wait on each "
-                            "other (NOTES.md, session 29)")
+                            "other (notes/history.md, session 29)")
     max_queue_frames: int = param(25, "frames allowed to wait for the synthesizer; beyond, the oldest hops "
                                       "are dropped and the stream restarts")
     max_fill_frames: int = param(12, "frames the tracker skipped that are filled by repeating the last one; "

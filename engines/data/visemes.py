@@ -25,8 +25,8 @@ Closure between syllables (`closure`, 0 … 1): consonants made by the tongue (a
 postalveolar, palatal, velar) are spoken with the jaw raised, so real lips nearly meet on them and a real
 mouth closes between most syllables (the inner-lip gap of three real GRID speakers dips 1.8-2.8 times a
 second of speech). At 0 these consonants barely claim the jaw and the mouth stays open through a word
-between bilabials (0.5 dips a second: session 23 of NOTES.md); at 1 they close it to JAW_CLOSING with a
-near-hard dominance, as quick and local as a lip closure.
+between bilabials (0.5 dips a second: session 23 of notes/history.md); at 1 they close it to JAW_CLOSING
+with a near-hard dominance, as quick and local as a lip closure.
 
 Sampling: the curve is evaluated at SUBSTEPS points per frame and frame i (time i / fps, as the video's
 presentation timestamp) is the mean over [i - 1/2, i + 1/2) frame periods, as a camera integrates

@@ -16,8 +16,8 @@
   `asr_input="x0_denoiser"` feeds the same x̂0 but differentiates through the denoiser: g = ∇_x_t of
   CTC(asr(x̂0(x_t), 0)) (as DPS does), one backward pass of the denoiser per guided step. The denoiser's
   Jacobian keeps the push to changes it would make itself: guided toward the reference text, speech went
-  from 17.7 % sphinx-GRID WER (x_t) to 15.3 % (NOTES.md, session 9). The model must then be differentiable
-  (PyTorch).
+  from 17.7 % sphinx-GRID WER (x_t) to 15.3 % (notes/history.md, session 9). The model must then be
+  differentiable (PyTorch).
 - `step="x0"` scales the push in the clean estimate instead: x̂0 ← x̂0 − w2·(‖x̂0‖/‖g‖)·g, i.e.
   ε̂ ← ε̂ + (√ᾱ/√(1−ᾱ))·w2·(‖x̂0‖/‖g‖)·g. A few-step sampler jumps to x̂0 at every step, and LipVoicer's
   ε-norm step (sized for 400 small steps) then moves it by several times its own norm at high noise:

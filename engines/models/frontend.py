@@ -8,10 +8,10 @@ Per clip, optionally (`normalise` "clip", offline only): the ROIs and the lip ge
 about the clip's own median frame, in units of the clip's own motion (the 90th percentile of its frames'
 distance from that median). What stays is how the mouth moves, not how the face looks or how wide it
 opens, where rendered faces differ most from real ones (a reader of the ROIs as they are reads the real
-grid-dev faces at chance; NOTES.md, session 17).
+grid-dev faces at chance; notes/history.md, session 17).
 `normalise` "span" takes that median and scale over the span where the lips move only (first to last
 frame that changes by more than a fifth of the clip's 90th-percentile change, ± 2 frames), so how long
-the face is still before and after speech does not move them (NOTES.md, session 18).
+the face is still before and after speech does not move them (notes/history.md, session 18).
 Both need the whole clip, so such a reader cannot stream. `normalise` "trailing" is their causal form, which
 streams: each frame as motion about the mean of the `normalise_window` frames up to it, in units of the
 largest distance of those frames from that mean (so no frame's motion exceeds 1: a mouth that starts to

@@ -13,10 +13,10 @@ aligner reads on the reader's features (or the text reader's, for an aligner tra
 text only when the GRID grammar decoded it, as open-vocabulary text spoken is heard worse than the phones,
 and a stream, having no whole utterance to read a text from, always speaks the phones:
 engines.synth.streaming). Sphinx-GRID hears either far better than MelGen's speech from the lips alone
-(NOTES.md, sessions 13 and 20). A text timing no speech has (too many phones of 20 ms or less: the aligner
-could not follow the lips, as on real faces) is not spoken: MelGen speaks from the lips, and the result's
-`note` says why. A plausible one is spoken paced: timed again with each phone's typical length in speech
-(engines.text.durations), which sphinx and whisper hear better than the aligner's timing alone.
+(notes/history.md, sessions 13 and 20). A text timing no speech has (too many phones of 20 ms or less: the
+aligner could not follow the lips, as on real faces) is not spoken: MelGen speaks from the lips, and the
+result's `note` says why. A plausible one is spoken paced: timed again with each phone's typical length in
+speech (engines.text.durations), which sphinx and whisper hear better than the aligner's timing alone.
 
 The frame, reader, denoiser, vocoder, phone-aligner and mel-prior networks run on the chosen backend
 (engines.backends: PyTorch, ONNX Runtime, TensorRT, with fallback); the identity encoder runs once per face

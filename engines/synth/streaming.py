@@ -11,7 +11,7 @@ Per target track (a "voice"), every hop runs one window:
                likely phone at each 10-ms step of [context | hop | look-ahead], its own look-ahead cut at
                the window's end; the prior speaks them in the face's voice. A stream has no whole
                utterance to read a text from, and sphinx hears these phones far better than MelGen's
-               speech from the lips (NOTES.md, session 20)
+               speech from the lips (notes/history.md, session 20)
     text       the window's log-probs decoded (the params' decoder; greedy for "grid", whose grammar needs
                a whole sentence) steer ASR guidance for that window
     mel        the prior's mel over the hop and look-ahead (speak), or MelGen over [context | hop |

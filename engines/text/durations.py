@@ -3,7 +3,7 @@
 The phone aligner's Viterbi path (engines.text.phones.force_align) times each phone wherever the lips
 best fit it, however short or long that makes it. Spoken by the mel prior, such timings are heard worse
 than the same text on its true timeline: on 108 unseen-face test clips, the reference text timed by the
-aligner 6.0 % sphinx-GRID WER, on its true timeline 3.2 % (bench/rendering.py; NOTES.md, session 16).
+aligner 6.0 % sphinx-GRID WER, on its true timeline 3.2 % (bench/rendering.py; notes/history.md, session 16).
 `paced_align` is the explicit-duration (semi-Markov) Viterbi path instead: every phone is one segment, scored
 by the aligner's log-posteriors over its steps plus `weight` × the log-density of its length under the
 phone's duration distribution; silences carry no duration term and may run on (segments of silence chain).
