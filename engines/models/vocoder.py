@@ -194,14 +194,18 @@ class _PeriodDiscriminator(nn.Module):
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
         pad = -wav.shape[-1] % self.period
         x = F.pad(wav.unsqueeze(1), (0, pad), mode="reflect")
-        x = x.view(x.shape[0], 1, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
+        return _judge(x.view(x.shape[0], 1, -1, self.period), self.convs, self.post)
+
+
+def _judge(x: Tensor, convs: nn.ModuleList, post: nn.Module) -> tuple[Tensor, list[Tensor]]:
+    """A sub-discriminator's conv stack: its logits (B, ·) and every layer's output, for the feature loss."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
         features.append(x)
-        return x.flatten(1), features
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
 
 
 class _ScaleDiscriminator(nn.Module):
@@ -215,13 +219,7 @@ class _ScaleDiscriminator(nn.Module):
         self.post = weight_norm(nn.Conv1d(8 * c, 1, 3, padding=1))
 
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, features = wav.unsqueeze(1), []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _judge(wav.unsqueeze(1), self.convs, self.post)
 
 
 class Discriminator(nn.Module):
