@@ -641,6 +641,30 @@ def test_the_lip2speech_system_speaks_each_clip_and_records_its_text(tiny: dict[
     assert np.array_equal(cached.generate(clip), wav)  # and read back from it
 
 
+def test_the_lip2speech_system_can_speak_every_clip_in_one_faces_voice(tiny: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    from engines.data.mux import write_mp4
+    from engines.synth.systems import lip2speech
+
+    sample = REPO / "launch" / "media" / "lip2speech_sample.mp4"
+    frames = np.stack(list(decode_video(sample)))
+    mirrored = write_mp4(tmp_path / "mirrored.mp4", np.ascontiguousarray(frames[:, :, ::-1]),
+                         np.zeros(len(frames) * SAMPLES_PER_FRAME, np.float32), crf=18)
+    clip = Clip("sample", audio=sample, video=sample)
+    options = {**tiny, **NO_PRIOR, "nfe": 2}
+    own = lip2speech(**options).generate(clip)
+
+    in_its_own = lip2speech(**options, voice=str(sample))
+    assert f"in the voice of {sample}" in in_its_own.about
+    assert np.array_equal(in_its_own.generate(clip), own)  # the clip's own face: its own voice
+    in_another = lip2speech(**options, voice=str(mirrored))
+    assert not np.array_equal(in_another.generate(clip), own)  # the same lips in another face's voice
+    assert in_another.texts[clip.id] == in_its_own.texts[clip.id]
+
+    with pytest.raises(ValueError, match="no face to take a voice from"):
+        lip2speech(**options, voice=str(REPO / "launch" / "media" / "pattern.mp4"))
+
+
 def test_the_lip2speech_system_refuses_unknown_options_and_loads_no_asr_without_guidance(
         tiny: dict[str, str]) -> None:
     from engines.synth.systems import lip2speech
