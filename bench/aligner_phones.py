@@ -16,8 +16,8 @@ identity: a phone heard a step early or late) beside the share of all speech ste
 
 `--confusions N` adds, per corpus, the N most frequent wrong phones in mid-phone (streamed GRID speech steps
 read wrong and not near a boundary) and how much the rendered mouth would change had the phone read been
-said in the true one's place (`Mouths`), beside the same for a random phone: how far the errors are phones
-the lips barely show apart in our synthetic corpora, whatever the aligner learns.
+said in the true one's place (`Mouths`), beside the same for a random other phone: how far the errors are
+phones the lips barely show apart in our synthetic corpora, whatever the aligner learns.
 """
 
 from __future__ import annotations
@@ -95,14 +95,14 @@ class Mouths:
 
 
 def confusion_table(corpus: str, errors: list[tuple[int, int, float, float]], top: int) -> str:
-    """errors: (true, read, the mouth's change for the phone read, for a random phone) per step."""
+    """errors: (true, read, the mouth's change for the phone read, for a random other phone) per step."""
     pairs = Counter((t, r) for t, r, _, _ in errors)
     changes: dict[tuple[int, int], list[float]] = defaultdict(list)
     for t, r, change, _ in errors:
         changes[t, r].append(change)
     read, random = (np.array([e[i] for e in errors]) for i in (2, 3))
     shares = ", ".join(f"{x} IOD for {np.mean(read < x):.1%} of them ({np.mean(random < x):.1%} for a random "
-                       "phone)" for x in MOUTH_STEPS)
+                       "other phone)" for x in MOUTH_STEPS)
     rows = [f"{corpus}: {len(errors)} streamed GRID speech steps read wrong in mid-phone. The phone read "
             f"would change the rendered mouth by less than {shares}; median {np.median(read):.3f} IOD "
             f"({np.median(random):.3f}).\n",
@@ -151,11 +151,11 @@ def main() -> int:
             if grid and args.confusions:
                 mouths = Mouths(clip)
                 for step in torch.nonzero(speech & ~live & ~near)[:, 0].tolist():
-                    k = mouths.at(step / (phones.steps * VIDEO_FPS))
+                    k = mouths.at((step + 0.5) / (phones.steps * VIDEO_FPS))
                     if k is not None:
                         t, r = int(truth[step]), int(read[step])
-                        errors.append((t, r, mouths.change(k, symbol(r)),
-                                       mouths.change(k, PHONES[rng.integers(len(PHONES))])))
+                        other = rng.choice([p for p in PHONES if p != symbol(t)])
+                        errors.append((t, r, mouths.change(k, symbol(r)), mouths.change(k, other)))
             row["clips"] += 1
             # wrong: streamed speech steps read wrong; speech near: where errors would lie by chance
             masks = {"steps": torch.ones_like(speech), "speech": speech, "whole": whole, "live": live,
