@@ -23,7 +23,6 @@ phones the lips barely show apart in our synthetic corpora, whatever the aligner
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engines.audio.mel import VIDEO_FPS
 from engines.data.loaders import load
 from engines.data.phonemes import Phone
+from engines.data.render import SWINGS
 from engines.data.visemes import track
 from engines.text.ctc import GRID_GRAMMAR
 from engines.text.phones import PHONES, SILENCE
-from engines.train.recipes import ConditionCache, StreamedPhones, load_frozen, true_labels
+from engines.train.recipes import ConditionCache, StreamedPhones, clip_meta, load_frozen, true_labels
 
 # IOD: 0.4 and 1.7 pixels of the mouth ROI (engines.face.align: 84 pixels an IOD), before the 2x pooling
 MOUTH_STEPS = (0.005, 0.02)
@@ -66,14 +66,12 @@ class Mouths:
     settings, inter-ocular distances: IOD), the largest change over the video frames the phone spans (±1).
     A small change is a phone the lips could not show apart, whatever a reader learns."""
 
-    SCALES = ("max_gap", "spread", "rounding", "protrusion", "lip_raise")  # RenderParams, one per parameter
-
     def __init__(self, clip: Any) -> None:
-        meta = json.loads(clip.video.with_suffix(".json").read_text())
+        meta = clip_meta(clip)
         self.phones = [Phone(s, start, dur) for s, start, dur in meta["phones"]]
         self.frames, self.fps = int(meta["frames"]), float(meta["fps"])
         self.options = {"rest_open": meta.get("rest_open", 0.0), "closure": meta.get("closure", 0.0)}
-        self.scale = np.array([meta["render"][k] for k in self.SCALES], np.float32)
+        self.scale = np.array([meta["render"][k] for k in SWINGS], np.float32)
         self.base = self._track(self.phones)
         self._changes: dict[tuple[int, str], float] = {}
 

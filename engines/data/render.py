@@ -80,6 +80,8 @@ CAVITY_BGR = np.array([30.0, 24.0, 52.0])
 TONGUE_BGR = np.array([70.0, 72.0, 150.0])
 TEETH_BGR = np.array([160.0, 172.0, 186.0])
 NOISE_PAD = 64
+# The RenderParams field that sizes each of VISEME_PARAMS in the face (IOD at 1), in their order.
+SWINGS = ("max_gap", "spread", "rounding", "protrusion", "lip_raise")
 
 
 @dataclass
@@ -556,8 +558,8 @@ def render_clip(model: FaceModel, visemes: np.ndarray, rng: np.random.Generator,
     n = len(track)
     width, height = model.size
     times = np.arange(n) / params.fps
-    scales = np.array([params.max_gap, params.spread, params.rounding, params.protrusion, params.lip_raise],
-                      np.float32) * (1 + rng.uniform(-1, 1) * params.articulation)
+    scales = np.array([getattr(params, name) for name in SWINGS], np.float32) * (
+        1 + rng.uniform(-1, 1) * params.articulation)
     matrices = _motion(model, rng, times, params)
     blinks = _blinks(rng, times, params)
     gain = _lighting(rng, model.size, params)

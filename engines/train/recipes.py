@@ -680,13 +680,19 @@ class AlignerOptions:
             raise RecipeError(f"stream_cuts must be in [0, 1], got {self.stream_cuts}")
 
 
-def phone_timeline(clip: Any) -> list[Any]:
-    """The true phone timeline [(symbol, start_s, dur_s), ...] our corpus writes beside each clip."""
+def clip_meta(clip: Any) -> dict[str, Any]:
+    """What our corpus writes beside each clip (engines.data.corpus): its phone timeline, viseme track and
+    render settings among them."""
     meta = clip.video.with_suffix(".json")
     if not meta.is_file():
         raise RecipeError(f"{clip.id}: no {meta.name} with the phone timeline beside its video (the phone "
                           "aligner trains on our synthetic corpora, whose clips record what was said when)")
-    return json.loads(meta.read_text())["phones"]
+    return json.loads(meta.read_text())
+
+
+def phone_timeline(clip: Any) -> list[Any]:
+    """The true phone timeline [(symbol, start_s, dur_s), ...] our corpus writes beside each clip."""
+    return clip_meta(clip)["phones"]
 
 
 def true_labels(clip: Any, n_steps: int, steps_per_frame: int) -> torch.Tensor:
