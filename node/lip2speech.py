@@ -314,7 +314,8 @@ class Lip2SpeechNode(Node):
             return StreamingSynthesizer(synthesizer, stream_params)
         except (OSError, ValueError, RuntimeError) as exc:  # missing file, CheckpointError, ModelMismatch
             self.fail(f"cannot load the synthesizer: {exc} (weights come from engines/weights or "
-                      f"$VOXSIGHT_WEIGHTS by name, or from the checkpoint paths given as parameters)")
+                      f"$VOXSIGHT_WEIGHTS by name, or from the checkpoint paths given as parameters; a "
+                      f"voice from the photo or video given as `voice`)")
             return None
 
     def _warm_up(self) -> None:

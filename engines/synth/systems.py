@@ -34,25 +34,14 @@ def clip_features(clip: Clip, cache: str | None) -> dict[str, np.ndarray]:
 
 
 class Lip2Speech:
-    """The offline synthesizer on each clip's video; `texts` keeps the lip-read text per clip. Two diagnostic
-    rows, never systems a user can run: with `guide_reference` ASR guidance steers toward the clip's
-    reference text instead of the lip-read one (how far guidance gets with every word right); with `voice`
-    (a video) that video's face gives every clip its voice (how much of a judge's WER is the voice)."""
+    """The offline synthesizer on each clip's video; `texts` keeps the lip-read text per clip. With
+    `guide_reference`, a diagnostic row, never a system a user can run: ASR guidance steers toward the clip's
+    reference text instead of the lip-read one (how far guidance gets with every word right)."""
 
-    def __init__(self, synthesizer: Any, cache: str | None, name: str, guide_reference: bool = False,
-                 voice: str = "") -> None:
+    def __init__(self, synthesizer: Any, cache: str | None, name: str, guide_reference: bool = False) -> None:
         self.synthesizer, self.cache, self.name = synthesizer, cache, name
         self.guide_reference = guide_reference
-        self.voice_crop = None  # the identity encoder reads only a face crop: the voice video's, tracked once
-        if voice:
-            from engines.data.loaders import track_video
-
-            tracked = track_video(Path(voice))
-            if not tracked["valid"].any():
-                raise ValueError(f"{voice}: no face to take a voice from")
-            self.voice_crop = tracked["face_crop"]
         target = ", guided toward the reference text" if guide_reference else ""
-        target += f", in the voice of {voice}" if voice else ""
         self.about = f"lip2speech {synthesizer.params}{target} on {synthesizer.models.describe()}"
         self.texts: dict[str, str] = {}
         # fallbacks and doubts (engines.synth.engine.Synthesizer.doubt), moved into the eval report's problems
@@ -68,8 +57,6 @@ class Lip2Speech:
             raise ValueError(f"clip {clip.id} has no reference text to guide toward")
         guide = clip.text if self.guide_reference else None
         features = Features.from_tracks(clip_features(clip, self.cache))
-        if self.voice_crop is not None:
-            features = dataclasses.replace(features, face_crop=self.voice_crop)
         result = self.synthesizer.synthesize(features, guide)
         self.texts[clip.id] = result.text
         self.notes += [note for note in (result.note, self.synthesizer.doubt(result.confidence)) if note]
@@ -82,13 +69,12 @@ class Lip2Speech:
 def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
                asr: str = "asr", vocoder: str = "vocoder", cache: str = "", guide: str = "lipread",
                aligner: str = DEFAULT_ALIGNER, prior: str = "prior", text_reader: str = DEFAULT_TEXT_READER,
-               voice: str = "", **params: Any) -> Lip2Speech:
+               **params: Any) -> Lip2Speech:
     """Factory: model names or checkpoint paths (the ASR only for w2 > 0; aligner and prior, both or
     neither ('' for none), to speak the lip-read text; `text_reader`, the lip reader that reads the
     text, '' for `lipreader` itself, then with aligner=aligner), `guide` (ASR guidance toward the
     lip-read text, or toward the clip's `reference` text: the diagnostic row, also the text the prior
-    speaks), `voice` (a video whose face's voice speaks every clip: a diagnostic row), then any
-    SynthParams field (nfe, w1, w2, sampler, prior_mode, ...)."""
+    speaks), then any SynthParams field (nfe, w1, w2, sampler, prior_mode, voice, ...)."""
     if guide not in ("lipread", "reference"):
         raise ValueError(f"guide must be 'lipread' or 'reference', got {guide!r}")
     from engines.synth.engine import Synthesizer, SynthParams
@@ -101,8 +87,7 @@ def lip2speech(lipreader: str = "lipreader", melgen: str = "melgen", identity: s
     synth_params = SynthParams(**params)
     models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder,
                               aligner=aligner or None, prior=prior or None, text_reader=text_reader or None)
-    return Lip2Speech(Synthesizer(models, synth_params), cache or None, "generated", guide == "reference",
-                      voice)
+    return Lip2Speech(Synthesizer(models, synth_params), cache or None, "generated", guide == "reference")
 
 
 class StreamedLip2Speech(Lip2Speech):

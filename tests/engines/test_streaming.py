@@ -4,6 +4,7 @@ import copy
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from engines.audio.mel import SAMPLES_PER_FRAME
 from engines.clipsets import Clip
 from engines.data.cache import FeatureCache
-from engines.data.loaders import FEATURES_VERSION
+from engines.data.loaders import FEATURES_VERSION, decode_video
 from engines.models.asr import ASR, ASRConfig
 from engines.models.frontend import VisualFrontendConfig
 from engines.models.identity import IdentityConfig, IdentityEncoder
@@ -33,7 +34,7 @@ from engines.synth.streaming import (
 from engines.synth.systems import lip2speech_stream
 from engines.text.ctc import text_confidence
 from engines.train import checkpoint
-from tests.helpers import save_phone_models
+from tests.helpers import REPO, save_phone_models
 
 FAST = SynthParams(nfe=2, decode="greedy")
 HOP = StreamParams().hop_frames
@@ -220,6 +221,18 @@ def test_the_identity_is_computed_once_per_track_and_refreshed_with_a_running_me
     mean = torch.nn.functional.normalize(torch.stack(synth.embeddings).sum(0), dim=1)
     torch.testing.assert_close(synth.identities[-1], mean)
     assert not torch.allclose(synth.identities[0], mean)
+
+
+def test_a_voice_photo_gives_every_face_its_voice(models: SynthModels, tmp_path: Path) -> None:
+    photo = tmp_path / "voice.png"
+    cv2.imwrite(str(photo), next(decode_video(REPO / "launch" / "media" / "lip2speech_sample.mp4")))
+    in_the_photos_voice = dataclasses.replace(FAST, voice=str(photo))
+    lips = face_inputs(17)
+    other_face = dataclasses.replace(lips, face_crop=np.full((112, 112, 3), 200, np.uint8))
+    spoken = wav_of(stream(streamer(models, in_the_photos_voice), frames_of(lips)))
+    np.testing.assert_array_equal(
+        wav_of(stream(streamer(models, in_the_photos_voice), frames_of(other_face))), spoken)
+    assert not np.array_equal(wav_of(stream(streamer(models), frames_of(lips))), spoken)
 
 
 def test_the_crossfade_blends_only_the_first_samples_of_each_chunk(models: SynthModels) -> None:

@@ -655,14 +655,20 @@ def test_the_lip2speech_system_can_speak_every_clip_in_one_faces_voice(tiny: dic
     own = lip2speech(**options).generate(clip)
 
     in_its_own = lip2speech(**options, voice=str(sample))
-    assert f"in the voice of {sample}" in in_its_own.about
+    assert f"voice='{sample}'" in in_its_own.about
     assert np.array_equal(in_its_own.generate(clip), own)  # the clip's own face: its own voice
     in_another = lip2speech(**options, voice=str(mirrored))
     assert not np.array_equal(in_another.generate(clip), own)  # the same lips in another face's voice
     assert in_another.texts[clip.id] == in_its_own.texts[clip.id]
 
-    with pytest.raises(ValueError, match="no face to take a voice from"):
-        lip2speech(**options, voice=str(REPO / "launch" / "media" / "pattern.mp4"))
+    faceless = REPO / "launch" / "media" / "pattern.mp4"
+    with pytest.raises(ValueError, match=f"voice {faceless}: no face to take a voice from"):
+        lip2speech(**options, voice=str(faceless))
+    with pytest.raises(ValueError, match=f"voice {tmp_path / 'nobody.jpg'}: no such file"):
+        lip2speech(**options, voice=str(tmp_path / "nobody.jpg"))
+    (tmp_path / "text.jpg").write_text("not a photo")
+    with pytest.raises(ValueError, match=f"voice {tmp_path / 'text.jpg'}: "):
+        lip2speech(**options, voice=str(tmp_path / "text.jpg"))
 
 
 def test_the_lip2speech_system_refuses_unknown_options_and_loads_no_asr_without_guidance(

@@ -307,6 +307,15 @@ def test_missing_weights_stop_the_node_with_a_clear_message(bus, tmp_path) -> No
     assert "Traceback" not in out
 
 
+def test_a_voice_without_a_face_stops_the_node_with_a_clear_message(bus, weights) -> None:
+    faceless = REPO / "launch" / "media" / "pattern.mp4"
+    node = voxsight("run", "lip2speech", "--bus", bus, f"voice:={faceless}",
+                    env={"VOXSIGHT_WEIGHTS": str(weights)})
+    out, _ = node.communicate(timeout=60)
+    assert node.returncode == 1
+    assert f"voice {faceless}: no face to take a voice from" in out and "Traceback" not in out
+
+
 def test_bad_parameters_stop_the_node_with_a_clear_message(bus, weights) -> None:
     node = voxsight("run", "lip2speech", "--bus", bus, "nfe:=0", "max_queue_frames:=0",
                     env={"VOXSIGHT_WEIGHTS": str(weights)})
