@@ -18,8 +18,8 @@ import numpy as np
 from node.params import param
 from node.runtime import Node
 from streams.audio import StreamResampler, map_channels, to_float32, to_int16
-from streams.messages import AudioChunk, AudioInfo
-from streams.pubsub import ORDERED
+from streams.messages import MAX_VOLUME, AudioChunk, AudioControl, AudioInfo
+from streams.pubsub import EVENTS, ORDERED
 from streams.sinks import AudioSink, NullSink, PyAudioSink, SinkError, WavSink
 
 _STAMP_SLACK_NS = 20_000_000  # stamp jitter tolerated before a jump counts as a gap in the stream
@@ -42,6 +42,9 @@ class AudioOutParams:
     idle_exit_s: float = param(0.0, "exit cleanly once no audio has arrived for this long after the "
                                     "first chunk (ends demos); 0 = never")
     info_topic: str = param("audio/info", "topic of the streams' AudioInfo (declared format)")
+    control_topic: str = param("audio/control", "topic of operators' AudioControl commands (mute, unmute, "
+                                                "volume: `voxsight audio`)")
+    volume: float = param(1.0, "gain on the samples at start, 0 to 4 (AudioControl changes it)")
 
 
 @dataclass
@@ -72,6 +75,9 @@ class AudioOutNode(Node):
         if not (1000 <= p.sample_rate <= 384000 and 1 <= p.channels <= 8):
             self.fail(f"unsupported output format: {p.sample_rate} Hz, {p.channels} channel(s)")
             return
+        if not 0 <= p.volume <= MAX_VOLUME:
+            self.fail(f"volume must be in [0, {MAX_VOLUME:g}], got {p.volume}")
+            return
         if not 0 <= p.target_ms <= p.max_ms or p.max_ms <= 0:
             self.fail(f"need 0 <= target_ms <= max_ms and max_ms > 0 (got {p.target_ms}, {p.max_ms})")
             return
@@ -85,14 +91,16 @@ class AudioOutNode(Node):
         self.log.info("audio out: %s → %s (%d Hz, %d ch)", self.resolve(p.topic),
                       p.path if p.sink == "wav" else p.sink, p.sample_rate, p.channels)
         for key in ("chunks", "samples_out", "resampled_chunks", "format_mismatches", "dropped",
-                    "stamp_gaps"):
+                    "stamp_gaps", "muted_chunks"):
             self.count(key, 0)
+        self._muted, self._volume, self._control_id = False, p.volume, 0
         self._infos: dict[str, AudioInfo] = {}
         self._last_chunk_mono: float | None = None
         self._paused = False
         self._audio_topic = self.resolve(p.topic)
         self.create_subscription(p.topic, AudioChunk, self._on_chunk, ORDERED)
         self.create_subscription(p.info_topic, AudioInfo, self._on_info, ORDERED)
+        self.create_subscription(p.control_topic, AudioControl, self._on_control, EVENTS)
         self.create_timer(_IDLE_CHECK_S, self._check_idle)
 
     def _make_sink(self) -> AudioSink:
@@ -110,6 +118,17 @@ class AudioOutNode(Node):
             return  # the info topic may describe several streams
         self._infos[info.source] = info
 
+    def _on_control(self, control: AudioControl) -> None:
+        if control.target not in ("", self.full_name) or (control.id and control.id == self._control_id):
+            return  # for another node, or a repeat of the last command
+        self._control_id = control.id
+        if control.command == "volume":
+            self._volume = control.volume
+        else:
+            self._muted = control.command == "mute"
+        self.log.info("%s from %s: %s, volume %g", control.command, control.source or "?",
+                      "muted" if self._muted else "playing", self._volume)
+
     def _on_chunk(self, chunk: AudioChunk) -> None:
         self._last_chunk_mono = time.monotonic()
         self._paused = False
@@ -121,7 +140,7 @@ class AudioOutNode(Node):
                       "%s %d Hz %d ch; playing it as the chunk says", chunk.source, chunk.format,
                       chunk.sample_rate, chunk.channels, info.format, info.sample_rate, info.channels)
         stream = self._stream_for(chunk)
-        self._write(self._convert(chunk, stream))
+        self._write(self._loudness(self._convert(chunk, stream)))
 
     def _stream_for(self, chunk: AudioChunk) -> _Stream:
         """The source's stream state, checked for lost chunks and stamp jumps, and advanced past `chunk`."""
@@ -158,6 +177,14 @@ class AudioOutNode(Node):
             self.count("resampled_chunks", 1)
         return to_int16(frames)
 
+    def _loudness(self, frames: np.ndarray) -> np.ndarray:
+        if self._muted:
+            self.count("muted_chunks")
+            return np.zeros_like(frames)
+        if self._volume == 1.0:
+            return frames
+        return to_int16(to_float32(frames) * self._volume)  # clipped, never wrapped
+
     # ------------------------------------------------------------ output
 
     def _write(self, frames: np.ndarray) -> None:
@@ -191,6 +218,7 @@ class AudioOutNode(Node):
         values = super().diagnostic_values()
         # File sinks have no queue: report zeros so every audio_out heartbeat has the same figures.
         values.update({"underruns": 0, "overruns": 0, "jitter_depth_ms": 0.0})
+        values.update({"muted": float(self._muted), "volume": self._volume, "control_id": self._control_id})
         if self.sink is not None:
             values.update(self.sink.stats())
         return values

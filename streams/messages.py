@@ -197,6 +197,32 @@ class Diagnostic(Message):
         _require(self.level in DIAGNOSTIC_LEVELS, f"unknown diagnostic level {self.level!r}")
 
 
+AUDIO_COMMANDS = ("mute", "unmute", "volume")
+MAX_VOLUME = 4.0  # +12 dB: beyond it a soft voice is mostly clipping
+
+
+@dataclass(kw_only=True)
+class AudioControl(Message):
+    """An operator's command to the audio outputs: mute (play silence, keeping the stream's timing),
+    unmute, or set the volume (a gain on the samples, 0 to MAX_VOLUME). `target`: one audio_out node's full
+    name, '' = every one. `id`: the sender's; a node acts once per id, so a sender may repeat its command
+    until a heartbeat reports the id (`control_id`)."""
+
+    TYPE: ClassVar[str] = "AudioControl"
+
+    command: str
+    volume: float = 1.0
+    target: str = ""
+    id: int = 0
+
+    def check(self) -> None:
+        super().check()
+        _require(self.command in AUDIO_COMMANDS, f"unknown audio command {self.command!r}")
+        _require(bool(np.isfinite(self.volume)) and 0 <= self.volume <= MAX_VOLUME,
+                 f"volume must be in [0, {MAX_VOLUME:g}]")
+        _require(0 <= self.id < 2**53, "id out of range")  # heartbeats carry it as a float
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Image, FaceTracks, AudioChunk, AudioInfo, Transcript, Diagnostic)
+    cls.TYPE: cls for cls in (Image, FaceTracks, AudioChunk, AudioInfo, Transcript, Diagnostic, AudioControl)
 }

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import zmq
 
+from streams.codec import encode
 from streams.endpoints import bus_endpoints
-from streams.messages import AudioChunk, AudioInfo, Diagnostic
+from streams.messages import AudioChunk, AudioControl, AudioInfo, Diagnostic, InvalidMessage
 from streams.pubsub import ORDERED, Publisher, Subscriber
 from tests.alsa import alsa_env
 from tests.helpers import stop, voxsight, wait_for
@@ -169,6 +170,66 @@ def test_sigterm_leaves_a_complete_wav(bus: str, feed: Feed, tmp_path: Path) -> 
     assert np.array_equal(out[-4800:], tone) and not out[:-4800].any()
     final = wait_for(lambda: feed.beat(lambda d: d.state == "finalized"), what="the final heartbeat")
     assert final.values["stamp_gaps"] == 1 and final.values["dropped"] == 0
+
+
+def _command(bus: str, *args: str) -> tuple[int, str]:
+    """`voxsight audio ARGS` on the bus: its exit status and output."""
+    proc = voxsight("audio", *args, "--bus", bus)
+    out, _ = proc.communicate(timeout=30)
+    return proc.returncode, out
+
+
+def test_an_operator_sets_the_volume_and_mutes_and_the_audio_keeps_its_timing(bus: str, feed: Feed,
+                                                                              tmp_path: Path) -> None:
+    wav = tmp_path / "speech.wav"
+    proc = voxsight("run", "audio_out", "--bus", bus, f"path:={wav}")
+    steps = [(("volume", "0.5"), "audio_out: playing, volume 0.5"),
+             (("mute",), "audio_out: muted, volume 0.5"),
+             (("unmute",), "audio_out: playing, volume 0.5"),
+             (("volume", "4"), "audio_out: playing, volume 4")]
+    chunk = np.array([[1000], [-1000], [20000], [-20000]], np.int16).repeat(80, axis=0)
+    try:
+        feed.warm_up()
+        played = wait_for(lambda: feed.beat(), what="a heartbeat").values["chunks"]
+
+        def send_and_wait() -> None:
+            nonlocal played
+            feed.send(chunk)
+            played += 1  # the next command must come after this chunk, not overtake it on the bus
+            wait_for(lambda: feed.beat(lambda d: d.values["chunks"] >= played), what="the chunk played")
+
+        send_and_wait()
+        for args, answer in steps:
+            code, out = _command(bus, *args)
+            assert code == 0 and answer in out, out
+            send_and_wait()
+        code, out = _command(bus, "mute", "--node", "another_speaker", "--timeout", "1")
+        assert code == 1 and "audio_out node 'another_speaker' confirmed mute within 1 s" in out
+        send_and_wait()  # still playing: the command was for another node
+    finally:
+        assert stop(proc) == 0
+    out, _ = _read_wav(wav)
+    start = int(np.flatnonzero(out[:, 0])[0])
+    assert start % WARMUP == 0 and not out[:start].any()
+    # muted, the chunk is as long as ever; louder, it clips instead of wrapping around
+    gains = (1.0, 0.5, 0.0, 0.5, 4.0, 4.0)
+    expected = np.concatenate([np.clip(np.rint(chunk[:, 0] * g), -32768, 32767) for g in gains])
+    assert np.array_equal(out[start:, 0], expected)
+    final = wait_for(lambda: feed.beat(lambda d: d.state == "finalized"), what="the final heartbeat")
+    assert final.values["muted_chunks"] == 1 and final.values["volume"] == 4.0
+
+
+def test_controls_out_of_range_are_refused_before_they_reach_a_node(bus: str) -> None:
+    code, out = _command(bus, "volume", "5")
+    assert code == 2 and "volume must be in [0, 4]" in out
+    code, out = _command(bus, "volume")
+    assert code == 2 and "volume takes a gain" in out
+    with pytest.raises(InvalidMessage, match="volume must be"):
+        encode("audio/control", AudioControl(command="volume", volume=float("nan")))
+    with pytest.raises(InvalidMessage, match="unknown audio command"):
+        encode("audio/control", AudioControl(command="louder"))
+    node = voxsight("run", "audio_out", "--bus", bus, "volume:=-1")
+    assert node.wait(timeout=30) == 1 and "volume must be in [0, 4], got -1" in node.stdout.read()
 
 
 needs_pyaudio = pytest.mark.skipif(importlib.util.find_spec("pyaudio") is None,

@@ -10,6 +10,7 @@ import zmq
 from streams.codec import decode, encode
 from streams.messages import (
     AudioChunk,
+    AudioControl,
     AudioInfo,
     Diagnostic,
     FaceTrack,
@@ -43,6 +44,7 @@ SAMPLES: list[Message] = [
     Transcript(text="bin blue at f two now", end_stamp_ns=5, final=False, confidence=0.5),
     Diagnostic(node="ns/tracker", level="WARN", state="active", message="no face", pid=12,
                values={"rate_hz": 25.0, "drops": 3}),
+    AudioControl(command="volume", volume=0.5, target="ns/audio_out", id=2**31),
 ]
 
 
