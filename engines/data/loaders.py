@@ -24,6 +24,7 @@ tentative for its first frame) the largest live track is taken. Audio: the clip'
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -169,15 +170,16 @@ def _chosen(tracks: list, target: int) -> object | None:
     return max(tracks, key=lambda t: t.bbox[2] * t.bbox[3])
 
 
-def track_video(path: Path, max_faces: int = 1) -> dict[str, np.ndarray]:
-    """mouth_rois, lip_geometry, valid, face_crop of a video (module docstring)."""
+def track_video(path: Path, max_faces: int = 1, max_frames: int | None = None) -> dict[str, np.ndarray]:
+    """mouth_rois, lip_geometry, valid, face_crop of a video (module docstring), or of its first
+    `max_frames`."""
     from engines.face.pipeline import FacePipeline
     from engines.face.selection import SelectionParams
 
     rois, geometry, valid, crops = [], [], [], []
     with FacePipeline(selection=SelectionParams(policy="largest"), max_faces=max_faces,
                       crop_size=FACE_SIZE) as pipeline:
-        for k, bgr in enumerate(decode_video(path)):
+        for k, bgr in enumerate(itertools.islice(decode_video(path), max_frames)):
             _, tracks, target = pipeline.process(bgr, k / FPS)
             state = _chosen(tracks, target)
             seen = state is not None and state.state != "coasting"

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     soundfile.write(args.output, result.wav, 16000, subtype="PCM_16")
     seen = int(tracked["valid"].sum())
     print(f"lip-read: {result.text} (confidence {result.confidence:.2f})")
-    print(f"spoken by: {result.spoken}")
+    voice = f", in the voice of {params.voice}" if params.voice else ""
+    print(f"spoken by: {result.spoken}{voice}")
     for note in (result.note, synthesizer.doubt(result.confidence)):
         if note:
             print(f"note: {note}")

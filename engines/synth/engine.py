@@ -137,7 +137,7 @@ class SynthParams:
                                         "val clips; the real grid-dev faces, read at chance: 0.24-0.50 "
                                         "beam)")
     voice: str = param("", "a face photo or video whose voice every face speaks in (its middle frame with a "
-                           "face), for listeners who need one voice they learn once, whoever talks; '' = "
+                           "face in the first 10 s), for listeners who need one voice they learn once, whoever talks; '' = "
                            "each face in the voice that fits it. In spk010's voice, our speech of 108 test "
                            "clips is heard by whisper tiny.en at 35.5 % WER instead of 45.1 %, by "
                            "sphinx-GRID alike (notes/history.md, session 33)")
@@ -576,15 +576,18 @@ class PreparedDenoiser:
         return self.melgen(x, t, self._prepared)
 
 
+VOICE_FRAMES = 250  # a voice video's first 10 s: a long one must not hold up a node's start
+
+
 def voice_face(path: str) -> np.ndarray:
     """The face crop (112, 112, 3) uint8 RGB of a photo or video that gives every face its voice
-    (SynthParams.voice): its middle frame with a face."""
+    (SynthParams.voice): its middle frame with a face among the first VOICE_FRAMES."""
     from engines.data.loaders import track_video
 
     if not Path(path).is_file():
         raise ValueError(f"voice {path}: no such file")
     try:
-        tracked = track_video(Path(path))
+        tracked = track_video(Path(path), max_frames=VOICE_FRAMES)
     except ValueError as exc:  # PyAV's, for a file that is no photo or video
         raise ValueError(f"voice {path}: {exc}") from exc
     if not tracked["valid"].any():

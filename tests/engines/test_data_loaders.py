@@ -12,7 +12,7 @@ from engines.audio import mel
 from engines.data import loaders
 from engines.data.cache import FeatureCache
 from engines.data.corpus import RunOptions, Settings, synth
-from tests.helpers import SHARED
+from tests.helpers import REPO, SHARED
 
 GRID_DEV = SHARED / "real" / "grid-dev"
 FACES = SHARED / "faces"
@@ -169,3 +169,9 @@ def test_lrs3_loader_on_a_fixture_in_its_layout(rendered: Path, tmp_path: Path) 
     # The AAC track and the clean .wav give nearly the same mel (compression, same timing).
     voiced = ours.mel.mean(axis=0) > -6
     assert np.abs(sample.mel[:, voiced] - ours.mel[:, voiced]).mean() < 0.5
+
+
+def test_tracking_can_stop_after_the_first_frames_of_a_video() -> None:
+    sample = REPO / "launch" / "media" / "lip2speech_sample.mp4"
+    first = loaders.track_video(sample, max_frames=5)
+    assert first["valid"].shape == (5,) and first["valid"].all() and first["mouth_rois"].shape[0] == 5

@@ -592,6 +592,17 @@ def test_lip2speech_help_lists_every_setting(capsys: pytest.CaptureFixture) -> N
     assert (defaults.text_reader, defaults.aligner) == (DEFAULT_TEXT_READER, DEFAULT_ALIGNER)
 
 
+def test_lip2speech_speaks_in_the_voice_of_another_face_when_asked(tiny: dict[str, str], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    media = REPO / "launch" / "media"
+    out = tmp_path / "out.wav"
+    args = [str(media / "lip2speech_sample.mp4"), "-o", str(out), *model_args(tiny), "--nfe", "2"]
+    assert lip2speech_main([*args, "--voice", str(media / "lip2speech_sample.mp4")]) == 0
+    assert f"in the voice of {media / 'lip2speech_sample.mp4'}" in capsys.readouterr().out
+    assert lip2speech_main([*args, "--voice", str(media / "pattern.mp4")]) == 1
+    assert f"voice {media / 'pattern.mp4'}: no face to take a voice from" in capsys.readouterr().err
+
+
 def test_lip2speech_says_clearly_what_is_wrong(tiny: dict[str, str], tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out.wav"
