@@ -72,6 +72,7 @@ class AudioOutNode(Node):
         p = self.params
         self.sink: AudioSink | None = None
         self._streams: dict[str, _Stream] = {}
+        self._muted, self._volume, self._control_id = False, p.volume, 0  # the heartbeat reports them
         if not (1000 <= p.sample_rate <= 384000 and 1 <= p.channels <= 8):
             self.fail(f"unsupported output format: {p.sample_rate} Hz, {p.channels} channel(s)")
             return
@@ -93,7 +94,6 @@ class AudioOutNode(Node):
         for key in ("chunks", "samples_out", "resampled_chunks", "format_mismatches", "dropped",
                     "stamp_gaps", "muted_chunks"):
             self.count(key, 0)
-        self._muted, self._volume, self._control_id = False, p.volume, 0
         self._infos: dict[str, AudioInfo] = {}
         self._last_chunk_mono: float | None = None
         self._paused = False
