@@ -20,7 +20,8 @@ no_face, bad_frame, no target or a coasting one (not seen in this frame) give a 
 too, counted (`bad_frames`) and warned about; messages that are no valid FaceTracks at all (non-finite
 values included: the codec refuses them) are dropped and counted by the subscription
 (`sub.faces/tracks.malformed`). `no_input` (the camera is gone) ends the input: the frames still pending
-are voiced (flush). A face the tracker saw before naming it the target (its track is confirmed only after a
+are voiced (flush); so does silence on faces/tracks for `input_timeout_s` (the tracker died or stalled:
+`input_timeouts`). A face the tracker saw before naming it the target (its track is confirmed only after a
 few detections) is voiced from those frames too, up to `preroll_frames` of them. Frames the tracker skipped
 (a gap of up to `max_fill_frames` in the 25 fps stamps) are filled by repeating the last frame, so the speech
 keeps the video's duration; a longer gap, or stamps going back, restarts the stream.
@@ -89,6 +90,10 @@ class _NodeParams:
                                       "are dropped and the stream restarts")
     max_fill_frames: int = param(12, "frames the tracker skipped that are filled by repeating the last one; "
                                      "a longer gap restarts the stream")
+    input_timeout_s: float = param(2.0, "no faces/tracks message this long while frames wait to be voiced "
+                                        "(the tracker died or stalled; it publishes every camera frame, and "
+                                        "no_input once a second without a camera): warn, voice them and end "
+                                        "the utterance, as on no_input")
     warmup: bool = param(True, "run a few windows of made-up frames before activating, so the first real "
                                "window does not pay for lazy initialisation")
 
@@ -255,6 +260,7 @@ class Lip2SpeechNode(Node):
             (p.max_queue_frames < 1, "max_queue_frames must be >= 1"),
             (p.max_fill_frames < 0, "max_fill_frames must be >= 0"),
             (p.threads < 0, "threads must be >= 0"),
+            (not p.input_timeout_s > 0, "input_timeout_s must be > 0"),
         ) if bad]
         try:
             synth_params, stream_params = part(p, SynthParams), part(p, StreamParams)
@@ -274,8 +280,8 @@ class Lip2SpeechNode(Node):
         self.log.info("models %s; backends %s; algorithmic latency %d frames",
                       synthesizer.models.describe(), self._backends, self._stream.algorithmic_latency_frames)
         for key in ("frames", "bad_frames", "prerolled_frames", "filled_frames", "repeated_frames",
-                    "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes", "windows",
-                    "speech_windows", "synth_errors", "compute_s_total", "speech_compute_s_total",
+                    "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes", "input_timeouts",
+                    "windows", "speech_windows", "synth_errors", "compute_s_total", "speech_compute_s_total",
                     "speech_s_total", "transcripts", "final_transcripts", "low_confidence_transcripts"):
             self.count(key, 0)
         self._queue = FrameQueue(p.max_queue_frames, self._hop)
@@ -286,6 +292,7 @@ class Lip2SpeechNode(Node):
         self._last: FrameInput | None = None
         self._recent = RecentFaces(stream_params.preroll_frames)
         self._pending = 0  # frames queued since the last flush
+        self._input_mono = time.monotonic()  # when the last faces/tracks message came
         self._clock_offset_ns = 0  # monotonic − wall clock, from the input's stamps
         self._frame_id = ""
         # worker only
@@ -300,6 +307,7 @@ class Lip2SpeechNode(Node):
         self._info = self.create_publisher(INFO_TOPIC, EVENTS)
         self.create_subscription(TRACKS_TOPIC, FaceTracks, self._on_tracks, ORDERED)
         self.create_timer(INFO_PERIOD_S, self._publish_info)
+        self.create_timer(min(0.25, p.input_timeout_s / 2), self._check_input)
 
     def _load(self, synth_params: SynthParams, stream_params: StreamParams) -> StreamingSynthesizer | None:
         """The streaming synthesizer, or None after a clear stop (missing or mismatched weights, models or
@@ -356,11 +364,9 @@ class Lip2SpeechNode(Node):
     # ------------------------------------------------------------ event loop: input
 
     def _on_tracks(self, msg: FaceTracks) -> None:
+        self._input_mono = time.monotonic()
         if msg.status == "no_input":  # the camera is gone: voice what is pending, start afresh later
-            if self._pending:
-                self._enqueue(FLUSH)
-                self._pending, self._last = 0, None
-                self.count("flushes")
+            self._end_input()
             return
         if msg.mono_ns:
             self._clock_offset_ns = msg.mono_ns - msg.stamp_ns
@@ -386,6 +392,20 @@ class Lip2SpeechNode(Node):
         self._last = frame
         for f in frames:
             self._enqueue(f)
+
+    def _end_input(self) -> None:
+        """The input has ended: the frames still pending are voiced, and the next ones start afresh."""
+        if self._pending:
+            self._enqueue(FLUSH)
+            self._pending, self._last = 0, None
+            self.count("flushes")
+
+    def _check_input(self) -> None:
+        silent = time.monotonic() - self._input_mono
+        if self._pending and silent > self.params.input_timeout_s:
+            self.warn("input_timeouts", "no message on %s for %.1f s (tracker gone?): voicing the %d "
+                      "frame(s) held", self.resolve(TRACKS_TOPIC), silent, self._pending)
+            self._end_input()
 
     def _enqueue(self, item: object) -> None:
         dropped = self._queue.put(item)

@@ -221,6 +221,33 @@ def test_speech_and_text_for_the_target_face_in_hops_stamped_with_their_frames(b
         assert np.isfinite(v[key])
 
 
+@pytest.mark.timeout(240)
+def test_a_tracker_gone_silent_mid_utterance_is_voiced_to_its_last_frame(bus, listen, weights) -> None:
+    audio, texts = listen("audio/speech", AudioChunk), listen("text/lipread", Transcript)
+    node = _start(bus, weights, "input_timeout_s:=0.5")
+    tracker = Tracker(bus)
+    try:
+        tracker.until_answered(audio)
+        for _ in range(12):
+            tracker.send("face")
+        last = tracker.stamp  # then nothing: the tracker died, and no no_input says so
+        held = _chunks_until(audio, last)
+        final = next_message(texts, lambda t: t.final, what="the utterance's final text")
+        diag = wait_heartbeat(bus, "lip2speech", predicate=lambda d: d.values["input_timeouts"] >= 1)
+        tracker.stamp += 100 * FRAME_NS  # a tracker back (respawned): a new stream on its frames
+        for _ in range(12):
+            tracker.send("face")
+        again = _chunks_until(audio, tracker.stamp - 8 * FRAME_NS)  # its look-ahead's frames wait
+    finally:
+        tracker.close()
+        code = stop(node)
+    assert code == 0, node.stdout.read()
+    assert held[-1].stamp_ns <= last < held[-1].stamp_ns + len(held[-1].samples) // 640 * FRAME_NS
+    assert any(c.samples.any() for c in held) and final.end_stamp_ns <= last + FRAME_NS  # its end
+    assert diag.values["flushes"] >= 1 and "tracker gone?" in node.stdout.read()
+    assert again and any(c.samples.any() for c in again)
+
+
 def _hostile_frames() -> list[list[bytes]]:
     """What a broken publisher might send on faces/tracks: a FaceTracks whose lip geometry is NaN (our
     codec refuses to encode that, so the bytes are patched), and an Image."""
