@@ -53,7 +53,7 @@ def main() -> int:
     p.add_argument("--cache", required=True, help="feature cache folder")
     p.add_argument("--split", default="test", help="'' for every clip (a folder without splits: grid-dev)")
     p.add_argument("--lipreader", default="lipreader", help="shipped name or checkpoint path")
-    p.add_argument("--decode", default=SynthParams.decode, choices=("greedy", "beam", "grid"))
+    p.add_argument("--decode", default="beam", choices=("greedy", "beam", "grid"))
     p.add_argument("--beam", type=int, default=SynthParams.beam_width)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--low", type=float, help="the low-confidence line (default: the decoder's own)")

@@ -60,7 +60,7 @@ from torch import Tensor
 
 from engines.audio.mel import HOP, MELS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from engines.params import param
-from engines.synth.engine import OPENING, SILENCE, Features, Synthesizer, opening_range
+from engines.synth.engine import GRAMMAR_DECODERS, OPENING, SILENCE, Features, Synthesizer, opening_range
 from engines.text.charset import decode
 from engines.text.ctc import CtcForward, greedy_decode, text_confidence
 
@@ -348,17 +348,19 @@ class _Voice:
 
     def _window_text(self, a: int, b: int) -> str:
         log_probs = self.log_probs.get(a, b)
-        if self.synth.params.decode == "grid":  # the grammar wants whole sentences, a window holds a part
+        if self.synth.params.decode in GRAMMAR_DECODERS:  # a grammar takes whole sentences: a window has part
             return self._greedy(log_probs)
-        return self.synth.decode(log_probs)
+        return self.synth.decode(log_probs).text
 
     def _final_text(self, end: int) -> tuple[str, float, str]:
         """The utterance's text, its confidence and the doubt about it."""
         log_probs = self.log_probs.get(self.utterance, min(end, self.read_upto))
-        short = len(log_probs) <= self.p.final_decode_max_s * VIDEO_FPS
-        text = self.synth.decode(log_probs) if short else self._greedy(log_probs)
-        confidence = text_confidence(log_probs, text)
-        return text, confidence, self.synth.doubt(confidence, "" if short else "greedy")
+        if len(log_probs) <= self.p.final_decode_max_s * VIDEO_FPS:
+            text, decoder, confidence = self.synth.decode(log_probs)
+        else:
+            text, decoder = self._greedy(log_probs), "greedy"
+            confidence = text_confidence(log_probs, text)
+        return text, confidence, self.synth.doubt(confidence, decoder)
 
     def _greedy(self, log_probs: Tensor) -> str:
         with self.spend.timed("decode"):

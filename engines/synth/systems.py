@@ -59,7 +59,8 @@ class Lip2Speech:
         features = Features.from_tracks(clip_features(clip, self.cache))
         result = self.synthesizer.synthesize(features, guide)
         self.texts[clip.id] = result.text
-        self.notes += [note for note in (result.note, self.synthesizer.doubt(result.confidence)) if note]
+        doubt = self.synthesizer.doubt(result.confidence, result.decoder)
+        self.notes += [note for note in (result.note, doubt) if note]
         for stage, s in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
         self.speech_s += result.duration_s

@@ -20,7 +20,7 @@ from engines.models.identity import IdentityConfig, IdentityEncoder
 from engines.models.lipreader import LipReader, LipReaderConfig
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
-from engines.synth.engine import Features, Reading, Synthesizer, SynthParams
+from engines.synth.engine import Decoded, Features, Reading, Synthesizer, SynthParams
 from engines.synth.models import SynthModels
 from engines.synth.streaming import (
     FrameInput,
@@ -107,7 +107,7 @@ class Recording(Synthesizer):
         self.identities.append(identity)
         return super().condition(features, identity)
 
-    def decode(self, log_probs: Tensor) -> str:
+    def decode(self, log_probs: Tensor) -> Decoded:
         self.decodes += 1
         return super().decode(log_probs)
 

@@ -481,12 +481,27 @@ def test_grid_decoding_re_ranks_whole_sentences_by_the_aligners_phones(
     assert by_phones != whole[0]  # else the test shows nothing
     # a huge weight: the aligner alone ranks the beam's whole sentences
     assert Synthesizer(phones, SynthParams(decode="grid", phone_weight=1e6)).decode(log_probs, posteriors) \
-        == by_phones
+        .text == by_phones
     for params, given in ((SynthParams(decode="grid", phone_weight=0), posteriors),
                           (SynthParams(decode="grid", phone_weight=1e6), None)):  # streaming: no posteriors
-        assert Synthesizer(phones, params).decode(log_probs, given) == whole[0]
+        assert Synthesizer(phones, params).decode(log_probs, given).text == whole[0]
     with pytest.raises(ValueError, match="phone_weight"):
         SynthParams(phone_weight=-1)
+
+
+def test_auto_decoding_reads_grid_commands_by_the_grammar_and_other_speech_openly(
+        tiny: dict[str, str]) -> None:
+    synth = Synthesizer(SynthModels.load(**tiny), SynthParams(decode="auto"))
+    command = synth.decode(torch.from_numpy(frames_for("bin blue at f two now")).float())
+    assert command.text == "bin blue at f two now" and command.decoder == "grid"
+    assert command.confidence >= LOW_CONFIDENCE["grid"]
+    # the grammar forces some command out of other speech, read with low confidence: the open beam reads it
+    forced = Synthesizer(SynthModels.load(**tiny), SynthParams(decode="grid"))
+    lips = torch.from_numpy(frames_for("where is the door")).float()
+    assert forced.decode(lips).confidence < LOW_CONFIDENCE["grid"]
+    speech = synth.decode(lips)
+    assert (speech.text, speech.decoder) == ("where is the door", "beam")
+    assert not synth.prior_speaks_text(speech) and synth.prior_speaks_text(command)
 
 
 def test_an_aligner_trained_on_the_text_reader_times_the_text_on_its_features(
@@ -503,7 +518,7 @@ def test_an_aligner_trained_on_the_text_reader_times_the_text_on_its_features(
     assert not torch.allclose(theirs.features, reading.features)
     posteriors = synth.phone_posteriors(theirs)
     result = synth.synthesize(clip, "bin blue")
-    assert result.text == synth.decode(theirs.log_probs, posteriors)  # re-ranked on the text reader's phones
+    assert result.text == synth.decode(theirs.log_probs, posteriors).text  # re-ranked on its reader's phones
     timed = synth.pace(posteriors, "bin blue", synth.timing(posteriors, "bin blue"))
     torch.testing.assert_close(result.mel, synth.speak(timed, synth.identity(clip.face_crop))[0])
     with pytest.raises(ModelMismatch, match=r"trained on lipreader weights .*\(as the text reader"):
