@@ -547,9 +547,12 @@ class Synthesizer:
                            reading_text.decoder)
 
     def low_line(self, decoder: str = "") -> float:
-        """The confidence below which a text read by `decoder` (default: the params' own) is doubted."""
+        """The confidence below which a text read by `decoder` (default: the params' own) is doubted. (Texts
+        of `auto` carry the decoder that read them; auto itself is held to grid's line, the one it keeps a
+        GRID text by.)"""
         line = self.params.low_confidence
-        return line if line >= 0 else LOW_CONFIDENCE[decoder or self.params.decode]
+        decoder = decoder or self.params.decode
+        return line if line >= 0 else LOW_CONFIDENCE["grid" if decoder == "auto" else decoder]
 
     def doubt(self, confidence: float, decoder: str = "") -> str:
         """What to tell a listener about a text that `decoder` (default: the params' own) read with this

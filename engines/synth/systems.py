@@ -59,7 +59,7 @@ class Lip2Speech:
         features = Features.from_tracks(clip_features(clip, self.cache))
         result = self.synthesizer.synthesize(features, guide)
         self.texts[clip.id] = result.text
-        doubt = self.synthesizer.doubt(result.confidence, result.decoder)
+        doubt = self.synthesizer.doubt(result.confidence, result.decoder) if result.text else ""
         self.notes += [note for note in (result.note, doubt) if note]
         for stage, s in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s

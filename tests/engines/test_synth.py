@@ -333,6 +333,9 @@ def test_the_text_comes_with_the_readers_confidence_and_a_doubt_when_it_is_low(m
     between = (LOW_CONFIDENCE["grid"] + LOW_CONFIDENCE["beam"]) / 2
     assert grid.doubt(between) == "" and "< low_confidence 0.65" in grid.doubt(between, "greedy")
     assert doubtful.low_line("grid") == 1.0  # a line set by hand holds for every decoder
+    auto = Synthesizer(models)  # the default: its texts say which decoder read them; itself, grid's line
+    assert auto.params.decode == "auto" and auto.low_line() == LOW_CONFIDENCE["grid"]
+    assert auto.synthesize(clip).decoder in ("grid", "beam")
 
 
 def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
