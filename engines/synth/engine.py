@@ -146,10 +146,10 @@ class SynthParams:
     voice: str = param("", "a face photo or video whose voice every face speaks in (its middle frame with a "
                            "face in the first 10 s), for listeners who need one voice they learn once, "
                            "whoever talks; '' = each face in the voice that fits it. The voice matters to a "
-                           "listener: whisper tiny.en hears our speech of 108 test clips at 45.1 % WER in "
-                           "the faces' own voices, 37.5 % in the voice of a photo of spk010 (the piper "
-                           "training voice), 49.5 % in that of spk000 (mbrola); sphinx-GRID alike "
-                           "(notes/history.md, session 34)")
+                           "listener: whisper tiny.en hears our speech of 108 test GRID clips at 38.6 % WER "
+                           "in the faces' own voices and 34.4 % in the voice of a photo of spk010 (the piper "
+                           "training voice); decoded with beam, 45.1 and 37.5 %, and 49.5 % in the voice of "
+                           "a photo of spk000 (mbrola); sphinx-GRID alike (notes/history.md, session 34)")
     max_short_phones: float = param(0.4, "the prior speaks only if at most this share of the text's phones "
                                          "is timed 20 ms or less (true timelines: at most 0.18 in any "
                                          "corpus clip; the aligner on unseen synthetic faces: at most 0.28; "
