@@ -526,11 +526,11 @@ class Synthesizer:
         text_reading = self.text_reading(features, reading)
         timed = text_reading if self.models.aligner_reads == "text_reader" else reading
         phones = self.phone_posteriors(timed)
-        reading_text = self.decode(text_reading.log_probs, phones)
-        text = reading_text.text
+        decoded = self.decode(text_reading.log_probs, phones)
+        text = decoded.text
         said = text if guide_text is None else guide_text
         identity = self.identity(features.face_crop)
-        speak_text = self.prior_speaks_text(reading_text, doubt=guide_text is None)
+        speak_text = self.prior_speaks_text(decoded, doubt=guide_text is None)
         labels, fallback = self.prior_labels(phones, said, speak_text)
         prior = self.speak(labels, identity) if labels is not None else None
         speaks = "text" if speak_text else "phones read on the lips"
@@ -543,8 +543,8 @@ class Synthesizer:
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
-        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, reading_text.confidence,
-                           reading_text.decoder)
+        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, decoded.confidence,
+                           decoded.decoder)
 
     def low_line(self, decoder: str = "") -> float:
         """The confidence below which a text read by `decoder` (default: the params' own) is doubted. (Texts
