@@ -279,6 +279,8 @@ class Lip2SpeechNode(Node):
         self._backends = dict(synthesizer.backends)
         self.log.info("models %s; backends %s; algorithmic latency %d frames",
                       synthesizer.models.describe(), self._backends, self._stream.algorithmic_latency_frames)
+        if p.voice:
+            self.log.info("every face speaks in the voice of %s", p.voice)
         for key in ("frames", "bad_frames", "prerolled_frames", "filled_frames", "repeated_frames",
                     "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes", "input_timeouts",
                     "windows", "speech_windows", "synth_errors", "compute_s_total", "speech_compute_s_total",
