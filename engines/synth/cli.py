@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lip-read: {result.text} (confidence {result.confidence:.2f})")
     voice = f", in the voice of {params.voice}" if params.voice else ""
     print(f"spoken by: {result.spoken}{voice}")
-    doubt = synthesizer.doubt(result.confidence, result.decoder) if result.text else ""  # a still mouth
-    for note in (result.note, doubt):
+    for note in (result.note, result.doubt):
         if note:
             print(f"note: {note}")
     print(f"wrote {args.output}: {result.duration_s:.2f} s of speech; face seen in {seen}/"

@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -215,13 +216,20 @@ class Reading:
     state: Tensor
 
 
-class Decoded(NamedTuple):
-    """A lip-read text, the decoder that read it (for `decode auto`, grid or beam) and the reader's confidence
-    in it (engines.text.ctc.text_confidence)."""
+@dataclass
+class Decoded:
+    """A lip-read text, the decoder that read it (for `decode auto`, grid or beam) and the CTC
+    log-probabilities it was read from, for the reader's confidence in it, computed when asked for: a
+    stream's partial texts carry theirs from hop to hop instead (engines.text.ctc.CtcForward)."""
 
     text: str
     decoder: str
-    confidence: float
+    log_probs: Tensor = field(repr=False)
+
+    @cached_property
+    def confidence(self) -> float:
+        """engines.text.ctc.text_confidence of the text."""
+        return text_confidence(self.log_probs, self.text)
 
 
 @dataclass
@@ -234,6 +242,7 @@ class SynthResult:
     spoken: str = ""  # what spoke: the mel prior (the lips' phones or the text), MelGen, or nothing
     confidence: float = 0.0  # how surely the lip reader read `text` (engines.text.ctc.text_confidence)
     decoder: str = ""  # the decoder that read it (one of DECODERS; for auto, grid or beam)
+    doubt: str = ""  # what to tell a listener about a text read with low confidence (`Synthesizer.doubt`)
 
     @property
     def duration_s(self) -> float:
@@ -414,14 +423,12 @@ class Synthesizer:
             p = self.params
             ranked = p.decode in GRAMMAR_DECODERS and phones is not None and p.phone_weight > 0
             rescore = phone_rescorer(phones, p.phone_weight) if ranked else None
-            decoders = ("grid", "beam") if p.decode == "auto" else (p.decode,)
-            for decoder in decoders:
-                text = decode_text(log_probs, decoder, p.beam_width, rescore)
-                reading = Decoded(text, decoder, text_confidence(log_probs, text))
-                # auto: below grid's own line (whatever low_confidence flags) the lips most likely said no
-                # GRID sentence
-                if reading.confidence >= LOW_CONFIDENCE[decoder]:
-                    break
+            decoder = "grid" if p.decode == "auto" else p.decode
+            reading = Decoded(decode_text(log_probs, decoder, p.beam_width, rescore), decoder, log_probs)
+            # auto: below grid's own line (whatever low_confidence flags) the lips most likely said no GRID
+            # sentence
+            if p.decode == "auto" and reading.confidence < LOW_CONFIDENCE["grid"]:
+                reading = Decoded(decode_text(log_probs, "beam", p.beam_width), "beam", log_probs)
             return reading
 
     def condition(self, features: Tensor, identity: Tensor) -> Tensor:
@@ -544,7 +551,7 @@ class Synthesizer:
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
         return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, decoded.confidence,
-                           decoded.decoder)
+                           decoded.decoder, self.doubt(decoded.confidence, decoded.decoder))
 
     def low_line(self, decoder: str = "") -> float:
         """The confidence below which a text read by `decoder` (default: the params' own) is doubted. (Texts

@@ -356,7 +356,8 @@ class _Voice:
         """The utterance's text, its confidence and the doubt about it."""
         log_probs = self.log_probs.get(self.utterance, min(end, self.read_upto))
         if len(log_probs) <= self.p.final_decode_max_s * VIDEO_FPS:
-            text, decoder, confidence = self.synth.decode(log_probs)
+            decoded = self.synth.decode(log_probs)
+            text, decoder, confidence = decoded.text, decoded.decoder, decoded.confidence
         else:
             text, decoder = self._greedy(log_probs), "greedy"
             confidence = text_confidence(log_probs, text)

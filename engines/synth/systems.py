@@ -56,11 +56,9 @@ class Lip2Speech:
         if self.guide_reference and not clip.text:
             raise ValueError(f"clip {clip.id} has no reference text to guide toward")
         guide = clip.text if self.guide_reference else None
-        features = Features.from_tracks(clip_features(clip, self.cache))
-        result = self.synthesizer.synthesize(features, guide)
+        result = self.synthesizer.synthesize(Features.from_tracks(clip_features(clip, self.cache)), guide)
         self.texts[clip.id] = result.text
-        doubt = self.synthesizer.doubt(result.confidence, result.decoder) if result.text else ""
-        self.notes += [note for note in (result.note, doubt) if note]
+        self.notes += [note for note in (result.note, result.doubt) if note]
         for stage, s in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
         self.speech_s += result.duration_s
