@@ -18,7 +18,7 @@ import zmq
 
 from node.runtime import DIAGNOSTICS_TOPIC, HEARTBEAT_S
 from streams.endpoints import CurveKeys, EndpointError, bus_endpoints, default_bus
-from streams.messages import AUDIO_COMMANDS, MAX_VOLUME, AudioControl, Diagnostic
+from streams.messages import AUDIO_COMMANDS, MAX_VOLUME, AudioControl, Diagnostic, InvalidMessage
 from streams.pubsub import Publisher, Subscriber
 
 _RESEND_S = 0.25
@@ -26,8 +26,10 @@ _RESEND_S = 0.25
 
 def _volume(text: str) -> float:
     value = float(text)
-    if not 0 <= value <= MAX_VOLUME:
-        raise argparse.ArgumentTypeError(f"volume must be in [0, {MAX_VOLUME:g}], got {text!r}")
+    try:  # the message's own rule, refused here with a clear message rather than at publishing
+        AudioControl(command="volume", volume=value).check()
+    except InvalidMessage as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from exc
     return value
 
 
