@@ -62,6 +62,17 @@ class Feed:
 
         wait_for(step, timeout_s=20, what="audio_out to receive audio and info", poll_s=0.05)
 
+    def settle(self) -> int:
+        """Wait until the node has handled every chunk sent so far; return how many it has handled.
+
+        Warm-up chunks sent before the node joined are lost, so the count sent says nothing. A marker
+        does: silence in a format that contradicts the stream's info, which the node counts as a mismatch.
+        """
+        mismatches = self.beat().values["format_mismatches"]
+        self.send(np.zeros((WARMUP, 1), "<f4"), fmt="F32LE")
+        return wait_for(lambda: self.beat(lambda d: d.values["format_mismatches"] > mismatches),
+                        what="the marker chunk").values["chunks"]
+
     def close(self) -> None:
         for s in (self.audio, self.info, self.diag):
             s.close()
@@ -190,7 +201,7 @@ def test_an_operator_sets_the_volume_and_mutes_and_the_audio_keeps_its_timing(bu
     chunk = np.array([[1000], [-1000], [20000], [-20000]], np.int16).repeat(80, axis=0)
     try:
         feed.warm_up()
-        played = wait_for(lambda: feed.beat(), what="a heartbeat").values["chunks"]
+        played = feed.settle()
 
         def send_and_wait() -> None:
             nonlocal played
