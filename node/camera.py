@@ -46,6 +46,8 @@ class CameraParams:
     reopen_backoff_s: float = param(1.0, "first wait before reopening a failed camera; doubles on "
                                          "each failure")
     reopen_backoff_max_s: float = param(10.0, "longest wait between reopen attempts")
+    wait_subscriber_s: float = param(2.0, "before the first frame, wait up to this long for a subscriber "
+                                          "to camera/image (0: publish at once)")
 
 
 class CameraNode(Node):
@@ -58,6 +60,7 @@ class CameraNode(Node):
         self._thread: threading.Thread | None = None
         problems = [msg for bad, msg in (
             (p.fps < 0, "fps must be >= 0"),
+            (p.wait_subscriber_s < 0, "wait_subscriber_s must be >= 0"),
             (p.width <= 0 or p.height <= 0, "width and height must be positive"),
             (not 0 < p.reopen_backoff_s <= p.reopen_backoff_max_s,
              "reopen_backoff_s must be positive and at most reopen_backoff_max_s"),
@@ -129,10 +132,21 @@ class CameraNode(Node):
             self.log.exception("capture thread failed")
             self.fail(f"capture failed: {type(exc).__name__}: {exc}")
 
+    def _await_subscriber(self) -> None:
+        """Frames sent before a subscription reaches us are lost: a file's first frames, a demo's start."""
+        deadline = time.monotonic() + self.params.wait_subscriber_s
+        while not self._halt.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._pub.wait_subscribed(min(left, 0.1)):  # in slices, so a stop is not held up
+                return
+        if self.params.wait_subscriber_s > 0 and not self._halt.is_set():
+            self.log.info("no subscriber to %s after %g s; publishing anyway", IMAGE_TOPIC,
+                          self.params.wait_subscriber_s)
+
     def _capture_loop(self) -> None:
         p = self.params
         backoff = p.reopen_backoff_s
         source = self._source
+        self._await_subscriber()
         while not self._halt.is_set():
             if source is None:
                 if self._halt.wait(backoff):

@@ -1,7 +1,9 @@
 """Publishers and subscribers over ZeroMQ PUB/SUB, with bounded queues everywhere.
 
-- `Publisher`: one topic per socket, so each stream has its own high-water mark. PUB never blocks:
-  at the mark it drops, and the subscriber sees the gap in `seq`.
+- `Publisher`: one topic per socket, so each stream has its own high-water mark. It never blocks:
+  at the mark it drops, and the subscriber sees the gap in `seq`. Its socket is an XPUB, which hears
+  subscriptions, so a source can wait for its first listener (a fresh connection drops what is sent
+  before the subscriptions have reached it: ZeroMQ's slow joiner).
 - `Subscriber`: ordered and bounded (audio, transcripts, diagnostics); malformed messages are
   dropped, counted and logged at a limited rate.
 - `LatestSubscriber`: latest-only (video). An IO thread drains the socket and keeps just the newest
@@ -71,7 +73,8 @@ class Publisher:
         self.sent = 0
         self.rate = RateMeter()
         self._seq = 0
-        self._sock = ctx.socket(zmq.PUB)
+        self._subscribed = False
+        self._sock = ctx.socket(zmq.XPUB)
         _configure(self._sock, qos)
         try:
             prepare(self._sock, endpoint, bind=bind, curve=curve)
@@ -79,7 +82,30 @@ class Publisher:
             self._sock.close(linger=0)
             raise
 
+    def wait_subscribed(self, timeout_s: float) -> bool:
+        """Wait until a subscription that covers our topic reaches this socket; False after `timeout_s`.
+
+        Through the bus this means the bus has a subscriber for the topic; connected directly, a
+        subscriber itself.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._subscribed:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sock.poll(left * 1000, zmq.POLLIN):
+                return False
+            self._read_subscriptions()
+        return True
+
+    def _read_subscriptions(self) -> None:
+        # XPUB queues every new subscription for us to read, without bound: read them as they come.
+        topic = self.topic.encode()
+        while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            event = self._sock.recv()
+            if event[:1] == b"\x01" and topic.startswith(event[1:]):
+                self._subscribed = True
+
     def publish(self, msg: Message) -> None:
+        self._read_subscriptions()
         if not msg.stamp_ns:
             msg.stamp_now()
         elif not msg.mono_ns:

@@ -71,10 +71,12 @@ def test_file_streams_every_frame_then_exits_cleanly(bus: str, subscribe) -> Non
     assert proc.returncode == 0, output
     assert "end of stream" in output
     # The bus may drop video under load (latest-only), so not every frame need arrive; those that do
-    # are in order, correctly stamped, and carry the very frame their seq names.
+    # are in order, correctly stamped, and carry the very frame their seq names. The first is never
+    # lost: the camera waited for our subscription before sending it.
     assert len(got) >= 2
     assert all(isinstance(m, Image) for m in got)
     seqs = [m.seq for m in got]
+    assert seqs[0] == 0
     assert seqs == sorted(set(seqs))
     assert [PatternSource.decode_index(m.pixels) for m in got] == seqs
     assert all(m.pixels.shape == (240, 320, 3) and m.pixels.dtype == np.uint8 for m in got)
@@ -129,3 +131,27 @@ def test_missing_camera_keeps_retrying_with_warn_heartbeat(bus: str) -> None:
     output = proc.stdout.read()
     assert code == 0, output
     assert "cannot open camera 99" in output
+
+
+def test_the_first_frame_waits_for_a_subscriber(bus: str, subscribe) -> None:
+    """A fresh publisher's first messages are lost until the bus's subscriptions reach it (ZeroMQ's slow
+    joiner); the pattern opens so fast that, without the wait, its frame 0 was often lost this way."""
+    open_, _ = subscribe
+    images = open_("camera/image", Image)
+    for run in ("one", "two", "three"):
+        proc = voxsight("run", "camera", "--bus", bus, "source:=pattern", f"frame_id:={run}")
+        try:
+            first = next_message(images, lambda m, run=run: m.frame_id == run, 15.0, "the first frame")
+        finally:
+            assert stop(proc) == 0
+        assert first.seq == 0 and PatternSource.decode_index(first.pixels) == 0
+
+
+def test_without_a_subscriber_the_camera_publishes_anyway(bus: str, subscribe) -> None:
+    _, diags = subscribe
+    proc = voxsight("run", "camera", "--bus", bus, "source:=pattern", "wait_subscriber_s:=0.5")
+    try:
+        _next_from(diags, "camera", lambda d: d.values.get("frames_published", 0) > 0)
+    finally:
+        assert stop(proc) == 0
+    assert "no subscriber to camera/image after 0.5 s; publishing anyway" in proc.stdout.read()

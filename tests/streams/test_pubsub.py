@@ -177,3 +177,24 @@ def test_publishers_and_subscribers_survive_a_bus_restart(bus_url: str) -> None:
         pub.close()
         sub.close()
         ctx.term()
+
+
+def test_a_publisher_can_wait_for_its_first_subscriber_and_then_loses_nothing(bus: str) -> None:
+    ctx = zmq.Context()
+    pe, se = bus_endpoints(bus)
+    pub = Publisher(ctx, pe, "audio/speech", qos=ORDERED, source="t")
+    other = Subscriber(ctx, se, ["audio/speech_denoised"], msg_type=AudioChunk)  # longer: never ours
+    try:
+        assert not pub.wait_subscribed(0.5)
+        sub = Subscriber(ctx, se, ["audio/speech"], msg_type=AudioChunk)
+        try:
+            assert pub.wait_subscribed(10.0)
+            for _ in range(5):
+                pub.publish(AudioChunk(samples=np.zeros((160, 1), np.int16), sample_rate=16000))
+            assert [sub.recv(10.0)[1].seq for _ in range(5)] == [0, 1, 2, 3, 4]
+        finally:
+            sub.close()
+    finally:
+        for s in (pub, other):
+            s.close()
+        ctx.term()
