@@ -12,6 +12,8 @@ nodes:
     namespace: ""            # optional; joined under the file's namespace
     params: {source: launch/media/pattern.mp4, realtime: true}
     remap: {camera/image: cam0/image}      # from: to
+    qos: {camera/image: {depth: 4, latest: true}}  # optional: a topic's queue (messages) and whether
+                             # only the newest is kept; the topic is named as for remap
     respawn: true            # restart when it dies (non-zero exit or killed by a signal);
                              # a clean exit 0 is not respawned
     respawn_delay: 0.5       # seconds before the first restart; doubles per consecutive failure up
@@ -44,6 +46,7 @@ import yaml
 from node.params import ParamError, build, parse_assignment
 from node.registry import NODE_KINDS, load_kind
 from streams.endpoints import EndpointError, bus_endpoints
+from streams.pubsub import check_qos_field
 
 BUS_NAME = "bus"
 MAX_RESPAWN_DELAY_S = 30.0
@@ -70,6 +73,7 @@ class NodeSpec:
     namespace: str = ""  # the full namespace: the file's, then the node's own
     params: dict[str, Any] = field(default_factory=dict)  # only those set, typed by the kind's Params
     remap: dict[str, str] = field(default_factory=dict)
+    qos: dict[str, dict[str, Any]] = field(default_factory=dict)  # topic → {depth, latest}
     respawn: bool = False
     respawn_delay: float = 0.5
     required: bool = False
@@ -96,8 +100,8 @@ class LaunchSpec:
 
 
 _TOP_KEYS = {"namespace": str, "bus": str, "bus_params": dict, "bus_external": bool, "nodes": list}
-_NODE_KEYS = {"name": str, "kind": str, "namespace": str, "params": dict, "remap": dict, "respawn": bool,
-              "respawn_delay": float, "required": bool, "start_after": list}
+_NODE_KEYS = {"name": str, "kind": str, "namespace": str, "params": dict, "remap": dict, "qos": dict,
+              "respawn": bool, "respawn_delay": float, "required": bool, "start_after": list}
 _TYPE_NAMES = {str: "a string", dict: "a mapping", list: "a list", bool: "true or false", float: "a number"}
 # start order is file order, so a gate may only name nodes above it: no node can wait on itself or a cycle
 
@@ -229,6 +233,8 @@ def _node(doc: _Doc, item: yaml.Node, outer_ns: str, earlier: dict[str, NodeSpec
         spec.params = _params(doc, name, kind, f["params"][0])
     if "remap" in f:
         spec.remap = _remap(doc, name, f["remap"][0])
+    if "qos" in f:
+        spec.qos = _qos(doc, name, f["qos"][0])
     spec.respawn = f.get("respawn", (None, False))[1]
     spec.required = f.get("required", (None, False))[1]
     if "respawn_delay" in f:
@@ -293,6 +299,23 @@ def _remap(doc: _Doc, name: str, node: yaml.Node) -> dict[str, str]:
                                        "(letters, digits, '_', '.', '-') separated by '/'")
         remap[src] = dst
     return remap
+
+
+def _qos(doc: _Doc, name: str, node: yaml.Node) -> dict[str, dict[str, Any]]:
+    qos: dict[str, dict[str, Any]] = {}
+    for topic, key_node, value_node in doc.entries(node, f"node {name!r} qos"):
+        if not _TOPIC.fullmatch(topic):
+            raise doc.error(key_node, f"node {name!r}: bad qos topic {topic!r}: names (letters, digits, "
+                                      "'_', '.', '-') separated by '/'")
+        qos[topic] = {}
+        for field_name, field_node, v_node in doc.entries(value_node, f"node {name!r} qos of {topic!r}"):
+            value = doc.value(v_node)
+            try:
+                check_qos_field(field_name, value)
+            except ValueError as exc:
+                raise doc.error(field_node, f"node {name!r}: {topic}: {exc}") from exc
+            qos[topic][field_name] = value
+    return qos
 
 
 def apply_overrides(spec: LaunchSpec, overrides: Sequence[str], bus: str | None = None) -> LaunchSpec:

@@ -7,10 +7,13 @@ import logging
 import os
 import sys
 
+import yaml
+
 from node.params import ParamError, build, describe, parse_assignment
 from node.registry import UnknownNodeKind, load_kind
 from node.runtime import die_with_parent, install_signal_handlers
 from streams.endpoints import EndpointError
+from streams.pubsub import check_qos_field
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -23,6 +26,21 @@ def parse_remap(text: str) -> tuple[str, str]:
     if not sep or not src or not dst:
         raise argparse.ArgumentTypeError(f"expected from:=to, got {text!r}")
     return src, dst
+
+
+def parse_qos(text: str) -> tuple[str, str, object]:
+    """`camera/image.depth:=5` → ("camera/image", "depth", 5), the value checked."""
+    name, sep, raw = text.partition(":=")
+    topic, dot, field = name.rpartition(".")  # topics may hold dots; fields do not
+    if not sep or not dot or not topic or not raw:
+        raise argparse.ArgumentTypeError(f"expected TOPIC.FIELD:=VALUE (e.g. camera/image.depth:=5), "
+                                         f"got {text!r}")
+    try:
+        value = yaml.safe_load(raw)
+        check_qos_field(field, value)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
+    return topic, field, value
 
 
 def main(argv: list[str]) -> int:
@@ -39,6 +57,9 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--name", help="node name (default: the kind)")
     ap.add_argument("--ns", default="", help="namespace prefixed to relative topics")
     ap.add_argument("--remap", action="append", type=parse_remap, default=[], metavar="FROM:=TO")
+    ap.add_argument("--qos", action="append", type=parse_qos, default=[], metavar="TOPIC.FIELD:=VALUE",
+                    help="override a topic's queue: depth:=N (messages queued) or latest:=true|false "
+                         "(keep only the newest); repeatable")
     ap.add_argument("--bus", default=None, help="bus base endpoint (default $VOXSIGHT_BUS or ipc)")
     ap.add_argument("--curve-dir", default=os.environ.get("VOXSIGHT_CURVE_DIR"),
                     help="client CURVE keys for a bus beyond loopback")
@@ -64,8 +85,11 @@ def _main(argv: list[str]) -> int:
         if str(os.getppid()) != os.environ["VOXSIGHT_SUPERVISOR_PID"]:
             return 1  # the supervisor died before we could ask to follow it
     try:
+        qos: dict[str, dict[str, object]] = {}
+        for topic, field, value in args.qos:
+            qos.setdefault(topic, {})[field] = value
         node = cls(args.name or args.kind, params, namespace=args.ns, remaps=dict(args.remap),
-                   bus=args.bus, curve_dir=args.curve_dir)
+                   bus=args.bus, curve_dir=args.curve_dir, qos=qos)
     except EndpointError as exc:
         print(f"voxsight run {args.kind}: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ import zmq
 from node.params import NoParams
 from streams.endpoints import CurveKeys, bus_endpoints, default_bus
 from streams.messages import Diagnostic, Message
-from streams.pubsub import EVENTS, ORDERED, LatestSubscriber, Publisher, QoS, Subscriber
+from streams.pubsub import EVENTS, ORDERED, LatestSubscriber, Publisher, QoS, Subscriber, override_qos
 from streams.stats import RateLimitedLog
 
 HEARTBEAT_S = 1.0
@@ -55,12 +55,16 @@ class Node:
 
     def __init__(self, name: str, params: Any = None, *, namespace: str = "",
                  remaps: dict[str, str] | None = None, bus: str | None = None,
-                 curve_dir: str | None = None) -> None:
+                 curve_dir: str | None = None, qos: Mapping[str, Mapping[str, object]] | None = None) -> None:
         self.name = name
         self.namespace = namespace.strip("/")
         self.full_name = f"{self.namespace}/{name}" if self.namespace else name
         self.params = params if params is not None else self.Params()
         self.remaps = dict(remaps or {})
+        # An override's topic is resolved like the node's own, so `camera/image` names it under a
+        # namespace or a remap too. Checked by the caller (check_qos_field); unmatched ones are reported.
+        self._qos = {self.resolve(topic): (topic, dict(changes)) for topic, changes in (qos or {}).items()}
+        self._qos_used: set[str] = set()
         self.bus = bus or default_bus()
         self.pub_endpoint, self.sub_endpoint = bus_endpoints(self.bus)
         self.curve = CurveKeys.load(curve_dir, server=False) if curve_dir else None
@@ -93,15 +97,26 @@ class Node:
             return topic[1:]
         return f"{self.namespace}/{topic}" if self.namespace else topic
 
+    def _qos_for(self, resolved: str, qos: QoS, role: str) -> QoS:
+        if resolved not in self._qos:
+            return qos
+        self._qos_used.add(resolved)
+        qos = override_qos(qos, self._qos[resolved][1])
+        latest = ", latest only" if qos.latest_only and role == "subscription" else ""
+        self.log.info("qos of %s (%s): depth %d%s, as overridden", resolved, role, qos.depth, latest)
+        return qos
+
     def create_publisher(self, topic: str, qos: QoS = EVENTS) -> Publisher:
-        pub = Publisher(self.ctx, self.pub_endpoint, self.resolve(topic), qos=qos, source=self.full_name,
-                        curve=self.curve)
+        resolved = self.resolve(topic)
+        pub = Publisher(self.ctx, self.pub_endpoint, resolved, qos=self._qos_for(resolved, qos, "publisher"),
+                        source=self.full_name, curve=self.curve)
         self._publishers.append(pub)
         return pub
 
     def create_subscription(self, topic: str, msg_type: type[Message], callback: Callable[[Any], None],
                             qos: QoS = ORDERED) -> TopicHandle:
         resolved = self.resolve(topic)
+        qos = self._qos_for(resolved, qos, "subscription")
         if qos.latest_only:
             sub: Subscriber | LatestSubscriber = LatestSubscriber(
                 self.ctx, self.sub_endpoint, resolved, qos=qos, msg_type=msg_type, curve=self.curve)
@@ -201,6 +216,8 @@ class Node:
         self.create_timer(HEARTBEAT_S, self._beat)
         try:
             configured = self._transition(self.on_configure, "inactive") and not self.stopping
+            if configured:
+                self._report_unused_qos()
             if configured and self._transition(self.on_activate, "active"):
                 self._beat()
                 self._spin()
@@ -211,6 +228,13 @@ class Node:
             self._close()
         self.log.info("stopped (%s)", self._stop_reason)
         return self.exit_code
+
+    def _report_unused_qos(self) -> None:
+        """A QoS override that matches nothing is most likely a misspelt topic: say so, with the real ones."""
+        topics = sorted({p.topic for p in self._publishers} | {s.topic for s in self._subs})
+        for resolved in sorted(self._qos.keys() - self._qos_used):
+            self.log.warning("qos override for %s matches none of this node's topics (%s)",
+                             self._qos[resolved][0], ", ".join(topics) or "none")
 
     def _dispatch(self, s: _Subscription, msg: Message) -> None:
         try:

@@ -118,6 +118,8 @@ def command_line(spec: NodeSpec, bus: str, log_level: str = "INFO") -> list[str]
            "--name", spec.name, "--ns", spec.namespace, "--bus", bus, "--log-level", log_level]
     for src, dst in spec.remap.items():
         cmd += ["--remap", f"{src}:={dst}"]
+    for topic, changes in spec.qos.items():
+        cmd += [a for f, v in changes.items() for a in ("--qos", f"{topic}.{f}:={format_value(v)}")]
     return cmd
 
 

@@ -21,8 +21,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import zmq
 
@@ -50,6 +50,33 @@ class QoS:
 SENSOR = QoS(depth=2, latest_only=True, send_depth=16)
 ORDERED = QoS(depth=200, linger_ms=500)  # audio: every chunk in order, bounded, flushed on close
 EVENTS = QoS(depth=100, linger_ms=200)  # transcripts, diagnostics
+
+MAX_DEPTH = 100_000
+QOS_FIELDS = ("depth", "latest")  # what an operator may change of a stream's QoS
+
+
+def check_qos_field(field: str, value: object) -> None:
+    """Raise ValueError, naming the problem, unless `value` is a valid `field` of a QoS override."""
+    if field == "depth":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEPTH:
+            raise ValueError(f"qos depth must be a whole number of messages from 1 to {MAX_DEPTH}, "
+                             f"got {value!r}")
+    elif field == "latest":
+        if not isinstance(value, bool):
+            raise ValueError(f"qos latest must be true or false, got {value!r}")
+    else:
+        raise ValueError(f"unknown qos field {field!r}; known: {', '.join(QOS_FIELDS)}")
+
+
+def override_qos(qos: QoS, changes: Mapping[str, object]) -> QoS:
+    """`qos` with an operator's changes: `depth`, the messages queued (a publisher's as well as a
+    subscriber's queue), and `latest`, whether a subscriber keeps only the newest message."""
+    for field, value in changes.items():
+        check_qos_field(field, value)
+    depth = changes.get("depth")
+    if depth is not None:
+        qos = replace(qos, depth=depth, send_depth=depth)
+    return replace(qos, latest_only=changes.get("latest", qos.latest_only))
 
 
 def _configure(sock: zmq.Socket, qos: QoS) -> None:

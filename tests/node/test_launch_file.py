@@ -21,6 +21,7 @@ nodes:
     namespace: front
     params: {depth: 7, server_keys: "3"}
     remap: {camera/image: /cam0/image}
+    qos: {camera/image: {depth: 4, latest: false}, audio/speech: {depth: 1000}}
     respawn: true
     respawn_delay: 2
     required: true
@@ -39,6 +40,7 @@ def test_good_file_describes_the_graph() -> None:
     assert relay.namespace == "robot/front"
     assert relay.params == {"depth": 7, "server_keys": "3"}  # typed by the kind's Params
     assert relay.remap == {"camera/image": "/cam0/image"}
+    assert relay.qos == {"camera/image": {"depth": 4, "latest": False}, "audio/speech": {"depth": 1000}}
     assert (relay.respawn, relay.respawn_delay, relay.required, relay.line) == (True, 2.0, True, 5)
     assert (spare.kind, spare.namespace, spare.params, spare.respawn, spare.required) == ("bus", "robot", {},
                                                                                        False, False)
@@ -80,6 +82,14 @@ ERRORS = [
      "bad remap 'a': 'b c'"),
     ("remap not mapping", "nodes:\n  - name: r\n    kind: bus\n    remap: [a, b]\n", 4,
      "'remap' must be a mapping"),
+    ("qos depth", "nodes:\n  - name: r\n    kind: bus\n    qos:\n      a/b: {depth: 0}\n", 5,
+     "a/b: qos depth must be a whole number of messages from 1 to 100000, got 0"),
+    ("qos field", "nodes:\n  - name: r\n    kind: bus\n    qos:\n      a/b: {lastest: true}\n", 5,
+     "unknown qos field 'lastest'; known: depth, latest"),
+    ("qos topic", "nodes:\n  - name: r\n    kind: bus\n    qos:\n      'a b': {depth: 3}\n", 5,
+     "bad qos topic 'a b'"),
+    ("qos not mapping", "nodes:\n  - name: r\n    kind: bus\n    qos:\n      a/b: 3\n", 5,
+     "qos of 'a/b' must be a mapping"),
     ("duplicate key", "nodes:\n  - name: r\n    kind: bus\n    name: s\n", 4, "duplicate key 'name'"),
     ("bad bus", "bus: udp://x\nnodes:\n  - {kind: bus, name: r}\n", 1, "bad bus endpoint"),
     ("bad namespace", "nodes:\n  - {kind: bus, name: r}\n  - {kind: bus, name: s, namespace: 'a b'}\n", 3,

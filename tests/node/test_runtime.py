@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,8 +14,8 @@ import zmq
 from node.params import ParamError, RawText, build, describe, param, parse_assignment
 from node.runtime import Node
 from streams.endpoints import bus_endpoints
-from streams.messages import Diagnostic, Transcript
-from streams.pubsub import Publisher, Subscriber
+from streams.messages import Diagnostic, Image, Transcript
+from streams.pubsub import ORDERED, Publisher, Subscriber
 from tests.helpers import next_message, stop, voxsight, wait_for, wait_heartbeat
 
 
@@ -133,9 +134,37 @@ def test_a_node_process_stops_cleanly_on_signals(bus: str, sig: int) -> None:
 def test_run_refuses_bad_invocations(bus: str) -> None:
     for args, message in ((["run", "tone", "bogus:=1"], "unknown parameter"),
                           (["run", "nosuchkind"], "unknown node kind"),
-                          (["run", "tone", "--bus", "udp://x"], "unsupported bus transport")):
+                          (["run", "tone", "--bus", "udp://x"], "unsupported bus transport"),
+                          (["run", "tone", "--qos", "depth:=3"], "expected TOPIC.FIELD:=VALUE"),
+                          (["run", "tone", "--qos", "camera/image.depth:=-1"], "qos depth must be")):
         out, _ = voxsight(*args).communicate(timeout=60)
         assert message in out
     listing, _ = voxsight("run", "camera", "--help-params").communicate(timeout=60)
     assert "source (str, default 'pattern')" in listing
     assert np.all([k in listing for k in ("fps", "realtime", "loop")])
+
+
+def test_an_operator_makes_a_latest_only_subscription_keep_every_frame(bus: str) -> None:
+    """`--qos`: tone reads camera/image latest-only; with latest:=false and a deep queue, a burst of frames
+    is queued whole. A misspelt topic is reported, not silently ignored."""
+    burst = 60  # within the bus's own queue per peer (100)
+    proc = voxsight("run", "tone", "--bus", bus, "--qos", "camera/image.latest:=false",
+                    "--qos", "camera/image.depth:=500", "--qos", "camera/imagery.depth:=3")
+    ctx = zmq.Context()
+    frames = Publisher(ctx, bus_endpoints(bus)[0], "camera/image", qos=ORDERED, source="cam")
+    try:
+        assert frames.wait_subscribed(30.0)  # tone's subscription, through the bus
+        t0 = time.time_ns()
+        for i in range(burst):
+            frames.publish(Image(pixels=np.zeros((12, 16, 3), np.uint8), stamp_ns=t0 + i * 40_000_000))
+        beat = wait_heartbeat(bus, "tone", predicate=lambda d: d.values["sub.camera/image.received"] >= burst)
+        assert beat.values["sub.camera/image.received"] == burst
+        assert beat.values["sub.camera/image.superseded"] == 0
+    finally:
+        frames.close()
+        ctx.term()
+        assert stop(proc) == 0
+    out = proc.stdout.read()
+    assert "qos of camera/image (subscription): depth 500, as overridden" in out
+    assert "qos override for camera/imagery matches none of this node's topics (audio/info, audio/speech, " \
+           "camera/image)" in out

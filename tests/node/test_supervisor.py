@@ -17,6 +17,7 @@ import pytest
 from node.launch_file import NodeSpec
 from node.params import build, parse_assignment
 from node.registry import load_kind
+from node.run import parse_qos
 from node.supervisor import (
     MAX_RESPAWN_DELAY_S,
     after_exit,
@@ -61,16 +62,19 @@ def test_exit_reports() -> None:
     assert exit_status(3) == 3
 
 
-def test_command_line_round_trips_params_and_remaps() -> None:
+def test_command_line_round_trips_params_remaps_and_qos() -> None:
     params = {"depth": 7, "server_keys": "true"}  # a string that reads as a bool unless quoted
-    node = NodeSpec("relay", "bus", "robot/front", params=params, remap={"a/b": "/c"})
+    node = NodeSpec("relay", "bus", "robot/front", params=params, remap={"a/b": "/c"},
+                    qos={"a/b.v2": {"depth": 3, "latest": True}})
     cmd = command_line(node, "ipc:///tmp/x/bus", "DEBUG")
     assert cmd[1:5] == ["-m", "node", "run", "bus"]
     assigned = dict(parse_assignment(a) for a in cmd[5:7])
     assert build(load_kind("bus").Params, assigned) == build(load_kind("bus").Params, params)
     pairs = list(zip(cmd[7::2], cmd[8::2], strict=True))
     assert pairs == [("--name", "relay"), ("--ns", "robot/front"), ("--bus", "ipc:///tmp/x/bus"),
-                     ("--log-level", "DEBUG"), ("--remap", "a/b:=/c")]
+                     ("--log-level", "DEBUG"), ("--remap", "a/b:=/c"), ("--qos", "a/b.v2.depth:=3"),
+                     ("--qos", "a/b.v2.latest:=true")]
+    assert [parse_qos(a) for a in cmd[-3::2]] == [("a/b.v2", "depth", 3), ("a/b.v2", "latest", True)]
 
 
 def test_nodes_stop_in_reverse_order_and_the_bus_last() -> None:
