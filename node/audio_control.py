@@ -60,8 +60,12 @@ def send(control: AudioControl, bus: str, node: str = "", timeout_s: float = 5.0
     out = Publisher(ctx, pub_endpoint, topic, source="voxsight-audio", curve=curve)
     confirmed: dict[str, Diagnostic] = {}
     try:
+        start = time.monotonic()
+        # A first send before the nodes' subscriptions reach this fresh socket would be lost (and wait
+        # for a resend); with no subscriber at all, the loop below runs out the time left.
+        out.wait_subscribed(timeout_s)
         now = time.monotonic()
-        deadline, resend = now + timeout_s, now
+        deadline, resend = start + timeout_s, now
         while (now := time.monotonic()) < deadline:
             if now >= resend:
                 out.publish(control)
