@@ -36,10 +36,10 @@ from typing import IO
 
 import numpy as np
 import psutil
-import yaml
 import zmq
 
 from node.launch_file import BUS_NAME, LaunchError, LaunchSpec, apply_overrides
+from node.launch_file import dump as dump_launch
 from node.launch_file import load as load_launch
 from streams.endpoints import bus_endpoints
 from streams.messages import AudioChunk, Diagnostic, Transcript
@@ -130,7 +130,7 @@ class Graph:
 
     def start(self, watch: Watch) -> None:
         graph = Path(self.log.name).with_suffix(".graph.yaml")
-        graph.write_text(yaml.safe_dump(_launch_text(self.spec), sort_keys=False))
+        graph.write_text(dump_launch(self.spec))
         self.supervisor = subprocess.Popen(
             [sys.executable, "-m", "node", "launch", str(graph), "--bus", self.bus], cwd=REPO,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -157,19 +157,6 @@ class Graph:
         except subprocess.TimeoutExpired:
             os.killpg(self.supervisor.pid, signal.SIGKILL)
             self.supervisor.wait()
-
-
-def _launch_text(spec: LaunchSpec) -> dict:
-    """The launch file of `spec` (namespaces already joined into each node's)."""
-    bus = None if spec.bus_external else spec.node(BUS_NAME)
-    nodes = [{"name": n.name, "kind": n.kind, "namespace": n.namespace, "params": n.params, "remap": n.remap,
-              "respawn": n.respawn, "respawn_delay": n.respawn_delay, "required": n.required,
-              "start_after": n.start_after}
-             for n in spec.nodes if n is not bus]
-    text: dict = {"nodes": nodes, "bus_external": spec.bus_external}
-    if bus is not None and bus.params:
-        text["bus_params"] = bus.params
-    return text
 
 
 def _tail(path: Path, lines: int = 25) -> str:

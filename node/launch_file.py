@@ -177,6 +177,26 @@ def load(path: str | Path) -> LaunchSpec:
     return parse(text, str(path))
 
 
+def dump(spec: LaunchSpec) -> str:
+    """`spec` as launch-file text that `parse` reads back to the same graph (what a tool writes when it
+    launches a graph it changed)."""
+    bus = None if spec.bus_external else spec.node(BUS_NAME)
+    outer = bus.namespace if bus is not None else ""  # the file's namespace, which every node's starts with
+
+    def node(n: NodeSpec) -> dict[str, Any]:
+        fields = {f.name: getattr(n, f.name) for f in dataclasses.fields(n) if f.name != "line"}
+        fields["namespace"] = n.namespace.removeprefix(outer).lstrip("/")
+        return fields
+
+    text: dict[str, Any] = {"namespace": outer, "nodes": [node(n) for n in spec.nodes if n is not bus],
+                            "bus_external": spec.bus_external}
+    if spec.bus is not None:
+        text["bus"] = spec.bus
+    if bus is not None and bus.params:
+        text["bus_params"] = bus.params
+    return yaml.safe_dump(text, sort_keys=False)
+
+
 def parse(text: str, path: str = "<launch>") -> LaunchSpec:
     """Check launch-file `text` (`path` names it in errors) and return the graph it describes."""
     doc = _Doc(text, path)

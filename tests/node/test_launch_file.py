@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from node.launch_file import BUS_NAME, LaunchError, apply_overrides, load, parse
+from node.launch_file import BUS_NAME, LaunchError, apply_overrides, dump, load, parse
 from tests.helpers import voxsight
 
 # The `bus` kind doubles as a node whose params (depth: int, server_keys: str) exist in every checkout.
@@ -46,6 +47,19 @@ def test_good_file_describes_the_graph() -> None:
                                                                                        False, False)
     assert spec.bus == "ipc:///tmp/vx-launch-test/bus" and not spec.bus_external
     assert (relay.start_after, spare.start_after) == ([], ["relay", "bus"])
+
+
+EXTERNAL = GOOD.replace("bus_params: {depth: 50}", "bus_external: true").replace("[relay, bus, relay]",
+                                                                                 "[relay]")
+
+
+@pytest.mark.parametrize("text", [GOOD, EXTERNAL])
+def test_a_dumped_graph_reads_back_the_same(text: str) -> None:
+    spec = parse(text, "good.yaml")
+    again = parse(dump(spec), "dumped.yaml")
+    assert [dataclasses.replace(n, line=0) for n in again.nodes] == \
+        [dataclasses.replace(n, line=0) for n in spec.nodes]
+    assert (again.bus, again.bus_external) == (spec.bus, spec.bus_external)
 
 
 def test_name_defaults_to_kind_and_external_bus_starts_none() -> None:

@@ -440,3 +440,7 @@ def test_launch_files_declare_the_graph_with_the_synthesizer_parameters(name: st
     if name == "lip2speech_file.yaml":
         media = REPO / camera.params["source"]
         assert media.is_file() and media.stat().st_size <= 2_000_000
+        # a file is voiced whole: the tracker queues its frames; a live camera's stay latest-only
+        assert spec.node("tracker").qos == {"camera/image": {"latest": False, "depth": 100}}
+    else:
+        assert spec.node("tracker").qos == {}
