@@ -2,8 +2,9 @@
 
 Publishes one AudioControl and waits until the audio_out nodes' heartbeats report it (`control_id`), so
 the command's exit status says whether it took effect: 0 once at least one node (or the `--node` named)
-confirmed, 1 when none did within `--timeout`. A bus drops what is published before its subscribers'
-interest reaches the publisher, so the command is sent again until confirmed; the nodes act once per id.
+confirmed, 1 when none did within `--timeout`. A fresh publisher's sends are lost until the nodes'
+subscriptions reach it, so the first waits for them; the command is sent again until confirmed (the nodes
+act once per id).
 """
 
 from __future__ import annotations
@@ -60,12 +61,8 @@ def send(control: AudioControl, bus: str, node: str = "", timeout_s: float = 5.0
     out = Publisher(ctx, pub_endpoint, topic, source="voxsight-audio", curve=curve)
     confirmed: dict[str, Diagnostic] = {}
     try:
-        start = time.monotonic()
-        # A first send before the nodes' subscriptions reach this fresh socket would be lost (and wait
-        # for a resend); with no subscriber at all, the loop below runs out the time left.
-        out.wait_subscribed(timeout_s)
-        now = time.monotonic()
-        deadline, resend = start + timeout_s, now
+        deadline, resend = time.monotonic() + timeout_s, 0.0
+        out.wait_subscribed(timeout_s)  # with no subscriber at all, the loop below runs out the time left
         while (now := time.monotonic()) < deadline:
             if now >= resend:
                 out.publish(control)

@@ -62,7 +62,7 @@ class Node:
         self.params = params if params is not None else self.Params()
         self.remaps = dict(remaps or {})
         # An override's topic is resolved like the node's own, so `camera/image` names it under a
-        # namespace or a remap too. Checked by the caller (check_qos_field); unmatched ones are reported.
+        # namespace or a remap too; unmatched ones are reported once configured.
         self._qos = {self.resolve(topic): (topic, dict(changes)) for topic, changes in (qos or {}).items()}
         self._qos_used: set[str] = set()
         self.bus = bus or default_bus()
