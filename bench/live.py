@@ -213,6 +213,7 @@ def demo(spec: LaunchSpec, log_path: Path) -> int:
 def _latency_table(v: dict[str, float]) -> str:
     rows = [("end-to-end latency, window's first frame (ms)", "latency_first_ms"),
             ("end-to-end latency, window's last frame (ms)", "latency_last_ms"),
+            ("time to first audio: an utterance's first speech window (ms)", "first_audio_ms"),
             ("compute per speech window (ms)", "speech.compute_ms"), ("RTF of speech windows", "speech.rtf")]
     lines = ["| lip2speech diagnostics | p50 | p95 |", "|---|---|---|"]
     nan = float("nan")

@@ -2,7 +2,8 @@
 
 Publishers connect to its input, subscribers to its output, so a node needs one address to reach
 every topic and the topic tools can see the whole graph. Subscriptions travel upstream, so a
-publisher only sends what someone wants. The forwarding runs in libzmq (no Python per message).
+publisher only sends what someone wants, and a latched one hears each new subscriber. The
+forwarding runs in libzmq (no Python per message).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class BusNode(Node):
             sock.setsockopt(zmq.SNDHWM, self.params.depth)
             sock.setsockopt(zmq.RCVHWM, self.params.depth)
             sock.setsockopt(zmq.LINGER, 0)
+        # Every subscription goes upstream, not just a topic's first: a latched publisher answers
+        # each new subscriber with its last message.
+        self._xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
         prepare(self._xsub, self.pub_endpoint, bind=True, curve=keys)
         prepare(self._xpub, self.sub_endpoint, bind=True, curve=keys)
         self._control = self.ctx.socket(zmq.PAIR)

@@ -12,7 +12,7 @@ thread, so the event loop (input, heartbeats, stop requests) never waits on a mo
   `confidence` in that text (engines.text.ctc.text_confidence); a final one below `low_confidence` (by
   default the line of the decoder that read it, engines.synth.engine.LOW_CONFIDENCE) is counted
   (`low_confidence_transcripts`) and warned about: the speech may not say what was said;
-- `audio/info`: the stream's format, at start and every 2 s.
+- `audio/info`: the stream's format, latched (a subscriber that joins late gets it at once).
 
 Input: a message with status ok and a target the tracker saw in that frame gives that face's frame;
 no_face, bad_frame, no target or a coasting one (not seen in this frame) give a frame without a face
@@ -32,7 +32,8 @@ Falling behind: at most `max_queue_frames` frames wait; beyond that the oldest w
 Heartbeat: the last window's compute ms, RTF (compute / audio duration), end-to-end latency (publish time
 − acquisition stamp of the window's first and of its last voiced frame) and stage times; p50/p95 of
 these over the last STATS_WINDOWS windows (RTF and compute over speech windows only: silent ones skip
-the models; latency over live windows only: those a flush voices waited for the input to end); queue
+the models; latency over live windows only: those a flush voices waited for the input to end), and the time
+to first audio (`first_audio_ms`: the first-frame latency of each utterance's first speech window); queue
 depth (now and the peak since the last beat); counters of frames, windows, silence reasons, drops,
 restarts, bad frames and frames voiced from before their face was the target (`prerolled_frames`); the
 backend of each graph as `backend.GRAPH.NAME` = 1.
@@ -56,13 +57,12 @@ from node.params import merge, param, part
 from node.runtime import Node
 from streams.audio import to_int16
 from streams.messages import AudioChunk, AudioInfo, FaceTracks, Transcript
-from streams.pubsub import EVENTS, ORDERED
+from streams.pubsub import EVENTS, LATCHED, ORDERED
 
 TRACKS_TOPIC = "faces/tracks"
 AUDIO_TOPIC = "audio/speech"
 TEXT_TOPIC = "text/lipread"
 INFO_TOPIC = "audio/info"
-INFO_PERIOD_S = 2.0
 STATS_WINDOWS = 150  # 30 s of 200 ms windows
 FRAME_NS = round(1e9 / VIDEO_FPS)
 _JOIN_S = 10.0  # a window in progress may take this long on a slow CPU
@@ -306,9 +306,8 @@ class Lip2SpeechNode(Node):
             self._warm_up()
         self._audio = self.create_publisher(AUDIO_TOPIC, ORDERED)
         self._texts = self.create_publisher(TEXT_TOPIC, EVENTS)
-        self._info = self.create_publisher(INFO_TOPIC, EVENTS)
+        self._info = self.create_publisher(INFO_TOPIC, LATCHED)
         self.create_subscription(TRACKS_TOPIC, FaceTracks, self._on_tracks, ORDERED)
-        self.create_timer(INFO_PERIOD_S, self._publish_info)
         self.create_timer(min(0.25, p.input_timeout_s / 2), self._check_input)
 
     def _load(self, synth_params: SynthParams, stream_params: StreamParams) -> StreamingSynthesizer | None:
@@ -347,7 +346,8 @@ class Lip2SpeechNode(Node):
                       sum(not c.silent for c in chunks), time.perf_counter() - started)
 
     def on_activate(self) -> None:
-        self._publish_info()
+        self._info.publish(AudioInfo(sample_rate=SAMPLE_RATE, channels=1, format="S16LE",
+                                     chunk_samples=self._hop * SAMPLES_PER_FRAME, topic=self._audio.topic))
         self._thread = threading.Thread(target=self._work, daemon=True, name="synthesizer")
         self._thread.start()
 
@@ -358,10 +358,6 @@ class Lip2SpeechNode(Node):
         self._thread.join(_JOIN_S)
         if self._thread.is_alive():
             self.log.warning("the synthesizer is still busy after %.0f s; leaving it", _JOIN_S)
-
-    def _publish_info(self) -> None:
-        self._info.publish(AudioInfo(sample_rate=SAMPLE_RATE, channels=1, format="S16LE",
-                                     chunk_samples=self._hop * SAMPLES_PER_FRAME, topic=self._audio.topic))
 
     # ------------------------------------------------------------ event loop: input
 
@@ -462,13 +458,14 @@ class Lip2SpeechNode(Node):
 
     def _publish(self, chunk: SpeechChunk, live: bool) -> None:
         frames = len(chunk.wav) // SAMPLES_PER_FRAME
+        starts = not chunk.silent and not self._utterance_ns  # an utterance's first speech
         if frames:  # (a flush may end with the utterance's text alone)
             now = time.time_ns()
             self._audio.publish(AudioChunk(
                 samples=to_int16(chunk.wav.reshape(-1, 1)), sample_rate=SAMPLE_RATE, channels=1,
                 format="S16LE", stamp_ns=chunk.stamp_ns, mono_ns=chunk.stamp_ns + self._clock_offset_ns,
                 frame_id=self._frame_id))
-            self._record(chunk, frames, now, live)
+            self._record(chunk, frames, now, live, starts)
         if not chunk.silent:
             self._utterance_ns = self._utterance_ns or chunk.stamp_ns
             self._utterance_end_ns = chunk.stamp_ns + frames * FRAME_NS
@@ -500,8 +497,9 @@ class Lip2SpeechNode(Node):
                 return pushed[min(i + frames - 1, len(pushed) - 1)]
         return chunk.stamp_ns + (frames - 1) * FRAME_NS
 
-    def _record(self, chunk: SpeechChunk, frames: int, now_ns: int, live: bool) -> None:
-        """Figures of one window; the latency only of `live` ones (a flush's waited for the input's end)."""
+    def _record(self, chunk: SpeechChunk, frames: int, now_ns: int, live: bool, starts: bool) -> None:
+        """Figures of one window; the latency only of `live` ones (a flush's waited for the input's end), and
+        of those that `starts` an utterance also as its time to first audio."""
         audio_s = frames / VIDEO_FPS
         window = {"compute_ms": chunk.compute_s * 1e3, "rtf": chunk.compute_s / audio_s,
                   "latency_first_ms": (now_ns - chunk.stamp_ns) / 1e6,
@@ -513,6 +511,8 @@ class Lip2SpeechNode(Node):
             if live:
                 self._rolling.add("latency_first_ms", window["latency_first_ms"])
                 self._rolling.add("latency_last_ms", window["latency_last_ms"])
+                if starts:
+                    self._rolling.add("first_audio_ms", window["latency_first_ms"])
             if not chunk.silent:
                 self._rolling.add("speech.compute_ms", window["compute_ms"])
                 self._rolling.add("speech.rtf", window["rtf"])

@@ -248,6 +248,9 @@ class Node:
         for s in self._subs:
             target = s.sub.fileno() if isinstance(s.sub, LatestSubscriber) else s.sub.socket
             poller.register(target, zmq.POLLIN)
+        latched = [pub for pub in self._publishers if pub.latched]
+        for pub in latched:
+            poller.register(pub.socket, zmq.POLLIN)
         while not self.stopping:
             now = time.monotonic_ns()
             next_due = min((t.due_ns for t in self._timers), default=now + _MAX_POLL_MS * 10**6)
@@ -262,6 +265,9 @@ class Node:
                         self._dispatch(s, msg)
                 if self.stopping:
                     break
+            for pub in latched:
+                if pub.socket in ready:
+                    pub.serve()
             now = time.monotonic_ns()
             for t in self._timers:
                 if now >= t.due_ns:

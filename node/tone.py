@@ -5,7 +5,7 @@ pitch follows the frame's mean brightness (base_hz + span_hz · mean/255), phase
 chunks, stamped with the frame's acquisition stamp so `voxsight topic delay` shows true end-to-end
 latency. The chunk length comes from the frames' stamps (a fractional-sample carry keeps the total
 exact); the first chunk is one 25 fps frame long and a stall is capped so it does not come out as a
-burst. AudioInfo is published at start and every 2 s for subscribers that join late.
+burst. AudioInfo is latched: a subscriber that joins late gets it at once.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from node.params import param
 from node.runtime import Node
 from streams.audio import to_int16
 from streams.messages import AudioChunk, AudioInfo, Image
-from streams.pubsub import EVENTS, ORDERED, SENSOR
+from streams.pubsub import LATCHED, ORDERED, SENSOR
 
 FIRST_CHUNK_NS = 40_000_000  # one frame at 25 fps
 MAX_CHUNK_NS = 500_000_000
-INFO_PERIOD_S = 2.0
 _NS = 1_000_000_000
 
 
@@ -57,14 +56,10 @@ class ToneNode(Node):
         self._carry = 0  # sample-time remainder, in 1e-9 samples, so chunk lengths add up exactly
         self._phase = 0.0
         self._audio = self.create_publisher("audio/speech", ORDERED)
-        self._info = self.create_publisher("audio/info", EVENTS)
+        self._info = self.create_publisher("audio/info", LATCHED)
         self.create_subscription("camera/image", Image, self._on_frame, SENSOR)
-        self.create_timer(INFO_PERIOD_S, self._publish_info)
 
     def on_activate(self) -> None:
-        self._publish_info()
-
-    def _publish_info(self) -> None:
         rate = self.params.sample_rate
         self._info.publish(AudioInfo(sample_rate=rate, channels=1, format="S16LE",
                                      chunk_samples=rate * FIRST_CHUNK_NS // _NS, topic=self._audio.topic))

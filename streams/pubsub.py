@@ -3,7 +3,9 @@
 - `Publisher`: one topic per socket, so each stream has its own high-water mark. It never blocks:
   at the mark it drops, and the subscriber sees the gap in `seq`. Its socket is an XPUB, which hears
   subscriptions, so a source can wait for its first listener (a fresh connection drops what is sent
-  before the subscriptions have reached it: ZeroMQ's slow joiner).
+  before the subscriptions have reached it: ZeroMQ's slow joiner). A latched publisher sends its
+  last message again whenever a new subscription reaches it, so a late subscriber learns a stream's
+  format at once (ROS's transient_local with depth 1).
 - `Subscriber`: ordered and bounded (audio, transcripts, diagnostics); malformed messages are
   dropped, counted and logged at a limited rate.
 - `LatestSubscriber`: latest-only (video). An IO thread drains the socket and keeps just the newest
@@ -42,6 +44,7 @@ class QoS:
     latest_only: bool = False
     linger_ms: int = 0
     send_depth: int | None = None  # the publisher's mark, when it must differ from `depth`
+    latched: bool = False  # the publisher sends its last message again to each new subscription
 
 
 # Video: newest frame only. The publisher's queue is deeper than 2 because libzmq learns of the
@@ -50,6 +53,7 @@ class QoS:
 SENSOR = QoS(depth=2, latest_only=True, send_depth=16)
 ORDERED = QoS(depth=200, linger_ms=500)  # audio: every chunk in order, bounded, flushed on close
 EVENTS = QoS(depth=100, linger_ms=200)  # transcripts, diagnostics
+LATCHED = QoS(depth=10, linger_ms=200, latched=True)  # a stream's declared format (AudioInfo)
 
 MAX_DEPTH = 100_000
 QOS_FIELDS = ("depth", "latest")  # what an operator may change of a stream's QoS
@@ -101,8 +105,14 @@ class Publisher:
         self.rate = RateMeter()
         self._seq = 0
         self._subscribed = False
+        self.latched = qos.latched
+        self._last: Message | None = None
         self._sock = ctx.socket(zmq.XPUB)
         _configure(self._sock, qos)
+        if qos.latched:
+            # Without it XPUB passes on only a topic's first subscription, and through the bus every
+            # later subscriber of the topic arrives on the same connection as the first.
+            self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         try:
             prepare(self._sock, endpoint, bind=bind, curve=curve)
         except Exception:
@@ -123,16 +133,34 @@ class Publisher:
             self._read_subscriptions()
         return True
 
-    def _read_subscriptions(self) -> None:
+    @property
+    def socket(self) -> zmq.Socket:
+        """Readable while subscriptions wait: a latched publisher's owner polls it and calls `serve`."""
+        return self._sock
+
+    def _read_subscriptions(self) -> bool:
+        """Read the subscriptions waiting; True when one of them covers our topic."""
         # XPUB queues every new subscription for us to read, without bound: read them as they come.
         topic = self.topic.encode()
+        covered = False
         while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             event = self._sock.recv()
-            if event[:1] == b"\x01" and topic.startswith(event[1:]):
-                self._subscribed = True
+            covered |= event[:1] == b"\x01" and topic.startswith(event[1:])
+        self._subscribed |= covered
+        return covered
+
+    def serve(self) -> None:
+        """Read new subscriptions; a latched publisher sends its last message again for them."""
+        if self._read_subscriptions() and self.latched and self._last is not None:
+            self._send(self._last)
 
     def publish(self, msg: Message) -> None:
-        self._read_subscriptions()
+        self._read_subscriptions()  # a subscription that comes now gets `msg` itself
+        if self.latched:
+            self._last = msg
+        self._send(msg)
+
+    def _send(self, msg: Message) -> None:
         if not msg.stamp_ns:
             msg.stamp_now()
         elif not msg.mono_ns:

@@ -13,7 +13,7 @@ import zmq
 from streams.endpoints import bus_endpoints
 from streams.messages import AudioChunk, AudioInfo, Diagnostic, Image
 from streams.pubsub import ORDERED, SENSOR, Publisher, Subscriber
-from tests.helpers import stop, voxsight, wait_for, wait_heartbeat
+from tests.helpers import next_message, stop, voxsight, wait_for, wait_heartbeat
 
 RATE = 16000
 MS = 1_000_000
@@ -77,7 +77,7 @@ class Camera:
 
 def test_tone_voices_frames_with_their_stamps_and_brightness(bus: str) -> None:
     camera = Camera(bus)
-    info = Subscriber(zmq.Context.instance(), bus_endpoints(bus)[1], ["audio/info"], msg_type=AudioInfo)
+    infos: list[Subscriber] = []
     proc = voxsight("run", "tone", "--bus", bus)
     try:
         camera.warm_up()
@@ -98,14 +98,20 @@ def test_tone_voices_frames_with_their_stamps_and_brightness(bus: str) -> None:
         assert _sine_residual(joined, _pitch(128)) < 3 / 32768
         assert abs(np.abs(joined).max() - 0.3) < 1e-3  # the default amplitude
 
-        got = wait_for(lambda: info.recv(0), timeout_s=10, what="AudioInfo")[1]
-        assert (got.sample_rate, got.channels, got.format, got.topic) == (RATE, 1, "S16LE", "audio/speech")
+        # The format is latched: each subscriber that joins this late gets it, though it was sent once.
+        for n in range(2):
+            infos.append(Subscriber(zmq.Context.instance(), bus_endpoints(bus)[1], ["audio/info"],
+                                    msg_type=AudioInfo))
+            got = next_message(infos[-1], what=f"AudioInfo for late subscriber {n}")
+            assert (got.sample_rate, got.channels, got.format, got.topic) == (RATE, 1, "S16LE",
+                                                                             "audio/speech")
         beat = wait_heartbeat(bus, "tone", predicate=lambda d: d.values.get("capped_gaps", 0) >= 3)
         assert beat.level in ("OK", "WARN")
     finally:
         assert stop(proc) == 0
         camera.close()
-        info.close()
+        for info in infos:
+            info.close()
 
 
 def test_tone_into_audio_out_is_a_working_graph(bus: str, tmp_path: Path) -> None:

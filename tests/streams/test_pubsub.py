@@ -1,5 +1,6 @@
 """Pub/sub over a real bus process: bounded memory under a slow consumer, latest-only video, exact
-topics, reconnection after the bus restarts."""
+topics, reconnection after the bus restarts, publishers that wait for a subscriber or latch their last
+message."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 import zmq
 
 from streams.endpoints import bus_endpoints
-from streams.messages import AudioChunk, Image
-from streams.pubsub import ORDERED, SENSOR, LatestSubscriber, Publisher, Subscriber
+from streams.messages import AudioChunk, AudioInfo, Image
+from streams.pubsub import LATCHED, ORDERED, SENSOR, LatestSubscriber, Publisher, Subscriber
 from tests.helpers import stop, voxsight, wait_for, wait_heartbeat
 
 SOAK_S = 30.0
@@ -196,5 +197,49 @@ def test_a_publisher_can_wait_for_its_first_subscriber_and_then_loses_nothing(bu
             sub.close()
     finally:
         for s in (pub, other):
+            s.close()
+        ctx.term()
+
+
+def test_a_latched_publisher_answers_each_new_subscriber_with_its_last_message(bus_url: str) -> None:
+    ctx = zmq.Context()
+    pe, se = bus_endpoints(bus_url)
+    info = Publisher(ctx, pe, "audio/info", qos=LATCHED, source="t")
+    audio = Publisher(ctx, pe, "audio/speech", qos=ORDERED, source="t")  # not latched
+    subs: list[Subscriber] = []
+
+    def next_on(sub: Subscriber) -> tuple[str, object] | None:
+        """What `sub` gets next while the publisher serves subscriptions, as a node's loop does."""
+        if info.socket.poll(20):
+            info.serve()
+        return sub.recv(0.02)
+
+    def join() -> Subscriber:
+        subs.append(Subscriber(ctx, se, ["audio/info", "audio/speech"]))
+        return subs[-1]
+
+    bus = voxsight("bus", "--bus", bus_url)
+    try:
+        wait_heartbeat(bus_url, "bus")
+        info.publish(AudioInfo(sample_rate=16000, topic="audio/speech"))
+        info.publish(AudioInfo(sample_rate=48000, topic="audio/speech"))  # the last one is latched
+        audio.publish(AudioChunk(samples=np.zeros((160, 1), np.int16), sample_rate=16000))
+        seen = -1
+        for n in range(2):  # each late subscriber, not just the topic's first
+            sub = join()
+            topic, msg = wait_for(lambda s=sub: next_on(s), what=f"the latched message for subscriber {n}")
+            assert (topic, msg.sample_rate) == ("audio/info", 48000)
+            seen = msg.seq
+        # A restarted bus hears the subscriptions again, and the publisher sends it again for them.
+        os.kill(bus.pid, signal.SIGKILL)
+        bus.wait()
+        bus = voxsight("bus", "--bus", bus_url)
+        for sub in subs:
+            topic, msg = wait_for(lambda s=sub: (got := next_on(s)) and got[1].seq > seen and got,
+                                  timeout_s=20, what="the latched message again after a bus restart")
+            assert (topic, msg.sample_rate) == ("audio/info", 48000)
+    finally:
+        stop(bus)
+        for s in (info, audio, *subs):
             s.close()
         ctx.term()
