@@ -22,9 +22,11 @@ values included: the codec refuses them) are dropped and counted by the subscrip
 (`sub.faces/tracks.malformed`). `no_input` (the camera is gone) ends the input: the frames still pending
 are voiced (flush); so does silence on faces/tracks for `input_timeout_s` (the tracker died or stalled:
 `input_timeouts`). A face the tracker saw before naming it the target (its track is confirmed only after a
-few detections) is voiced from those frames too, up to `preroll_frames` of them. Frames the tracker skipped
-(a gap of up to `max_fill_frames` in the 25 fps stamps) are filled by repeating the last frame, so the speech
-keeps the video's duration; a longer gap, or stamps going back, restarts the stream.
+few detections) is voiced from those frames too, up to `preroll_frames` of them. Frames go on the 25 fps grid
+the synthesizer speaks, by their stamps (`FrameGrid`), so the speech keeps the video's duration whatever the
+camera's rate: frames the tracker skipped (a gap of up to `max_fill_frames`) are filled by repeating the last
+frame, frames of a faster source are dropped (`early_frames`, warned about); a longer gap, or stamps going
+back, restarts the stream.
 
 Falling behind: at most `max_queue_frames` frames wait; beyond that the oldest whole hops are dropped
 (counted, warned) and the stream restarts on the newer frames, which bounds the latency.
@@ -148,21 +150,39 @@ class RecentFaces:
         return tuple(reversed(run))
 
 
-def fill_gap(last: FrameInput | None, frame: FrameInput, max_fill: int) -> list[FrameInput] | None:
-    """The frames to push for `frame` after `last`: the frames the tracker skipped (copies of `last`, at
-    25 fps stamps), then `frame`; [] for a repeated stamp; None when the gap is longer than `max_fill`
-    frames or the stamps went back (the stream must restart)."""
-    if last is None:
-        return [frame]
-    gap = frame.stamp_ns - last.stamp_ns
-    if gap == 0:
-        return []
-    missing = max(0, round(gap / FRAME_NS) - 1)  # a frame early (a jittery or re-timed source): none missing
-    if gap < 0 or missing > max_fill:
-        return None
-    step = gap // (missing + 1)
-    return [dataclasses.replace(last, stamp_ns=last.stamp_ns + k * step, earlier=())
-            for k in range(1, missing + 1)] + [frame]
+class FrameGrid:
+    """Puts a stream's frames on the 25 fps grid the synthesizer speaks, by their stamps, so the speech keeps
+    the video's timing whatever the source's rate: slot k lies k frames after the stream's first frame.
+
+    A frame in the slot of the one before it is dropped (a source faster than 25 fps, or a repeated stamp);
+    slots left empty (frames the tracker skipped, a slower source) are filled with copies of the frame
+    before, up to `max_fill` in a row. A longer gap, or stamps going back, starts a new stream.
+    """
+
+    def __init__(self, max_fill: int) -> None:
+        self.max_fill = max_fill
+        self.last: FrameInput | None = None
+        self._origin_ns = 0
+        self._slot = 0
+
+    def reset(self) -> None:
+        """The next frame starts a new stream."""
+        self.last = None
+
+    def place(self, frame: FrameInput) -> list[FrameInput] | None:
+        """The frames to push for `frame`: the filled slots, then `frame`; [] when it is dropped; None when it
+        starts a new stream after a gap or a step back (the caller ends the old one first)."""
+        last = self.last
+        slot = 0 if last is None else (frame.stamp_ns - self._origin_ns + FRAME_NS // 2) // FRAME_NS
+        if last is not None and slot <= self._slot and frame.stamp_ns >= last.stamp_ns:
+            return []
+        if last is None or frame.stamp_ns < last.stamp_ns or slot - self._slot - 1 > self.max_fill:
+            self._origin_ns, self._slot, self.last = frame.stamp_ns, 0, frame
+            return None if last is not None else [frame]
+        filled = [dataclasses.replace(last, stamp_ns=self._origin_ns + k * FRAME_NS, earlier=())
+                  for k in range(self._slot + 1, slot)]
+        self._slot, self.last = slot, frame
+        return [*filled, frame]
 
 
 FLUSH = object()  # a queue item: the input ended, voice what is pending
@@ -282,6 +302,7 @@ class Lip2SpeechNode(Node):
         if p.voice:
             self.log.info("every face speaks in the voice of %s", p.voice)
         for key in ("frames", "bad_frames", "prerolled_frames", "filled_frames", "repeated_frames",
+                    "early_frames",
                     "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes", "input_timeouts",
                     "windows", "speech_windows", "synth_errors", "compute_s_total", "speech_compute_s_total",
                     "speech_s_total", "transcripts", "final_transcripts", "low_confidence_transcripts"):
@@ -291,7 +312,7 @@ class Lip2SpeechNode(Node):
         self._rolling = Rolling()
         self._window: dict[str, float] = {}
         # event loop only
-        self._last: FrameInput | None = None
+        self._grid = FrameGrid(p.max_fill_frames)
         self._recent = RecentFaces(stream_params.preroll_frames)
         self._pending = 0  # frames queued since the last flush
         self._input_mono = time.monotonic()  # when the last faces/tracks message came
@@ -371,14 +392,20 @@ class Lip2SpeechNode(Node):
         self._frame_id = msg.frame_id
         faces = seen_faces(msg)
         frame = target_frame(msg, faces)
-        frames = fill_gap(self._last, frame, self.params.max_fill_frames)
+        last = self._grid.last
+        frames = self._grid.place(frame)
         if frames is None:
             self.warn("stamp_jumps", "frame stamps jumped %.0f ms: the stream restarts",
-                      (frame.stamp_ns - self._last.stamp_ns) / 1e6)
+                      (frame.stamp_ns - last.stamp_ns) / 1e6)
             self._enqueue(FLUSH)
             frames = [frame]
         elif not frames:
-            self.warn("repeated_frames", "frame stamp %d repeated: ignored", frame.stamp_ns)
+            if frame.stamp_ns == last.stamp_ns:
+                self.warn("repeated_frames", "frame stamp %d repeated: ignored", frame.stamp_ns)
+            else:
+                self.warn("early_frames", "a frame %.1f ms after the one before: faces/tracks come faster "
+                          "than %g fps, the rate the synthesizer speaks, so such frames are dropped (set the "
+                          "camera's fps to %g)", (frame.stamp_ns - last.stamp_ns) / 1e6, VIDEO_FPS, VIDEO_FPS)
             return
         for filled in frames[:-1]:
             self._recent.repeat(filled.stamp_ns)
@@ -387,7 +414,6 @@ class Lip2SpeechNode(Node):
         self._recent.add(faces)
         self.count("frames")
         self.count("filled_frames", len(frames) - 1)
-        self._last = frame
         for f in frames:
             self._enqueue(f)
 
@@ -395,7 +421,8 @@ class Lip2SpeechNode(Node):
         """The input has ended: the frames still pending are voiced, and the next ones start afresh."""
         if self._pending:
             self._enqueue(FLUSH)
-            self._pending, self._last = 0, None
+            self._pending = 0
+            self._grid.reset()
             self.count("flushes")
 
     def _check_input(self) -> None:

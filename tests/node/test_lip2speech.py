@@ -24,7 +24,7 @@ from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.streaming import OPENING, FrameInput
 from engines.train import checkpoint
 from node.launch_file import load as load_launch
-from node.lip2speech import FLUSH, FRAME_NS, FrameQueue, RecentFaces, fill_gap, seen_faces, target_frame
+from node.lip2speech import FLUSH, FRAME_NS, FrameGrid, FrameQueue, RecentFaces, seen_faces, target_frame
 from streams.codec import encode
 from streams.endpoints import bus_endpoints
 from streams.messages import (
@@ -248,6 +248,31 @@ def test_a_tracker_gone_silent_mid_utterance_is_voiced_to_its_last_frame(bus, li
     assert again and any(c.samples.any() for c in again)
 
 
+@pytest.mark.timeout(240)
+def test_a_camera_faster_than_25_fps_is_spoken_for_as_long_as_its_video(bus, listen, weights) -> None:
+    audio = listen("audio/speech", AudioChunk)
+    node = _start(bus, weights)
+    tracker = Tracker(bus)
+    try:
+        tracker.until_answered(audio)
+        begin = tracker.stamp
+        for k in range(1, 91):  # 3 s at 30 fps
+            tracker.stamp = begin + round(k * 1e9 / 30) - FRAME_NS  # (send adds a 25 fps frame)
+            tracker.send("face")
+        last = tracker.stamp
+        tracker.pub.publish(FaceTracks(image_width=0, image_height=0, status="no_input"))
+        chunks = _chunks_until(audio, last - FRAME_NS // 2)  # a chunk's frames lie on the grid ± half a frame
+        diag = wait_heartbeat(bus, "lip2speech", predicate=lambda d: d.values["flushes"] >= 1)
+    finally:
+        tracker.close()
+        code = stop(node)
+    assert code == 0, node.stdout.read()
+    voiced_ns = sum(len(c.samples) for c in chunks if c.stamp_ns > begin) // 640 * FRAME_NS
+    assert abs(voiced_ns - (last - begin)) <= HOP * FRAME_NS  # not 3.6 s for 3 s of video
+    assert diag.values["early_frames"] == 15 and diag.values["filled_frames"] == 0
+    assert "faster than 25 fps" in node.stdout.read()
+
+
 def _hostile_frames() -> list[list[bytes]]:
     """What a broken publisher might send on faces/tracks: a FaceTracks whose lip geometry is NaN (our
     codec refuses to encode that, so the bytes are patched), and an Image."""
@@ -394,24 +419,36 @@ def test_a_new_target_brings_its_frames_from_before_it_was_named() -> None:
         stamp_ns=1, image_width=360, image_height=288, tracks=[_track(0)], status="no_face")) == {}
 
     frame = dataclasses.replace(faces(7, 6)[6], earlier=recent.earlier(6))
-    filled = fill_gap(frame, _frame(10 * FRAME_NS), 3)
+    grid = FrameGrid(3)
+    grid.place(frame)
+    filled = grid.place(_frame(10 * FRAME_NS))
     assert [f.stamp_ns // FRAME_NS for f in filled] == [8, 9, 10]
     assert filled[0].earlier == () and filled[1].earlier == ()  # a repeated frame brings none
 
 
-def test_fill_gap_repeats_the_last_frame_on_the_25_fps_grid() -> None:
-    last = _frame(1_000 * FRAME_NS)
-    assert fill_gap(None, last, 3) == [last]
-    assert fill_gap(last, _frame(last.stamp_ns + FRAME_NS + 3_000_000), 3)[0].stamp_ns == (
-        last.stamp_ns + FRAME_NS + 3_000_000)  # jitter is not a gap
-    early = _frame(last.stamp_ns + FRAME_NS // 3)  # a frame far too early is pushed, not divided by zero
-    assert fill_gap(last, early, 3) == [early]
-    filled = fill_gap(last, _frame(last.stamp_ns + 3 * FRAME_NS), 3)
-    assert [f.stamp_ns - last.stamp_ns for f in filled] == [FRAME_NS, 2 * FRAME_NS, 3 * FRAME_NS]
-    assert filled[0].track_id == last.track_id
-    assert fill_gap(last, _frame(last.stamp_ns), 3) == []  # a repeated frame
-    assert fill_gap(last, _frame(last.stamp_ns + 5 * FRAME_NS), 3) is None  # too long a gap
-    assert fill_gap(last, _frame(last.stamp_ns - FRAME_NS), 3) is None  # back in time
+def test_frames_go_on_the_25_fps_grid_by_their_stamps() -> None:
+    grid = FrameGrid(3)
+    first = _frame(1_000 * FRAME_NS)
+    assert grid.place(first) == [first]
+    jittered = _frame(first.stamp_ns + FRAME_NS + 3_000_000)
+    assert grid.place(jittered) == [jittered]  # jitter is not a gap
+    assert grid.place(_frame(jittered.stamp_ns)) == []  # a repeated stamp
+    assert grid.place(_frame(first.stamp_ns + FRAME_NS + FRAME_NS // 3)) == []  # early: in the same slot
+    filled = grid.place(_frame(first.stamp_ns + 4 * FRAME_NS))
+    assert [f.stamp_ns - first.stamp_ns for f in filled] == [2 * FRAME_NS, 3 * FRAME_NS, 4 * FRAME_NS]
+    assert filled[0].mouth_roi is jittered.mouth_roi and filled[0].earlier == ()  # copies of the frame before
+    assert grid.place(_frame(first.stamp_ns + 9 * FRAME_NS)) is None  # too long a gap: a new stream
+    assert grid.place(_frame(first.stamp_ns + 10 * FRAME_NS))[0].stamp_ns == first.stamp_ns + 10 * FRAME_NS
+    assert grid.place(_frame(first.stamp_ns)) is None  # back in time: a new stream
+
+
+@pytest.mark.parametrize("fps", [30.0, 50.0, 60.0, 15.0, 24.9, 25.1])
+def test_any_camera_rate_is_spoken_for_as_long_as_its_video(fps: float) -> None:
+    grid = FrameGrid(12)
+    stamps = [round(k * 1e9 / fps) for k in range(int(10 * fps) + 1)]  # 10 s of video
+    pushed = [f for t in stamps for f in grid.place(_frame(10**12 + t))]
+    assert len(pushed) == 251  # 10 s at 25 fps, both ends included
+    assert all(abs(f.stamp_ns - 10**12 - k * FRAME_NS) <= FRAME_NS // 2 for k, f in enumerate(pushed))
 
 
 def test_frame_queue_drops_the_oldest_whole_hops_and_says_so_once() -> None:
