@@ -54,6 +54,7 @@ import torch
 
 from engines.audio.mel import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from engines.synth.engine import Synthesizer, SynthParams
+from engines.synth.models import DEFAULT_TEXT_READER, SynthModels
 from engines.synth.streaming import OPENING, FrameInput, SpeechChunk, StreamingSynthesizer, StreamParams
 from node.params import merge, param, part
 from node.runtime import Node
@@ -83,6 +84,9 @@ class _NodeParams:
                                     "name or a checkpoint path; '' (with prior '') = MelGen speaks")
     prior: str = param("prior", "mel prior weights, which speak the aligner's phones: a shipped name or a "
                                 "checkpoint path; '' (with aligner '') = MelGen speaks")
+    text_reader: str = param(DEFAULT_TEXT_READER, "lip reader that reads each ended utterance's text again, "
+                                                  "whole (it may need whole clips): a shipped name or a "
+                                                  "checkpoint path; '' = the lip reader's own reading")
     cache_dir: str = param("", "cache of compiled backend graphs (TensorRT engines); '' = the default")
     threads: int = param(1, "intra-op threads of every network (PyTorch and ONNX Runtime); 0 = each "
                             "library's default, every core. A window is many small operations and the "
@@ -334,12 +338,11 @@ class Lip2SpeechNode(Node):
     def _load(self, synth_params: SynthParams, stream_params: StreamParams) -> StreamingSynthesizer | None:
         """The streaming synthesizer, or None after a clear stop (missing or mismatched weights, models or
         parameters that cannot stream, bad device)."""
-        from engines.synth.models import SynthModels
-
         p = self.params
         try:
             models = SynthModels.load(p.lipreader, p.melgen, p.identity, p.asr or None, p.vocoder, p.device,
-                                      aligner=p.aligner or None, prior=p.prior or None)
+                                      aligner=p.aligner or None, prior=p.prior or None,
+                                      text_reader=p.text_reader or None)
             synthesizer = Synthesizer(models, synth_params, p.device, p.cache_dir or None, p.threads)
             return StreamingSynthesizer(synthesizer, stream_params)
         except (OSError, ValueError, RuntimeError) as exc:  # missing file, CheckpointError, ModelMismatch

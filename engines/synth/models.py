@@ -12,8 +12,9 @@ features (`aligner_reads`), which follow lips the shipped reader's may not (real
 Offline, the defaults (`DEFAULT_TEXT_READER`, `DEFAULT_ALIGNER`) are such a pair: the motion reader reads the
 text and the aligner trained on it re-ranks and times it (since session 19: 10.2 % pocketsphinx-GRID WER on
 108 unseen-face test clips against 11.3 % for the lip reader with its own aligner, whisper 39.8 % against
-44.1 %). The live node cannot use them: the motion reader needs the whole clip; its prior speaks the phones
-the shipped `aligner` reads on the shipped `lipreader`'s features.
+44.1 %). A stream's prior speaks the phones the shipped `aligner` reads on the shipped `lipreader`'s
+features, window by window; the motion reader, which needs whole clips, reads each ended utterance's text
+again (since session 36), re-ranked by that aligner.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class SynthModels:
             loaded["prior"] = checkpoint.load_ref(prior, "prior", device)
         if text_reader is not None:
             loaded["text_reader"] = checkpoint.load_ref(text_reader, "lipreader", device)
+            check_text_reader(loaded["text_reader"].model, loaded["lipreader"].model)
         reads = aligner_reads(loaded)
         pairs = {"melgen": ("lipreader", "identity"), "aligner": (reads,), "prior": ("aligner", "identity")}
         for model, bases in pairs.items():
@@ -124,6 +126,15 @@ def aligner_reads(loaded: dict[str, Any]) -> str:
     trained_on = loaded["aligner"].data_summary.get("lipreader_digest")
     text_reader = checkpoint.weights_digest(loaded["text_reader"].model)
     return "text_reader" if trained_on == text_reader else "lipreader"
+
+
+def check_text_reader(text_reader: nn.Module, lipreader: nn.Module) -> None:
+    """ModelMismatch unless the text reader takes the inputs the lip reader takes: the frames given to one
+    are read by the other."""
+    a, b = text_reader.config.frontend, lipreader.config.frontend
+    if (a.roi_size, a.geometry_dim) != (b.roi_size, b.geometry_dim):
+        raise ModelMismatch(f"the text reader reads {a.roi_size}-pixel mouth ROIs and {a.geometry_dim} lip "
+                            f"geometry values, the lip reader {b.roi_size} and {b.geometry_dim}")
 
 
 def check_condition(melgen: nn.Module, lipreader: nn.Module, identity: nn.Module, features: str) -> None:

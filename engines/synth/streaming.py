@@ -38,7 +38,10 @@ is empty, only closing the utterance's text, when no frame was left: only withou
 An utterance is a run of speech hops (at most `max_utterance_s`: a longer run is cut at a hop's end into
 several); a chunk's `text` is the greedy reading of the current utterance so far, and the chunk where it
 ends (silence after speech, a track change, flush, its length) carries `final_text` with
-the utterance decoded by the params' decoder (greedily past `final_decode_max_s`); `confidence` says how
+the utterance read again whole (greedily past `final_decode_max_s`): by the text reader when the models have
+one (a reader of whole clips: the offline text's, which reads GRID commands about three times better than
+the streaming reader; NOTES.md), decoded by the params' decoder with GRID sentences re-ranked by the
+aligner's phones of the whole utterance; `confidence` says how
 surely the reader read that text (engines.text.ctc.text_confidence). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
 `warm_up()` pays the first calls' one-off costs before a live stream starts.
@@ -46,6 +49,7 @@ seeded per window from params.seed and the window's index: the same input gives 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter, deque
@@ -60,7 +64,15 @@ from torch import Tensor
 
 from engines.audio.mel import HOP, MELS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from engines.params import param
-from engines.synth.engine import GRAMMAR_DECODERS, OPENING, SILENCE, Features, Synthesizer, opening_range
+from engines.synth.engine import (
+    GRAMMAR_DECODERS,
+    OPENING,
+    SILENCE,
+    Features,
+    Reading,
+    Synthesizer,
+    opening_range,
+)
 from engines.text.charset import decode
 from engines.text.ctc import CtcForward, greedy_decode, text_confidence
 
@@ -89,9 +101,10 @@ class StreamParams:
     max_utterance_s: float = param(30.0, "an utterance this long ends at the end of a hop (its final text "
                                          "out) and the next speech starts another, so a face that talks "
                                          "without pause for hours costs no more memory or compute per hop")
-    final_decode_max_s: float = param(10.0, "an ended utterance up to this long is read again with the "
-                                            "params' decoder, a longer one greedily (a beam over it would "
-                                            "stall the stream: ~1 s per 500 frames here)")
+    final_decode_max_s: float = param(10.0, "an ended utterance up to this long is read again whole (by the "
+                                            "text reader, if loaded) with the params' decoder, a longer one "
+                                            "greedily (a beam over it would stall the stream: ~1 s per 500 "
+                                            "frames here)")
 
     def __post_init__(self) -> None:
         if self.hop_frames < 1 or self.context_frames < 0 or self.preroll_frames < 0:
@@ -203,6 +216,10 @@ class _Voice:
         self.tail: np.ndarray | None = None  # the previous window's samples past its hop, to crossfade
         self.utterance: int | None = None  # first frame of the utterance in progress
         self.forward = CtcForward()  # the partial text's confidence, carried from hop to hop of the utterance
+        # the inputs from frame inputs_start on (the utterance's, once one runs), for the text reader
+        self.reads_text = synth.models.text_reader is not None
+        self.inputs: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        self.inputs_start = start
         self.mel = _Timeline(start, 1, MELS_PER_FRAME)  # committed mel (80, 4T), silence where silent
 
     # ------------------------------------------------------------ input
@@ -214,6 +231,8 @@ class _Voice:
             self.crop, self.new_crop = frame.face_crop.copy(), True
         assert self.last is not None, "a voice starts with a face"
         self.pending.append(self.last)
+        if self.reads_text:
+            self.inputs.append(self.last)
         self.seen.append(torch.tensor([frame is not None]))
         self.opening.append(torch.tensor([float(self.last[1][OPENING])]))
         self.frames_since_identity += 1
@@ -291,7 +310,13 @@ class _Voice:
         self.committed = e
         self.log_probs.drop_before(min(e - p.context_frames, self.utterance if self.utterance is not None
                                        else e))
-        self.cond.drop_before(e - p.context_frames - self.aligner_past)
+        # an utterance's features stay for its final text (the aligner's phones re-rank it)
+        kept_from = self.utterance if self.utterance is not None else e
+        self.cond.drop_before(min(e - p.context_frames - self.aligner_past, kept_from))
+        if self.reads_text:
+            for _ in range(kept_from - self.inputs_start):
+                self.inputs.popleft()
+            self.inputs_start = kept_from
         self.seen.drop_before(e)
         self.opening.drop_before(e - p.hop_frames)
         return piece
@@ -353,15 +378,24 @@ class _Voice:
         return self.synth.decode(log_probs).text
 
     def _final_text(self, end: int) -> tuple[str, float, str]:
-        """The utterance's text, its confidence and the doubt about it."""
-        log_probs = self.log_probs.get(self.utterance, min(end, self.read_upto))
-        if len(log_probs) <= self.p.final_decode_max_s * VIDEO_FPS:
-            decoded = self.synth.decode(log_probs)
-            text, decoder, confidence = decoded.text, decoded.decoder, decoded.confidence
-        else:
-            text, decoder = self._greedy(log_probs), "greedy"
+        """The utterance's text, its confidence and the doubt about it. Up to final_decode_max_s it is read
+        again whole: by the text reader on the utterance's inputs when one is loaded, and decoded with GRID
+        sentences re-ranked by the aligner's phones of the utterance; longer, greedily."""
+        end = min(end, self.read_upto)
+        log_probs = self.log_probs.get(self.utterance, end)
+        if len(log_probs) > self.p.final_decode_max_s * VIDEO_FPS:
+            text = self._greedy(log_probs)
             confidence = text_confidence(log_probs, text)
-        return text, confidence, self.synth.doubt(confidence, decoder)
+            return text, confidence, self.synth.doubt(confidence, "greedy")
+        reading = Reading(log_probs, self.cond.get(self.utterance, end), self.state)
+        phones = self.synth.phone_posteriors(reading)
+        if self.reads_text:
+            first = self.utterance - self.inputs_start
+            said = itertools.islice(self.inputs, first, first + end - self.utterance)
+            rois, geometry = (np.stack(a) for a in zip(*said, strict=True))
+            reading = self.synth.text_reading(Features(rois, geometry, self.crop), reading)
+        decoded = self.synth.decode(reading.log_probs, phones)
+        return decoded.text, decoded.confidence, self.synth.doubt(decoded.confidence, decoded.decoder)
 
     def _greedy(self, log_probs: Tensor) -> str:
         with self.spend.timed("decode"):

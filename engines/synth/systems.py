@@ -114,9 +114,11 @@ class StreamedLip2Speech(Lip2Speech):
 
 def lip2speech_stream(lipreader: str = "lipreader", melgen: str = "melgen", identity: str = "identity",
                       asr: str = "asr", vocoder: str = "vocoder", cache: str = "", aligner: str = "aligner",
-                      prior: str = "prior", **params: Any) -> StreamedLip2Speech:
-    """Factory: as `lip2speech` (the aligner one trained on `lipreader`, the streaming reader; no text
-    reader: it needs whole clips), plus any StreamParams field (hop_frames, lookahead_frames, ...)."""
+                      prior: str = "prior", text_reader: str = DEFAULT_TEXT_READER,
+                      **params: Any) -> StreamedLip2Speech:
+    """Factory: as `lip2speech` (the aligner one trained on `lipreader`, the streaming reader; the text reader
+    reads each ended utterance again, as the live node's does), plus any StreamParams field (hop_frames,
+    lookahead_frames, ...)."""
     from engines.synth.engine import Synthesizer, SynthParams
     from engines.synth.models import SynthModels
     from engines.synth.streaming import StreamingSynthesizer, StreamParams
@@ -129,7 +131,7 @@ def lip2speech_stream(lipreader: str = "lipreader", melgen: str = "melgen", iden
     synth_params, stream_params = (kind(**{k: v for k, v in params.items() if k in names})
                                    for kind, names in kinds.items())
     models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder,
-                              aligner=aligner or None, prior=prior or None)
+                              aligner=aligner or None, prior=prior or None, text_reader=text_reader or None)
     streamer = StreamingSynthesizer(Synthesizer(models, synth_params), stream_params)
     return StreamedLip2Speech(streamer, cache or None, "streamed")
 

@@ -21,7 +21,7 @@ from engines.models.lipreader import LipReader, LipReaderConfig
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.engine import Decoded, Features, Reading, Synthesizer, SynthParams
-from engines.synth.models import SynthModels
+from engines.synth.models import ModelMismatch, SynthModels
 from engines.synth.streaming import (
     FrameInput,
     SpeechChunk,
@@ -93,6 +93,7 @@ class Recording(Synthesizer):
         self.embeddings: list[Tensor] = []
         self.identities: list[Tensor] = []
         self.decodes = 0
+        self.texts_read: list[Features] = []
 
     def read(self, *args: object, **kwargs: object) -> Reading:
         reading = super().read(*args, **kwargs)
@@ -107,9 +108,13 @@ class Recording(Synthesizer):
         self.identities.append(identity)
         return super().condition(features, identity)
 
-    def decode(self, log_probs: Tensor) -> Decoded:
+    def decode(self, log_probs: Tensor, phones: np.ndarray | None = None) -> Decoded:
         self.decodes += 1
-        return super().decode(log_probs)
+        return super().decode(log_probs, phones)
+
+    def text_reading(self, features: Features, reading: Reading) -> Reading:
+        self.texts_read.append(features)
+        return super().text_reading(features, reading)
 
     def generate(self, cond: Tensor, text: str, **kwargs: object) -> Tensor:
         mel = super().generate(cond, text, **kwargs)
@@ -256,6 +261,49 @@ def test_an_ended_utterance_is_read_again_by_the_decoder_unless_too_long(models:
         assert chunks[-1].final_text and isinstance(chunks[-1].text, str)
         counts.append(s.synthesizer.decodes - len(s.synthesizer.windows))  # one per window for guidance
     assert counts == [1, 0]
+
+
+def whole_clip_reader(models: SynthModels, tmp_path: Path) -> str:
+    """A checkpoint of a tiny lip reader that normalises whole clips (so cannot stream), for the text."""
+    torch.manual_seed(1)
+    frontend = dataclasses.replace(models.lipreader.config.frontend, normalise="clip", mean_window=0)
+    reader = LipReader(dataclasses.replace(models.lipreader.config, frontend=frontend))
+    return str(checkpoint.save(tmp_path / "text_reader.pt", reader, reader.config, kind="lipreader",
+                               metrics={}, data_summary={}, command="test", data_seed=0, step=0))
+
+
+def test_each_ended_utterance_is_read_again_whole_by_the_text_reader(weights: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
+    assert models.aligner_reads == "lipreader"  # the aligner speaks the streaming reader's phones
+    talk, rest, again = face_inputs(20), face_inputs(15, still=True), face_inputs(25, seed=1)
+    clip = Features(*(np.concatenate(parts) for parts in zip(
+        *((f.mouth_rois, f.lip_geometry) for f in (talk, rest, again)), strict=True)), talk.face_crop)
+    s = streamer(models, dataclasses.replace(FAST, decode="beam", beam_width=4), synthesizer=Recording)
+    chunks, kept = [], []
+    for frame in frames_of(clip):
+        chunks += s.push(frame)
+        kept.append(len(s._voice.inputs))
+    chunks += s.flush()
+
+    spans, first, frame = [], None, 0  # each utterance: from its first speech hop to where it ended
+    for c in chunks:
+        n = len(c.wav) // SAMPLES_PER_FRAME
+        first = frame if first is None and not c.silent else first
+        if c.final_text:
+            spans.append((first, frame if c.silent else frame + n))
+            first = None
+        frame += n
+    synth = s.synthesizer
+    assert len(spans) == len(synth.texts_read) == 2
+    assert spans[0][0] == 0 and spans[1][1] == len(clip.mouth_rois)
+    finals = [c for c in chunks if c.final_text]
+    for (a, b), read, final in zip(spans, synth.texts_read, finals, strict=True):
+        np.testing.assert_array_equal(read.mouth_rois, clip.mouth_rois[a:b])  # the utterance's own frames
+        np.testing.assert_array_equal(read.lip_geometry, clip.lip_geometry[a:b])
+        expected = Synthesizer.decode(synth, Synthesizer.text_reading(synth, read, None).log_probs)
+        assert (final.text, final.confidence) == (expected.text, pytest.approx(expected.confidence))
+    assert max(kept) <= 25 + s.algorithmic_latency_frames + HOP  # an utterance's inputs, not the stream's
 
 
 # ---------------------------------------------------------------- silence
@@ -526,3 +574,13 @@ def test_the_eval_system_streams_a_clips_cached_features(weights: dict[str, str]
     assert isinstance(system.texts["c1"], str) and system.seconds["prior"] > 0  # the prior speaks
     with pytest.raises(ValueError, match="unknown"):
         lip2speech_stream(**weights, hop=5)
+
+
+def test_a_text_reader_of_other_inputs_is_refused(weights: dict[str, str], tmp_path: Path) -> None:
+    models = SynthModels.load(**weights)
+    frontend = dataclasses.replace(models.lipreader.config.frontend, roi_size=64)
+    reader = LipReader(dataclasses.replace(models.lipreader.config, frontend=frontend))
+    path = checkpoint.save(tmp_path / "small.pt", reader, reader.config, kind="lipreader", metrics={},
+                           data_summary={}, command="test", data_seed=0, step=0)
+    with pytest.raises(ModelMismatch, match="64-pixel mouth ROIs"):
+        SynthModels.load(**weights, text_reader=str(path))

@@ -21,6 +21,7 @@ from engines.models.identity import IdentityConfig, IdentityEncoder
 from engines.models.lipreader import LipReader, LipReaderConfig
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
+from engines.synth.models import DEFAULT_TEXT_READER
 from engines.synth.streaming import OPENING, FrameInput
 from engines.train import checkpoint
 from node.launch_file import load as load_launch
@@ -68,6 +69,11 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         data_summary={"features": "visual"} if kind == "melgen" else {}, command="test",
                         data_seed=0, step=0)
     save_phone_models(folder, models["lipreader"], models["identity"], features="visual")
+    # the text reader, which reads each ended utterance again (a whole-clip reader, as the shipped one)
+    whole_clips = dataclasses.replace(frontend, normalise="clip")
+    text_reader = LipReader(LipReaderConfig(frontend=whole_clips, hidden=16, dropout=0.0))
+    checkpoint.save(folder / f"{DEFAULT_TEXT_READER}.pt", text_reader, text_reader.config, kind="lipreader",
+                    metrics={}, data_summary={}, command="test", data_seed=0, step=0)
     return folder
 
 
