@@ -199,6 +199,9 @@ class _Voice:
         self.synth, self.p, self.track_id, self.start, self.spend = synth, params, track_id, start, spend
         self.past, self.future = synth.receptive_field()
         self.aligner_past = synth.models.aligner.receptive_field()[0] if synth.prior_on else 0
+        # video frames of the past the prior's mel of a new step depends on
+        prior_steps = synth.models.prior.receptive_field()[0] if synth.prior_on else 0
+        self.prior_past = math.ceil(prior_steps / MELS_PER_FRAME)
         vocoder = synth.models.vocoder
         self.vocoder_past = vocoder.receptive_field()[0] if vocoder is not None else GRIFFIN_LIM_CONTEXT
         self.received = self.read_upto = self.committed = start
@@ -327,12 +330,14 @@ class _Voice:
         p, synth, m = self.p, self.synth, MELS_PER_FRAME
         first = max(self.start, s - p.context_frames)
         identity = self._identity()
-        prior = synth.speak(self._phones(first, lookahead_end), identity) if synth.prior_on else None
-        if prior is not None and synth.params.prior_mode == "speak":
-            mel = prior[0]
-            if first < s:  # the past as it was spoken
-                mel = torch.cat((self.mel.get(first, s), mel[:, m * (s - first):]), dim=1)
+        if synth.prior_on and synth.params.prior_mode == "speak":
+            # the past as it was spoken; the prior runs over only as much of it as its receptive field holds
+            lo = max(first, s - self.prior_past)
+            mel = synth.speak(self._phones(lo, lookahead_end), identity)[0, :, m * (s - lo):]
+            if first < s:
+                mel = torch.cat((self.mel.get(first, s), mel), dim=1)
         else:
+            prior = synth.speak(self._phones(first, lookahead_end), identity) if synth.prior_on else None
             known = None
             if first < s:
                 frames = m * (lookahead_end - first)

@@ -94,6 +94,7 @@ class Recording(Synthesizer):
         self.identities: list[Tensor] = []
         self.decodes = 0
         self.texts_read: list[Features] = []
+        self.voices: list[Tensor] = []  # the identity each `spoken` window was spoken in
 
     def read(self, *args: object, **kwargs: object) -> Reading:
         reading = super().read(*args, **kwargs)
@@ -125,15 +126,17 @@ class Recording(Synthesizer):
     def speak(self, labels: np.ndarray, identity: Tensor) -> Tensor:
         mel = super().speak(labels, identity)
         self.spoken.append((labels, mel[0]))
+        self.voices.append(identity)
         return mel
 
 
-def committed_mel(s: StreamingSynthesizer, windows: list[tuple[object, Tensor]] | None = None) -> Tensor:
-    """The hop part of each recorded window (MelGen's, unless given) of a stream that had a face from its
-    first frame."""
+def committed_mel(s: StreamingSynthesizer, windows: list[tuple[object, Tensor]] | None = None,
+                  past: int | None = None) -> Tensor:
+    """The hop part of each recorded window (MelGen's, unless given, whose windows hold `past` frames before
+    the hop, or the context) of a stream that had a face from its first frame."""
     hops = []
     for k, (_, mel) in enumerate(s.synthesizer.windows if windows is None else windows):
-        context = min(k * HOP, s.params.context_frames)
+        context = min(k * HOP, s.params.context_frames if past is None else past)
         hops.append(mel[:, 4 * context:4 * (context + HOP)])
     return torch.cat(hops, dim=1)
 
@@ -514,14 +517,21 @@ def test_the_prior_speaks_each_steps_most_likely_phone_with_the_past_as_it_was_s
     assert all(c.reason == "speech" and np.abs(c.wav).max() > 0 for c in chunks)
     reading = synth.read(synth.frame_features(features.mouth_rois, features.lip_geometry))
     offline = phone_models.aligner.posteriors(reading.features[0]).argmax(axis=-1)
+    past = -(-phone_models.prior.receptive_field()[0] // 4)  # frames of the past the prior's new steps hear
+    assert past < s.params.context_frames  # so the windows below hold less than the context
     hops, mel = [], []
     for k, (labels, window) in enumerate(synth.spoken):
-        context = min(k * HOP, s.params.context_frames)
+        context = min(k * HOP, past)
         hops.append(labels[4 * context:4 * (context + HOP)])
         mel.append(window[:, 4 * context:4 * (context + HOP)])
+        # what the prior says of the hop is what it says with the whole context before it
+        before = offline[4 * max(0, k * HOP - s.params.context_frames):4 * (k * HOP - context)]
+        whole = phone_models.prior(torch.from_numpy(np.concatenate((before, labels)))[None], synth.voices[k])
+        hop = slice(4 * (len(before) // 4 + context), 4 * (len(before) // 4 + context + HOP))
+        torch.testing.assert_close(whole[0, :, hop], window[:, 4 * context:4 * (context + HOP)])
     # the hop's look-ahead covers the aligner's: each step's phone as the whole clip's posteriors have it
     np.testing.assert_array_equal(np.concatenate(hops), offline)
-    torch.testing.assert_close(torch.cat(mel, dim=1), committed_mel(s, synth.spoken))
+    torch.testing.assert_close(torch.cat(mel, dim=1), committed_mel(s, synth.spoken, past))
 
 
 def test_melgen_speaks_with_the_prior_off_and_refines_its_mel_in_refine_mode(
