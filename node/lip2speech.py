@@ -306,10 +306,10 @@ class Lip2SpeechNode(Node):
         if p.voice:
             self.log.info("every face speaks in the voice of %s", p.voice)
         for key in ("frames", "bad_frames", "prerolled_frames", "filled_frames", "repeated_frames",
-                    "early_frames",
-                    "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes", "input_timeouts",
-                    "windows", "speech_windows", "synth_errors", "compute_s_total", "speech_compute_s_total",
-                    "speech_s_total", "transcripts", "final_transcripts", "low_confidence_transcripts"):
+                    "early_frames", "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes",
+                    "input_timeouts", "windows", "speech_windows", "synth_errors", "compute_s_total",
+                    "speech_compute_s_total", "speech_s_total", "transcripts", "final_transcripts",
+                    "low_confidence_transcripts"):
             self.count(key, 0)
         self._queue = FrameQueue(p.max_queue_frames, self._hop)
         self._stats_lock = threading.Lock()
