@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ def bus_url() -> Iterator[str]:
     """A fresh ipc bus address for one test (short path: ipc paths are limited to ~100 bytes)."""
     d = Path(tempfile.mkdtemp(prefix="vx", dir="/tmp"))
     yield f"ipc://{d}/b{os.getpid()}-{next(_counter)}"
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
