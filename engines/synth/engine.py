@@ -378,12 +378,15 @@ class Synthesizer:
         """The phone aligner's log-posteriors (4T, C) of a whole utterance's reading, computed once for both
         their uses (re-ranking GRID-grammar text, timing the text the prior speaks); None without an aligner
         or when neither use is on."""
-        p = self.params
-        ranks = p.decode in GRAMMAR_DECODERS and p.phone_weight > 0
-        if self.models.aligner is None or not (ranks or self.prior_on):
+        if self.models.aligner is None or not (self.reranks or self.prior_on):
             return None
         with self._timed("aligner"):
             return self.models.aligner.posteriors(reading.features[0], self._graph["aligner"])
+
+    @property
+    def reranks(self) -> bool:
+        """Whether the aligner's phones re-rank decoded text (GRID-grammar decoding with a phone weight)."""
+        return self.params.decode in GRAMMAR_DECODERS and self.params.phone_weight > 0
 
     @property
     def prior_on(self) -> bool:
@@ -421,8 +424,7 @@ class Synthesizer:
         decoding re-ranks its whole sentences by their phones."""
         with self._timed("decode"):
             p = self.params
-            ranked = p.decode in GRAMMAR_DECODERS and phones is not None and p.phone_weight > 0
-            rescore = phone_rescorer(phones, p.phone_weight) if ranked else None
+            rescore = phone_rescorer(phones, p.phone_weight) if self.reranks and phones is not None else None
             decoder = "grid" if p.decode == "auto" else p.decode
             reading = Decoded(decode_text(log_probs, decoder, p.beam_width, rescore), decoder, log_probs)
             # auto: below grid's own line (whatever low_confidence flags) the lips most likely said no GRID

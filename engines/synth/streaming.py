@@ -393,7 +393,7 @@ class _Voice:
             confidence = text_confidence(log_probs, text)
             return text, confidence, self.synth.doubt(confidence, "greedy")
         reading = Reading(log_probs, self.cond.get(self.utterance, end), self.state)
-        phones = self.synth.phone_posteriors(reading)
+        phones = self.synth.phone_posteriors(reading) if self.synth.reranks else None
         if self.reads_text:
             first = self.utterance - self.inputs_start
             said = itertools.islice(self.inputs, first, first + end - self.utterance)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import subprocess
 import time
 
 import numpy as np
@@ -154,6 +155,13 @@ def test_topics_match_exactly(bus: str) -> None:
         ctx.term()
 
 
+def _restarted(bus: subprocess.Popen, bus_url: str) -> subprocess.Popen:
+    """A new bus at `bus_url` after killing `bus` outright (no clean goodbye to its peers)."""
+    os.kill(bus.pid, signal.SIGKILL)
+    bus.wait()
+    return voxsight("bus", "--bus", bus_url)
+
+
 def test_publishers_and_subscribers_survive_a_bus_restart(bus_url: str) -> None:
     ctx = zmq.Context()
     pe, se = bus_endpoints(bus_url)
@@ -169,9 +177,7 @@ def test_publishers_and_subscribers_survive_a_bus_restart(bus_url: str) -> None:
     try:
         wait_heartbeat(bus_url, "bus")
         wait_for(flowing, what="messages through the first bus")
-        os.kill(bus.pid, signal.SIGKILL)
-        bus.wait()
-        bus = voxsight("bus", "--bus", bus_url)
+        bus = _restarted(bus, bus_url)
         wait_for(flowing, timeout_s=20, what="messages through the restarted bus")
     finally:
         stop(bus)
@@ -230,10 +236,7 @@ def test_a_latched_publisher_answers_each_new_subscriber_with_its_last_message(b
             topic, msg = wait_for(lambda s=sub: next_on(s), what=f"the latched message for subscriber {n}")
             assert (topic, msg.sample_rate) == ("audio/info", 48000)
             seen = msg.seq
-        # A restarted bus hears the subscriptions again, and the publisher sends it again for them.
-        os.kill(bus.pid, signal.SIGKILL)
-        bus.wait()
-        bus = voxsight("bus", "--bus", bus_url)
+        bus = _restarted(bus, bus_url)  # it hears the subscriptions again; the publisher answers again
         for sub in subs:
             topic, msg = wait_for(lambda s=sub: (got := next_on(s)) and got[1].seq > seen and got,
                                   timeout_s=20, what="the latched message again after a bus restart")
