@@ -190,6 +190,7 @@ class FrameGrid:
 
 
 FLUSH = object()  # a queue item: the input ended, voice what is pending
+END = object()  # a text queue item: the utterance read so far ends here (a restart, the input's end)
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,54 @@ class FrameQueue:
             return depth, peak
 
 
+class TextQueue:
+    """Chunks whose texts wait to be read and published, in order: the synthesizer's worker puts them once
+    their audio is out, the text worker takes them."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._items: deque[object] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: object) -> None:
+        with self._cond:
+            self._items.append(item)
+            self.peak = max(self.peak, len(self._items))
+            self._cond.notify()
+
+    def take_all(self) -> list[object]:
+        """Every item waiting, oldest first, waiting for one; [] once closed and empty (what was put before
+        the close is still taken: no final text is lost)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed)
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def depth(self, reset_peak: bool = False) -> tuple[int, int]:
+        """(items waiting, the most that waited since the last reset)."""
+        with self._cond:
+            depth, peak = len(self._items), self.peak
+            if reset_peak:
+                self.peak = depth
+            return depth, peak
+
+
+def stale(items: list[object], k: int) -> bool:
+    """Whether item k's partial text waits to be read while a newer reading waits behind it (that one
+    would replace it at once)."""
+    item = items[k]
+    if not isinstance(item, SpeechChunk) or item.pending is None or item.final_text:
+        return False
+    return any(isinstance(later, SpeechChunk) and later.pending is not None for later in items[k + 1:])
+
+
 class Rolling:
     """p50 and p95 of the last `size` values of each named figure."""
 
@@ -279,7 +328,7 @@ class Lip2SpeechNode(Node):
 
     def on_configure(self) -> None:
         p = self.params
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         problems = [msg for bad, msg in (
             (p.max_queue_frames < 1, "max_queue_frames must be >= 1"),
             (p.max_fill_frames < 0, "max_fill_frames must be >= 0"),
@@ -309,9 +358,11 @@ class Lip2SpeechNode(Node):
                     "early_frames", "stamp_jumps", "drops", "dropped_frames", "restarts", "flushes",
                     "input_timeouts", "windows", "speech_windows", "synth_errors", "compute_s_total",
                     "speech_compute_s_total", "speech_s_total", "transcripts", "final_transcripts",
-                    "low_confidence_transcripts"):
+                    "low_confidence_transcripts", "text_compute_s_total", "text_readings",
+                    "stale_text_readings"):
             self.count(key, 0)
         self._queue = FrameQueue(p.max_queue_frames, self._hop)
+        self._text_queue = TextQueue()
         self._stats_lock = threading.Lock()
         self._rolling = Rolling()
         self._window: dict[str, float] = {}
@@ -322,8 +373,10 @@ class Lip2SpeechNode(Node):
         self._input_mono = time.monotonic()  # when the last faces/tracks message came
         self._clock_offset_ns = 0  # monotonic − wall clock, from the input's stamps
         self._frame_id = ""
-        # worker only
+        # synthesizer worker only
         self._pushed: deque[int] = deque(maxlen=8 * STATS_WINDOWS)  # stamps pushed, to find a window's end
+        self._speaking = False  # an utterance's speech has been sent (so the next speech starts none)
+        # text worker only
         self._said = _NOTHING_SAID  # the current utterance's last published text
         self._utterance_ns = 0
         self._utterance_end_ns = 0
@@ -372,16 +425,24 @@ class Lip2SpeechNode(Node):
     def on_activate(self) -> None:
         self._info.publish(AudioInfo(sample_rate=SAMPLE_RATE, channels=1, format="S16LE",
                                      chunk_samples=self._hop * SAMPLES_PER_FRAME, topic=self._audio.topic))
-        self._thread = threading.Thread(target=self._work, daemon=True, name="synthesizer")
-        self._thread.start()
+        # texts are read in a thread of their own: a long utterance's reading (hundreds of ms) must not hold
+        # back the audio of the windows after it
+        self._threads = [threading.Thread(target=work, daemon=True, name=name)
+                         for work, name in ((self._work, "synthesizer"), (self._write_texts, "texts"))]
+        for thread in self._threads:
+            thread.start()
 
     def on_deactivate(self) -> None:
-        if self._thread is None:
+        if not self._threads:
             return
+        synthesizer, texts = self._threads
         self._queue.close()
-        self._thread.join(_JOIN_S)
-        if self._thread.is_alive():
-            self.log.warning("the synthesizer is still busy after %.0f s; leaving it", _JOIN_S)
+        synthesizer.join(_JOIN_S)
+        self._text_queue.close()  # after the synthesizer's last chunk: every text put is still read
+        texts.join(_JOIN_S)
+        for thread in self._threads:
+            if thread.is_alive():
+                self.log.warning("the %s worker is still busy after %.0f s; leaving it", thread.name, _JOIN_S)
 
     # ------------------------------------------------------------ event loop: input
 
@@ -453,12 +514,13 @@ class Lip2SpeechNode(Node):
             if item is None:
                 return
             try:
+                # each utterance's final text is read after its chunk's audio is out (_publish)
                 if item is FLUSH:
-                    chunks = self._stream.flush()
+                    chunks = self._stream.flush(texts=False)
                 else:
                     assert isinstance(item, FrameInput)
                     bad, prerolled = dict(self._stream.bad_frame_reasons), self._stream.prerolled_frames
-                    chunks = self._stream.push(item)
+                    chunks = self._stream.push(item, texts=False)
                     self._pushed.append(item.stamp_ns)
                     self._count_bad(item, bad)
                     self.count("prerolled_frames", self._stream.prerolled_frames - prerolled)
@@ -469,8 +531,8 @@ class Lip2SpeechNode(Node):
                 continue
             for chunk in chunks:
                 self._publish(chunk, live=item is not FLUSH)
-            if item is FLUSH and self._said.text:
-                self._publish_text(self._said, final=True)
+            if item is FLUSH:
+                self._end_utterance()
 
     def _count_bad(self, frame: FrameInput, before: dict[str, int]) -> None:
         """Warn when the synthesizer refused `frame`'s arrays (misshapen, wrong type, not finite)."""
@@ -483,22 +545,58 @@ class Lip2SpeechNode(Node):
         """Forget the stream (after a drop or a failure); the utterance read so far ends there."""
         self._stream.reset()
         self.count("restarts")
-        if self._said.text:
-            self._publish_text(self._said, final=True)
+        self._end_utterance()
+
+    def _end_utterance(self) -> None:
+        self._speaking = False
+        self._text_queue.put(END)
 
     def _publish(self, chunk: SpeechChunk, live: bool) -> None:
+        """The chunk's audio now; its text (perhaps still to be read) goes to the text worker."""
         frames = len(chunk.wav) // SAMPLES_PER_FRAME
-        starts = not chunk.silent and not self._utterance_ns  # an utterance's first speech
         if frames:  # (a flush may end with the utterance's text alone)
-            now = time.time_ns()
             self._audio.publish(AudioChunk(
                 samples=to_int16(chunk.wav.reshape(-1, 1)), sample_rate=SAMPLE_RATE, channels=1,
                 format="S16LE", stamp_ns=chunk.stamp_ns, mono_ns=chunk.stamp_ns + self._clock_offset_ns,
                 frame_id=self._frame_id))
-            self._record(chunk, frames, now, live, starts)
+            self._record(chunk, frames, time.time_ns(), live, starts=not chunk.silent and not self._speaking)
+        self._speaking = (self._speaking or not chunk.silent) and not chunk.final_text
+        self._text_queue.put(chunk)
+
+    # ------------------------------------------------------------ text worker
+
+    def _write_texts(self) -> None:
+        while items := self._text_queue.take_all():
+            for k, item in enumerate(items):
+                if item is END:
+                    if self._said.text:
+                        self._publish_text(self._said, final=True)
+                    continue
+                assert isinstance(item, SpeechChunk)
+                if stale(items, k):
+                    item.pending = None
+                    self.count("stale_text_readings")
+                self._read_text(item)
+                self._publish_texts(item)
+
+    def _read_text(self, chunk: SpeechChunk) -> None:
+        if chunk.pending is None:
+            return
+        compute_s = chunk.compute_s
+        try:
+            self._stream.read_text(chunk)
+        except Exception as exc:  # nothing new read: the utterance's last text stands
+            self.warn("synth_errors", "reading the utterance's text failed (%s: %s)", type(exc).__name__, exc)
+            chunk.text = ""
+        self.count("text_readings")
+        self.count("text_compute_s_total", chunk.compute_s - compute_s)
+        with self._stats_lock:
+            self._rolling.add("text.compute_ms", (chunk.compute_s - compute_s) * 1e3)
+
+    def _publish_texts(self, chunk: SpeechChunk) -> None:
         if not chunk.silent:
             self._utterance_ns = self._utterance_ns or chunk.stamp_ns
-            self._utterance_end_ns = chunk.stamp_ns + frames * FRAME_NS
+            self._utterance_end_ns = chunk.stamp_ns + len(chunk.wav) // SAMPLES_PER_FRAME * FRAME_NS
         said = _Said(chunk.text, chunk.confidence, chunk.doubt)
         if chunk.final_text and chunk.text:
             self._publish_text(said, final=True)
@@ -560,7 +658,9 @@ class Lip2SpeechNode(Node):
         if not hasattr(self, "_queue"):
             return values
         depth, peak = self._queue.depth(reset_peak=True)
-        values.update({"queue_depth": depth, "queue_peak": peak, "hop_frames": self._hop,
+        text_depth, text_peak = self._text_queue.depth(reset_peak=True)
+        values.update({"queue_depth": depth, "queue_peak": peak, "text_queue_depth": text_depth,
+                       "text_queue_peak": text_peak, "hop_frames": self._hop,
                        "algorithmic_latency_ms": self._stream.algorithmic_latency_frames * FRAME_NS / 1e6})
         with self._stats_lock:
             values.update({f"window.{k}": v for k, v in self._window.items()})

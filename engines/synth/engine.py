@@ -26,6 +26,7 @@ and the guidance ASR always runs in PyTorch, because guidance needs its gradient
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -260,7 +261,7 @@ class Synthesizer:
         self.device = torch.device(device)
         self.schedule = DiffusionSchedule()
         self.griffin_lim = GriffinLim() if models.vocoder is None else None
-        self.seconds: dict[str, float] = {}
+        self._local = threading.local()
         self._voice = self._embed(voice_face(self.params.voice)) if self.params.voice else None
         self._graph = self._graphs(cache_dir, threads)
         # guidance through the denoiser needs its gradient: PyTorch, whatever the backend
@@ -323,6 +324,18 @@ class Synthesizer:
     def _torch_reader(self, visual: Tensor, state: Tensor) -> LipReaderOutput:
         return self.models.lipreader.read(visual, state)
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Compute time per stage of this thread's calls since it last set `seconds` (the live node reads
+        texts in a thread of their own, beside the audio's windows)."""
+        if not hasattr(self._local, "seconds"):
+            self._local.seconds = {}
+        return self._local.seconds
+
+    @seconds.setter
+    def seconds(self, value: dict[str, float]) -> None:
+        self._local.seconds = value
+
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -374,14 +387,16 @@ class Synthesizer:
             face = torch.from_numpy(np.ascontiguousarray(face_crop)).to(self.device).permute(2, 0, 1)
             return self.models.identity(face[None].float() / 255.0)
 
-    def phone_posteriors(self, reading: Reading) -> np.ndarray | None:
+    def phone_posteriors(self, reading: Reading, compiled: bool = True) -> np.ndarray | None:
         """The phone aligner's log-posteriors (4T, C) of a whole utterance's reading, computed once for both
         their uses (re-ranking GRID-grammar text, timing the text the prior speaks); None without an aligner
-        or when neither use is on."""
+        or when neither use is on. Not `compiled`: in PyTorch, whatever the backend (for a thread other than
+        the one that runs the compiled graphs: a TensorRT execution context serves one thread)."""
         if self.models.aligner is None or not (self.reranks or self.prior_on):
             return None
         with self._timed("aligner"):
-            return self.models.aligner.posteriors(reading.features[0], self._graph["aligner"])
+            return self.models.aligner.posteriors(reading.features[0], self._graph["aligner"] if compiled
+                                                  else None)
 
     @property
     def reranks(self) -> bool:

@@ -36,13 +36,16 @@ pending frame the same way: its last chunk holds the frames left, so it may be s
 is empty, only closing the utterance's text, when no frame was left: only without any look-ahead).
 
 An utterance is a run of speech hops (at most `max_utterance_s`: a longer run is cut at a hop's end into
-several); a chunk's `text` is the greedy reading of the current utterance so far, and the chunk where it
-ends (silence after speech, a track change, flush, its length) carries `final_text` with
-the utterance read again whole (greedily past `final_decode_max_s`): by the text reader when the models have
-one (a reader of whole clips: the offline text's; on 108 unseen GRID clips the final transcripts' WER went
-from 31.2 to 10.8 %, notes/history.md, session 36), decoded by the params' decoder with GRID sentences
-re-ranked by the aligner's phones of the whole utterance; `confidence` says how
-surely the reader read that text (engines.text.ctc.text_confidence). The sampler's noise is
+several). The chunk where it ends (silence after speech, a track change, flush, its length) carries
+`final_text` with the utterance read again whole (greedily past `final_decode_max_s`): by the text reader
+when the models have one (a reader of whole clips: the offline text's; on 108 unseen GRID clips the final
+transcripts' WER went from 31.2 to 10.8 %, notes/history.md, session 36), decoded by the params' decoder
+with GRID sentences re-ranked by the aligner's phones of the whole utterance; `confidence` says how surely
+the reader read that text (engines.text.ctc.text_confidence). While it runs, the utterance so far is read
+the same way every `partial_text_s` for its partial text (0: a chunk's `text` is the streaming reader's
+greedy reading, every hop). Such a reading takes tens of ms, hundreds for a long utterance; a live caller
+can have the chunk first and read the text after sending its audio, or in a thread of its own
+(`push(frame, texts=False)`, then `read_text(chunk)`). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
 `warm_up()` pays the first calls' one-off costs before a live stream starts.
 """
@@ -53,9 +56,9 @@ import itertools
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -105,6 +108,11 @@ class StreamParams:
                                             "text reader, if loaded) with the params' decoder, a longer one "
                                             "greedily (a beam over it would stall the stream: ~1 s per 500 "
                                             "frames here)")
+    partial_text_s: float = param(1.0, "the utterance so far is read again this often, as its final text "
+                                       "is, for its partial texts (a chunk between two such readings has no "
+                                       "text); 0 = every hop's greedy reading of the streaming reader (on 36 "
+                                       "GRID test clips, WER against the words said so far: greedy 49.2 %, "
+                                       "read again 34.6 %; notes/history.md, session 37)")
 
     def __post_init__(self) -> None:
         if self.hop_frames < 1 or self.context_frames < 0 or self.preroll_frames < 0:
@@ -114,10 +122,11 @@ class StreamParams:
             raise ValueError(f"lookahead_frames must be in 0..{MAX_LOOKAHEAD_FRAMES}, got "
                              f"{self.lookahead_frames}")
         if not (self.crossfade_ms >= 0 and self.identity_refresh_s > 0 and self.final_decode_max_s >= 0
-                and self.max_utterance_s > 0):
-            raise ValueError(f"need crossfade_ms, final_decode_max_s >= 0 and identity_refresh_s, "
-                             f"max_utterance_s > 0, got {self.crossfade_ms}, {self.final_decode_max_s}, "
-                             f"{self.identity_refresh_s}, {self.max_utterance_s}")
+                and self.max_utterance_s > 0 and self.partial_text_s >= 0):
+            raise ValueError(f"need crossfade_ms, final_decode_max_s, partial_text_s >= 0 and "
+                             f"identity_refresh_s, max_utterance_s > 0, got {self.crossfade_ms}, "
+                             f"{self.final_decode_max_s}, {self.partial_text_s}, {self.identity_refresh_s}, "
+                             f"{self.max_utterance_s}")
 
     @property
     def crossfade_samples(self) -> int:
@@ -143,12 +152,15 @@ class SpeechChunk:
     stamp_ns: int  # stamp of the first source frame this audio voices
     silent: bool  # no target / mouth still: wav is zeros
     reason: str  # "speech" | "no_face" | "mouth_still" | "utterance_end" (no frames: only closes the text)
-    text: str  # lip-read text of the current utterance so far
+    text: str  # lip-read text of the current utterance so far ("" between its readings: partial_text_s)
     final_text: bool  # True when the utterance ended (silence after speech / track change / flush)
     confidence: float  # how surely the reader read `text` (engines.text.ctc.text_confidence; 0 without text)
     doubt: str  # what to tell a listener when `confidence` is low for the decoder that read it (else "")
     seconds: dict[str, float]  # compute per stage since the previous chunk
     compute_s: float  # total compute since the previous chunk (RTF = compute_s / (hop_frames / 25))
+    # the utterance's text (final or partial), still to be read (push or flush with texts=False):
+    # StreamingSynthesizer.read_text reads it into text, confidence and doubt
+    pending: Callable[[], tuple[str, float, str]] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -161,6 +173,12 @@ class _Piece:
     final: bool = False
     confidence: float = 0.0
     doubt: str = ""
+    reading: Callable[[], tuple[str, float, str]] | None = None  # reads `text` (final or partial)
+
+    def ends_utterance(self, reading: Callable[[], tuple[str, float, str]]) -> None:
+        """The utterance ends with this piece: its text is the final one `reading` reads, not a partial."""
+        self.final, self.reading = True, reading
+        self.text, self.confidence, self.doubt = "", 0.0, ""
 
 
 class _Timeline:
@@ -219,6 +237,8 @@ class _Voice:
         self.tail: np.ndarray | None = None  # the previous window's samples past its hop, to crossfade
         self.utterance: int | None = None  # first frame of the utterance in progress
         self.forward = CtcForward()  # the partial text's confidence, carried from hop to hop of the utterance
+        self.reread_every = round(params.partial_text_s * VIDEO_FPS)
+        self.next_reread = 0  # the utterance's length (frames) at which its partial text is read again
         # the inputs from frame inputs_start on (the utterance's, once one runs), for the text reader
         self.reads_text = synth.models.text_reader is not None
         self.inputs: deque[tuple[np.ndarray, np.ndarray]] = deque()
@@ -258,8 +278,8 @@ class _Voice:
         if finish and self.utterance is not None:  # the voice ends: so does its utterance
             if not out:
                 out.append(_Piece(self.received, np.zeros(0, np.float32), []))
-            out[-1].text, out[-1].confidence, out[-1].doubt = self._final_text(self.received)
-            out[-1].final, self.utterance = True, None
+            out[-1].ends_utterance(self._reading(self.received))
+            self.utterance = None
         return out
 
     def _read(self, finish: bool) -> None:
@@ -298,13 +318,17 @@ class _Voice:
         piece = _Piece(s, wav, reasons)
         speech = "speech" in reasons
         if speech and self.utterance is None:
-            self.utterance, self.forward = s, CtcForward()
+            self.utterance, self.forward, self.next_reread = s, CtcForward(), self.reread_every
         # silence ends an utterance, and so does its length: what is kept of it, and read again every hop,
         # must not grow without end
         too_long = self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS
         if self.utterance is not None and (not speech or too_long):
-            piece.text, piece.confidence, piece.doubt = self._final_text(e if speech else s)
-            piece.final, self.utterance = True, None
+            piece.ends_utterance(self._reading(e if speech else s))
+            self.utterance = None
+        elif self.utterance is not None and self.reread_every:
+            if e - self.utterance >= self.next_reread:  # all it has read, the look-ahead too
+                piece.reading = self._reading(self.read_upto)
+                self.next_reread = e - self.utterance + self.reread_every
         elif self.utterance is not None:
             log_probs = self.log_probs.get(self.utterance, self.read_upto)
             piece.text = self._greedy(log_probs)
@@ -382,25 +406,36 @@ class _Voice:
             return self._greedy(log_probs)
         return self.synth.decode(log_probs).text
 
-    def _final_text(self, end: int) -> tuple[str, float, str]:
-        """The utterance's text, its confidence and the doubt about it. Up to final_decode_max_s it is read
-        again whole: by the text reader on the utterance's inputs when one is loaded, and decoded with GRID
-        sentences re-ranked by the aligner's phones of the utterance; longer, greedily."""
-        end = min(end, self.read_upto)
+    def _reading(self, end: int) -> Callable[[], tuple[str, float, str]]:
+        """What reads the utterance's text up to frame `end`, its confidence and the doubt about it, from what
+        the voice holds of it now (so it may run later, in another thread, after the voice has moved on).
+        Up to final_decode_max_s it is read again whole: by the text reader on the utterance's inputs when
+        one is loaded, and decoded with GRID sentences re-ranked by the aligner's phones of the utterance
+        (in PyTorch, whatever the backend); longer, greedily."""
+        end, synth = min(end, self.read_upto), self.synth
         log_probs = self.log_probs.get(self.utterance, end)
         if len(log_probs) > self.p.final_decode_max_s * VIDEO_FPS:
-            text = self._greedy(log_probs)
-            confidence = text_confidence(log_probs, text)
-            return text, confidence, self.synth.doubt(confidence, "greedy")
+            def greedy() -> tuple[str, float, str]:
+                text = decode(greedy_decode(log_probs))
+                confidence = text_confidence(log_probs, text)
+                return text, confidence, synth.doubt(confidence, "greedy")
+            return greedy
         reading = Reading(log_probs, self.cond.get(self.utterance, end), self.state)
-        phones = self.synth.phone_posteriors(reading) if self.synth.reranks else None
+        said = None
         if self.reads_text:
             first = self.utterance - self.inputs_start
-            said = itertools.islice(self.inputs, first, first + end - self.utterance)
-            rois, geometry = (np.stack(a) for a in zip(*said, strict=True))
-            reading = self.synth.text_reading(Features(rois, geometry, self.crop), reading)
-        decoded = self.synth.decode(reading.log_probs, phones)
-        return decoded.text, decoded.confidence, self.synth.doubt(decoded.confidence, decoded.decoder)
+            said = list(itertools.islice(self.inputs, first, first + end - self.utterance))
+        crop = self.crop
+
+        def whole() -> tuple[str, float, str]:
+            phones = synth.phone_posteriors(reading, compiled=False) if synth.reranks else None
+            text_reading = reading
+            if said is not None:
+                rois, geometry = (np.stack(a) for a in zip(*said, strict=True))
+                text_reading = synth.text_reading(Features(rois, geometry, crop), reading)
+            decoded = synth.decode(text_reading.log_probs, phones)
+            return decoded.text, decoded.confidence, synth.doubt(decoded.confidence, decoded.decoder)
+        return whole
 
     def _greedy(self, log_probs: Tensor) -> str:
         with self.spend.timed("decode"):
@@ -435,7 +470,8 @@ class _Spending:
 
 
 class StreamingSynthesizer:
-    """Frames in (`push`), speech chunks out (module docstring). Not thread-safe: one caller at a time."""
+    """Frames in (`push`), speech chunks out (module docstring). Not thread-safe: one caller at a time
+    (`read_text` excepted)."""
 
     def __init__(self, synthesizer: Synthesizer, params: StreamParams = StreamParams()) -> None:
         self.synthesizer, self.params = synthesizer, params
@@ -491,8 +527,10 @@ class StreamingSynthesizer:
             self.push(FrameInput(k, 0, mouth, geometry, face))
         self.flush()
 
-    def push(self, frame: FrameInput) -> list[SpeechChunk]:
-        """One camera frame; the chunks of the hops it completes (0 or more)."""
+    def push(self, frame: FrameInput, texts: bool = True) -> list[SpeechChunk]:
+        """One camera frame; the chunks of the hops it completes (0 or more). With `texts` False, a chunk that
+        ends an utterance comes before its final text is read (a whole-utterance reading: tens of ms):
+        `read_text` reads it, so a live caller can send the chunk's audio first."""
         with self._compute():
             face = self._checked(frame)
             if face is not None and self._voice is not None and face.track_id != self._voice.track_id:
@@ -516,18 +554,35 @@ class StreamingSynthesizer:
                 self._voice.add(face)
                 self._pieces.extend(self._voice.pieces(finish=False))
             self._received += 1
-        return self._chunks()
+        return self._chunks(texts=texts)
 
-    def flush(self) -> list[SpeechChunk]:
+    def flush(self, texts: bool = True) -> list[SpeechChunk]:
         """End of input: the pending frames finished as at the end of a clip (the last chunk holds the
-        frames left, so it may be shorter than a hop); then the stream starts afresh."""
+        frames left, so it may be shorter than a hop); then the stream starts afresh. `texts` as for
+        `push`."""
         with self._compute():
             self._release(len(self._held))
             if self._voice is not None:
                 self._pieces.extend(self._voice.pieces(finish=True))
-        chunks = self._chunks(everything=True)
+        chunks = self._chunks(everything=True, texts=texts)
         self.reset()
         return chunks
+
+    def read_text(self, chunk: SpeechChunk) -> None:
+        """Read `chunk`'s pending final text (push or flush with texts=False) into its text, confidence and
+        doubt, its compute added to the chunk's; nothing when none is pending. It needs nothing more of the
+        stream, so it may follow later pushes or a reset, and may run in another thread while one pushes
+        (its networks run in PyTorch, whatever the backend)."""
+        if chunk.pending is None:
+            return
+        start, self.synthesizer.seconds = time.perf_counter(), {}
+        try:
+            chunk.text, chunk.confidence, chunk.doubt = chunk.pending()
+        finally:
+            chunk.pending = None
+            for stage, s in self.synthesizer.seconds.items():
+                chunk.seconds[stage] = chunk.seconds.get(stage, 0.0) + s
+            chunk.compute_s += time.perf_counter() - start
 
     # ------------------------------------------------------------ internals
 
@@ -578,7 +633,7 @@ class StreamingSynthesizer:
                 return None
         return frame
 
-    def _chunks(self, everything: bool = False) -> list[SpeechChunk]:
+    def _chunks(self, everything: bool = False, texts: bool = True) -> list[SpeechChunk]:
         hop, chunks = self.params.hop_frames, []
         committed = self._pieces[-1].start + len(self._pieces[-1].reasons) if self._pieces else self._emitted
         while committed >= self._emitted + hop or (everything and self._pieces):
@@ -588,6 +643,8 @@ class StreamingSynthesizer:
                 parts.append(self._pieces.popleft())
             chunks.append(self._chunk(parts, end - self._emitted))
             self._emitted = end
+        for chunk in chunks if texts else ():
+            self.read_text(chunk)
         return chunks
 
     def _chunk(self, parts: list[_Piece], frames: int) -> SpeechChunk:
@@ -603,7 +660,7 @@ class StreamingSynthesizer:
         reason = ("speech" if not silent else "no_face" if "no_face" in reasons else "mouth_still" if reasons
                   else "utterance_end")
         return SpeechChunk(wav, stamp, silent, reason, last.text, bool(finals), last.confidence, last.doubt,
-                           seconds, compute_s)
+                           seconds, compute_s, last.reading)
 
 
 def _within(piece: _Piece, end: int) -> bool:

@@ -163,8 +163,9 @@ def wav_of(chunks: list[SpeechChunk]) -> np.ndarray:
 
 def streamer(models: SynthModels, params: SynthParams = FAST, synthesizer: type[Synthesizer] = Synthesizer,
              **stream_params: object) -> StreamingSynthesizer:
-    # The frame arithmetic below is written for one frame of MelGen look-ahead, whatever the default.
-    stream_params = {"lookahead_frames": 1, **stream_params}
+    # The frame arithmetic below is written for one frame of MelGen look-ahead, whatever the default; the
+    # partial texts are the streaming reader's own (each hop's greedy reading), unless a test says otherwise.
+    stream_params = {"lookahead_frames": 1, "partial_text_s": 0.0, **stream_params}
     return StreamingSynthesizer(synthesizer(models, params), StreamParams(**stream_params))
 
 
@@ -307,6 +308,50 @@ def test_each_ended_utterance_is_read_again_whole_by_the_text_reader(weights: di
         expected = Synthesizer.decode(synth, Synthesizer.text_reading(synth, read, None).log_probs)
         assert (final.text, final.confidence) == (expected.text, pytest.approx(expected.confidence))
     assert max(kept) <= 25 + s.algorithmic_latency_frames + HOP  # an utterance's inputs, not the stream's
+
+
+def test_the_utterance_so_far_is_read_again_every_partial_text_s(weights: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
+    talk = face_inputs(32)
+    s = streamer(models, dataclasses.replace(FAST, decode="beam", beam_width=4), synthesizer=Recording,
+                 partial_text_s=0.4)  # every 10 frames: the hops that end at frames 10, 20 and 30
+    chunks = stream(s, frames_of(talk))
+    synth = s.synthesizer
+    assert [bool(c.final_text) for c in chunks] == [False] * 6 + [True]
+    assert len(synth.texts_read) == 4  # three partial readings and the final one
+    for k, read in zip((1, 3, 5, 6), synth.texts_read, strict=True):
+        n = len(read.mouth_rois)
+        assert n >= min(5 * (k + 1), 32)  # the utterance so far: at least up to the hop's end
+        np.testing.assert_array_equal(read.mouth_rois, talk.mouth_rois[:n])
+        expected = Synthesizer.decode(synth, Synthesizer.text_reading(synth, read, None).log_probs)
+        assert (chunks[k].text, chunks[k].confidence) == (expected.text, pytest.approx(expected.confidence))
+    assert all(c.text == "" and c.confidence == 0.0 for k, c in enumerate(chunks) if k in (0, 2, 4))
+
+
+def test_a_final_text_can_be_read_after_the_audio_and_later_pushes(weights: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
+    params = dataclasses.replace(FAST, decode="beam", beam_width=4)
+    talk = [*frames_of(face_inputs(20)), *frames_of(face_inputs(15, still=True), start_ns=800_000_000),
+            *frames_of(face_inputs(12, seed=1), start_ns=1_400_000_000)]
+    eager = stream(streamer(models, params), iter(talk))
+
+    s = streamer(models, params, synthesizer=Recording)
+    chunks = [c for frame in talk for c in s.push(frame, texts=False)] + s.flush(texts=False)
+    s.reset()  # the readings need nothing of the stream
+    assert not s.synthesizer.texts_read  # no final text read yet: both wait, the first for 20 more frames
+    assert [c.pending is not None for c in chunks] == [c.final_text for c in eager]
+    assert all(c.text == "" for c in chunks if c.final_text)
+    compute = [c.compute_s for c in chunks]
+    for c in chunks:
+        s.read_text(c)
+        s.read_text(c)  # once only
+    assert len(s.synthesizer.texts_read) == 2 == sum(c.final_text for c in chunks)
+    assert [(c.text, c.final_text, c.confidence, c.doubt) for c in chunks] == \
+        [(c.text, c.final_text, pytest.approx(c.confidence), c.doubt) for c in eager]
+    assert all(c.compute_s > before and "text_reader" in c.seconds
+               for c, before in zip(chunks, compute, strict=True) if c.final_text)
 
 
 # ---------------------------------------------------------------- silence

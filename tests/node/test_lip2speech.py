@@ -22,10 +22,21 @@ from engines.models.lipreader import LipReader, LipReaderConfig
 from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.models import DEFAULT_TEXT_READER
-from engines.synth.streaming import OPENING, FrameInput
+from engines.synth.streaming import OPENING, FrameInput, SpeechChunk
 from engines.train import checkpoint
 from node.launch_file import load as load_launch
-from node.lip2speech import FLUSH, FRAME_NS, FrameGrid, FrameQueue, RecentFaces, seen_faces, target_frame
+from node.lip2speech import (
+    END,
+    FLUSH,
+    FRAME_NS,
+    FrameGrid,
+    FrameQueue,
+    RecentFaces,
+    TextQueue,
+    seen_faces,
+    stale,
+    target_frame,
+)
 from streams.codec import encode
 from streams.endpoints import bus_endpoints
 from streams.messages import (
@@ -218,6 +229,7 @@ def test_speech_and_text_for_the_target_face_in_hops_stamped_with_their_frames(b
     assert v["filled_frames"] == 2 and v["bad_frames"] == 0 and v["dropped_frames"] == 0
     assert v["prerolled_frames"] == 3
     assert v["speech_windows"] >= 1 and v["final_transcripts"] >= 1
+    assert v["text_readings"] >= 2 and v["text_compute_s_total"] > 0  # partial (every 1 s) and final
     # the made-up lips are no speech: read with low confidence, which the node counts and warns about
     assert final.confidence < 0.5 and 1 <= v["low_confidence_transcripts"] <= v["final_transcripts"]
     assert v["backend.denoiser.torch"] == 1 and v["hop_frames"] == HOP
@@ -455,6 +467,29 @@ def test_any_camera_rate_is_spoken_for_as_long_as_its_video(fps: float) -> None:
     pushed = [f for t in stamps for f in grid.place(_frame(10**12 + t))]
     assert len(pushed) == 251  # 10 s at 25 fps, both ends included
     assert all(abs(f.stamp_ns - 10**12 - k * FRAME_NS) <= FRAME_NS // 2 for k, f in enumerate(pushed))
+
+
+def _chunk(final: bool = False, pending: bool = True) -> SpeechChunk:
+    return SpeechChunk(np.zeros(CHUNK, np.float32), 0, False, "speech", "", final, 0.0, "", {}, 0.0,
+                       (lambda: ("bin", 0.9, "")) if pending else None)
+
+
+def test_the_text_queue_hands_out_everything_put_even_after_closing() -> None:
+    queue = TextQueue()
+    items = [_chunk(), END, _chunk(final=True)]
+    for item in items:
+        queue.put(item)
+    assert queue.take_all() == items and queue.depth() == (0, 3)
+    queue.put(END)
+    queue.close()
+    assert queue.take_all() == [END] and queue.take_all() == []  # closed and empty: the worker ends
+
+
+def test_a_partial_reading_with_a_newer_one_behind_it_is_stale() -> None:
+    partial, final, plain = _chunk(), _chunk(final=True), _chunk(pending=False)
+    assert [stale([partial, END, plain, _chunk()], k) for k in range(4)] == [True, False, False, False]
+    assert stale([partial, final], 0) and not stale([final, _chunk()], 0)  # a final is always read
+    assert not stale([partial, plain, END], 0)  # nothing newer to read: this one is the newest
 
 
 def test_frame_queue_drops_the_oldest_whole_hops_and_says_so_once() -> None:
