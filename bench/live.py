@@ -214,7 +214,8 @@ def _latency_table(v: dict[str, float]) -> str:
     rows = [("end-to-end latency, window's first frame (ms)", "latency_first_ms"),
             ("end-to-end latency, window's last frame (ms)", "latency_last_ms"),
             ("time to first audio: an utterance's first speech window (ms)", "first_audio_ms"),
-            ("compute per speech window (ms)", "speech.compute_ms"), ("RTF of speech windows", "speech.rtf")]
+            ("compute per speech window (ms)", "speech.compute_ms"), ("RTF of speech windows", "speech.rtf"),
+            ("a text reading, partial or final, in the text thread (ms)", "text.compute_ms")]
     lines = ["| lip2speech diagnostics | p50 | p95 |", "|---|---|---|"]
     nan = float("nan")
     lines += [f"| {label} | {v.get(key + '.p50', nan):.2f} | {v.get(key + '.p95', nan):.2f} |"
@@ -310,7 +311,10 @@ def _synth_summary(beats: list[tuple[float, dict[str, float]]]) -> str:
     return (f"\nsynthesizer RTF (compute / audio): speech windows {speech:.2f} over "
             f"{v.get('speech_windows', 0):.0f} (the last 150: p50 {v.get('speech.rtf.p50', nan):.2f}, p95 "
             f"{v.get('speech.rtf.p95', nan):.2f}); all windows {every:.2f} over {v.get('windows', 0):.0f}\n"
-            f"ms per speech window, mean of {len(sampled)} sampled by the heartbeats: {per_stage}")
+            f"ms per speech window, mean of {len(sampled)} sampled by the heartbeats: {per_stage}\n"
+            f"texts (their own thread): {v.get('text_readings', 0):.0f} readings, "
+            f"{v.get('text_compute_s_total', 0.0) / speech_s * 1e3 if speech_s else nan:.0f} ms per s of "
+            f"speech, {v.get('stale_text_readings', 0):.0f} partial ones skipped as stale")
 
 
 def _queue_table(beats: list[tuple[float, dict[str, float]]], slices: int) -> str:

@@ -7,11 +7,15 @@ thread, so the event loop (input, heartbeats, stop requests) never waits on a mo
 - `audio/speech`: one AudioChunk (S16LE, 16 kHz, mono) per hop, stamped with the acquisition stamp of the
   first frame it voices; silent chunks of the same length where there is no target face or its mouth is
   still, so the audio keeps the video's timing;
-- `text/lipread`: a Transcript each time the current utterance's lip-read text changes (final false) and
-  one when the utterance ends (final true), stamped with the utterance's first frame, with the reader's
-  `confidence` in that text (engines.text.ctc.text_confidence); a final one below `low_confidence` (by
-  default the line of the decoder that read it, engines.synth.engine.LOW_CONFIDENCE) is counted
-  (`low_confidence_transcripts`) and warned about: the speech may not say what was said;
+- `text/lipread`: a Transcript each time the current utterance's lip-read text changes (final false: the
+  utterance so far read again every `partial_text_s`) and one when the utterance ends (final true: read
+  again whole), stamped with the utterance's first frame, with the reader's `confidence` in that text
+  (engines.text.ctc.text_confidence); a final one below `low_confidence` (by default the line of the
+  decoder that read it, engines.synth.engine.LOW_CONFIDENCE) is counted (`low_confidence_transcripts`) and
+  warned about: the speech may not say what was said. Texts are read in a thread of their own once the
+  chunk's audio is out: a long utterance's reading (hundreds of ms) never holds back the audio; when
+  readings queue up, a partial one with a newer one behind it is skipped (`stale_text_readings`), a final
+  one never;
 - `audio/info`: the stream's format, latched (a subscriber that joins late gets it at once).
 
 Input: a message with status ok and a target the tracker saw in that frame gives that face's frame;
@@ -35,8 +39,9 @@ Heartbeat: the last window's compute ms, RTF (compute / audio duration), end-to-
 − acquisition stamp of the window's first and of its last voiced frame) and stage times; p50/p95 of
 these over the last STATS_WINDOWS windows (RTF and compute over speech windows only: silent ones skip
 the models; latency over live windows only: those a flush voices waited for the input to end), and the time
-to first audio (`first_audio_ms`: the first-frame latency of each utterance's first speech window); queue
-depth (now and the peak since the last beat); counters of frames, windows, silence reasons, drops,
+to first audio (`first_audio_ms`: the first-frame latency of each utterance's first speech window); the
+text readings' compute (`text.compute_ms`, `text_compute_s_total`, `text_readings`); the depths of both
+queues (now and the peak since the last beat); counters of frames, windows, silence reasons, drops,
 restarts, bad frames and frames voiced from before their face was the target (`prerolled_frames`); the
 backend of each graph as `backend.GRAPH.NAME` = 1.
 """

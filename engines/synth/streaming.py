@@ -79,6 +79,7 @@ from engines.synth.engine import (
 from engines.text.charset import decode
 from engines.text.ctc import CtcForward, greedy_decode, text_confidence
 
+PARTIAL_TEXT_GROWTH = 0.25  # the least share an utterance grows by before its partial text is read again
 MAX_LOOKAHEAD_FRAMES = 5  # ARCHITECTURE §6: at most ~200 ms look-ahead
 GRIFFIN_LIM_CONTEXT = 8  # mel frames of left context for Griffin-Lim (its phase estimate is global)
 
@@ -108,11 +109,15 @@ class StreamParams:
                                             "text reader, if loaded) with the params' decoder, a longer one "
                                             "greedily (a beam over it would stall the stream: ~1 s per 500 "
                                             "frames here)")
-    partial_text_s: float = param(1.0, "the utterance so far is read again this often, as its final text "
-                                       "is, for its partial texts (a chunk between two such readings has no "
-                                       "text); 0 = every hop's greedy reading of the streaming reader (on 36 "
-                                       "GRID test clips, WER against the words said so far: greedy 49.2 %, "
-                                       "read again 34.6 %; notes/history.md, session 37)")
+    partial_text_s: float = param(0.0, "0: a chunk's partial text is every hop's greedy reading of the "
+                                       "streaming reader; > 0: the utterance so far is read again as its "
+                                       "final text is, each time it has grown by this much or by a quarter "
+                                       "of its length, whichever is longer (a chunk between two readings has "
+                                       "no text). On 36 GRID test clips, WER of the partial text shown "
+                                       "against the words said so far: 0: 48.4 %, 0.4: 37.4 %, 1.0: 54.0 %; "
+                                       "0.4 costs 175 ms of compute per s of speech, and on this 2-core CPU "
+                                       "it raised the live bench's latency p95 from 413 to 463 ms "
+                                       "(notes/history.md, session 37)")
 
     def __post_init__(self) -> None:
         if self.hop_frames < 1 or self.context_frames < 0 or self.preroll_frames < 0:
@@ -326,9 +331,12 @@ class _Voice:
             piece.ends_utterance(self._reading(e if speech else s))
             self.utterance = None
         elif self.utterance is not None and self.reread_every:
-            if e - self.utterance >= self.next_reread:  # all it has read, the look-ahead too
+            length = e - self.utterance
+            if length >= self.next_reread:  # all it has read, the look-ahead too
                 piece.reading = self._reading(self.read_upto)
-                self.next_reread = e - self.utterance + self.reread_every
+                # a reading's cost grows with the utterance's length, so the pause after it grows too: the
+                # readings of a long utterance take a bounded share of a core
+                self.next_reread = length + max(self.reread_every, round(length * PARTIAL_TEXT_GROWTH))
         elif self.utterance is not None:
             log_probs = self.log_probs.get(self.utterance, self.read_upto)
             piece.text = self._greedy(log_probs)

@@ -118,7 +118,7 @@ def lip2speech_stream(lipreader: str = "lipreader", melgen: str = "melgen", iden
                       **params: Any) -> StreamedLip2Speech:
     """Factory: as `lip2speech` (the aligner one trained on `lipreader`, the streaming reader; the text reader
     reads each ended utterance again, as the live node's does), plus any StreamParams field (hop_frames,
-    lookahead_frames, ...)."""
+    lookahead_frames, ...; partial_text_s 0 unless given)."""
     from engines.synth.engine import Synthesizer, SynthParams
     from engines.synth.models import SynthModels
     from engines.synth.streaming import StreamingSynthesizer, StreamParams
@@ -128,6 +128,8 @@ def lip2speech_stream(lipreader: str = "lipreader", melgen: str = "melgen", iden
     if unknown:
         raise ValueError(f"unknown lip2speech_stream options {unknown}; known: "
                          f"{sorted(set().union(*kinds.values()))}")
+    params = {"partial_text_s": 0.0, **params}  # the eval scores final texts: partial readings, unless asked,
+    # would be compute thrown away (the speech is the same either way)
     synth_params, stream_params = (kind(**{k: v for k, v in params.items() if k in names})
                                    for kind, names in kinds.items())
     models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder,

@@ -329,6 +329,13 @@ def test_the_utterance_so_far_is_read_again_every_partial_text_s(weights: dict[s
     assert all(c.text == "" and c.confidence == 0.0 for k, c in enumerate(chunks) if k in (0, 2, 4))
 
 
+def test_a_long_utterance_is_read_again_less_often(models: SynthModels) -> None:
+    s = streamer(models, partial_text_s=0.4)  # 10 frames, or a quarter of the utterance once that is longer
+    chunks = [c for f in frames_of(face_inputs(80)) for c in s.push(f, texts=False)] + s.flush(texts=False)
+    read = [5 * (k + 1) for k, c in enumerate(chunks) if c.pending is not None]
+    assert read == [10, 20, 30, 40, 50, 65, 80]  # after 50 frames, 12 more; after 65, 16 more: the end
+
+
 def test_a_final_text_can_be_read_after_the_audio_and_later_pushes(weights: dict[str, str],
                                                                     tmp_path: Path) -> None:
     models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
