@@ -34,6 +34,14 @@ def _logaddexp(a: float, b: float) -> float:
     return a + math.log1p(math.exp(b - a))
 
 
+def _log_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`_logaddexp` elementwise."""
+    high, low = np.maximum(a, b), np.minimum(a, b)
+    # low − high only where low is finite (both -inf would give nan): else exp(-inf) = 0 adds nothing
+    diff = np.subtract(low, high, out=np.full(np.shape(low), _NEG_INF), where=low > _NEG_INF)
+    return high + np.log1p(np.exp(diff))
+
+
 def _as_matrix(log_probs: Any) -> np.ndarray:
     if hasattr(log_probs, "detach"):  # a torch tensor; engines.text does not import torch
         log_probs = log_probs.detach().cpu().numpy()
@@ -172,13 +180,15 @@ class Hypothesis:
 class _Node:
     """A character trie node of one word slot; `allowed` is filled once the grammar is built."""
 
-    __slots__ = ("allowed", "children", "end", "slot")
+    __slots__ = ("allowed", "block", "children", "end", "order", "slot")
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
         self.children: dict[int, _Node] = {}
         self.end = False
         self.allowed: tuple[int, ...] = ()
+        self.order = np.full(VOCAB_SIZE, -1)  # each token's place in `allowed`, -1 where not allowed
+        self.block = np.full(1, BLANK)  # a beam search's candidates here: blank (the prefix stays), `allowed`
 
 
 class WordGrammar:
@@ -209,6 +219,8 @@ class WordGrammar:
         last = len(self.slots) - 1
         for node in nodes:
             node.allowed = tuple(node.children) + ((SPACE,) if node.end and node.slot < last else ())
+            node.order[list(node.allowed)] = np.arange(len(node.allowed))
+            node.block = np.array((BLANK, *node.allowed))
 
     def start(self) -> _Node:
         return self._roots[0]
@@ -230,7 +242,10 @@ class WordGrammar:
 
 GRID_GRAMMAR = WordGrammar([tuple(slot.values()) for slot in GRID_SLOTS])
 
-_FREE_TOKENS = tuple(i for i in range(VOCAB_SIZE) if i != BLANK)
+_FREE = _Node(0)  # without a grammar, every prefix may grow by any token but blank
+_FREE.allowed = tuple(i for i in range(VOCAB_SIZE) if i != BLANK)
+_FREE.order[list(_FREE.allowed)] = np.arange(len(_FREE.allowed))
+_FREE.block = np.array((BLANK, *_FREE.allowed))
 
 
 def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | None = None,
@@ -246,38 +261,57 @@ def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | Non
     if beam_width < 1:
         raise ValueError(f"beam_width must be >= 1, got {beam_width}")
     lp = _as_matrix(log_probs)
-    # prefix → [log p(ends in blank), log p(ends in its last token), grammar state]
-    beams: dict[tuple[int, ...], list[Any]] = {(): [0.0, _NEG_INF, grammar.start() if grammar else None]}
+    # The beam: prefixes, their grammar states, log p(ends in blank), log p(ends in its last token). Each
+    # frame every prefix stays (after a blank, or with its last token once more) or grows by a token its
+    # state allows; the candidates are laid out as a dict of prefixes would receive them (each prefix, then
+    # its growths), which decides ties in the ranking.
+    prefixes: list[tuple[int, ...]] = [()]
+    states: list[Any] = [grammar.start() if grammar else _FREE]
+    p_blank, p_token = np.zeros(1), np.full(1, _NEG_INF)
     for row in lp:
-        row_list = row.tolist()
-        nxt: dict[tuple[int, ...], list[Any]] = {}
-
-        def entry(prefix: tuple[int, ...], state: Any, nxt: dict = nxt) -> list[Any]:
-            found = nxt.get(prefix)
-            if found is None:
-                found = nxt[prefix] = [_NEG_INF, _NEG_INF, state]
-            return found
-
-        for prefix, (p_blank, p_token, state) in beams.items():
-            total = _logaddexp(p_blank, p_token)
-            here = entry(prefix, state)
-            here[0] = _logaddexp(here[0], total + row_list[BLANK])
-            last = prefix[-1] if prefix else None
-            if last is not None:  # the last token again, without a blank: the same prefix
-                here[1] = _logaddexp(here[1], p_token + row_list[last])
-            for token in grammar.allowed(state) if grammar else _FREE_TOKENS:
-                lp_token = row_list[token]
-                if lp_token < prune_log_prob:
-                    continue
-                lp_token += token_bonus
-                extended = entry((*prefix, token), grammar.advance(state, token) if grammar else None)
-                # a repeated token is a new one only after a blank
-                source = p_blank if token == last else total
-                extended[1] = _logaddexp(extended[1], source + lp_token)
-        ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]), reverse=True)
-        beams = dict(ranked[:beam_width])
-    hyps = [Hypothesis(prefix, float(_logaddexp(pb, pt)), grammar.is_complete(state) if grammar else True)
-            for prefix, (pb, pt, state) in beams.items()]
+        n = len(prefixes)
+        total = _log_add(p_blank, p_token)
+        last = np.array([prefix[-1] if prefix else BLANK for prefix in prefixes])
+        blocks = [state.block for state in states]
+        token = np.concatenate(blocks)
+        sizes = [len(block) for block in blocks]
+        beam = np.repeat(np.arange(n), sizes)
+        starts = np.cumsum(sizes) - sizes  # where each prefix's block begins: the prefix itself, staying
+        grown_lp = row[token]
+        # a repeated token is a new one only after a blank
+        source = np.where(token == last[beam], p_blank[beam], total[beam])
+        cand_token = source + (grown_lp + token_bonus)
+        cand_token[starts] = np.where(last != BLANK, p_token + row[last], _NEG_INF)
+        cand_blank = np.full(len(token), _NEG_INF)
+        cand_blank[starts] = total + row[BLANK]
+        valid = grown_lp >= prune_log_prob
+        valid[starts] = True
+        # a prefix grown into another prefix of the beam joins it, in the place of whichever came first
+        index = {prefix: k for k, prefix in enumerate(prefixes)}
+        for j, prefix in enumerate(prefixes):
+            parent = index.get(prefix[:-1]) if prefix else None
+            if parent is None:
+                continue
+            grown = starts[parent] + 1 + states[parent].order[last[j]]
+            if not valid[grown]:
+                continue
+            joined = _logaddexp(float(cand_token[starts[j]]), float(cand_token[grown]))
+            keep, drop = (grown, starts[j]) if parent < j else (starts[j], grown)
+            cand_blank[keep], cand_token[keep], valid[drop] = cand_blank[starts[j]], joined, False
+        candidates = np.flatnonzero(valid)
+        scores = _log_add(cand_blank[candidates], cand_token[candidates])
+        best = candidates[np.argsort(-scores, kind="stable")[:beam_width]]
+        kept_prefixes, kept_states = [], []
+        stays = np.zeros(len(token), bool)
+        stays[starts] = True
+        for k, t, stay in zip(beam[best].tolist(), token[best].tolist(), stays[best].tolist(), strict=True):
+            kept_prefixes.append(prefixes[k] if stay else (*prefixes[k], t))
+            kept_states.append(states[k] if stay else grammar.advance(states[k], t) if grammar else _FREE)
+        prefixes, states = kept_prefixes, kept_states
+        p_blank, p_token = cand_blank[best], cand_token[best]
+    hyps = [Hypothesis(prefix, _logaddexp(float(pb), float(pt)),
+                       grammar.is_complete(state) if grammar else True)
+            for prefix, state, pb, pt in zip(prefixes, states, p_blank, p_token, strict=True)]
     hyps.sort(key=lambda h: (h.complete, h.log_prob), reverse=True)
     return hyps
 

@@ -101,15 +101,18 @@ def force_align(log_probs: Any, classes: Sequence[int], optional: Sequence[bool]
     score[0] = emit[0, 0]
     if s_len > 1 and optional[0]:
         score[1] = emit[0, 1]
-    back = np.zeros((n, s_len), np.int64)
+    # each step's move into each state: 0 stay, 1 from the state before, 2 from two before (over an
+    # optional one); ties go to the first, as argmax gives them
+    back = np.zeros((n, s_len), np.int8)
     states = np.arange(s_len)
+    moves = np.full((3, s_len), neg)
     for t in range(1, n):
-        step = np.concatenate(([neg], score[:-1]))
-        jump = np.where(skippable, np.concatenate(([neg, neg], score[:-2])), neg)
-        moves = np.stack((score, step, jump))
-        choice = np.argmax(moves, axis=0)
+        moves[0] = score
+        moves[1, 1:] = score[:-1]
+        np.copyto(moves[2, 2:], score[:-2], where=skippable[2:])
+        choice = moves.argmax(axis=0)
         score = moves[choice, states] + emit[t]
-        back[t] = states - choice
+        back[t] = choice
     ends = [s_len - 1] + ([s_len - 2] if s_len > 1 and optional[-1] else [])
     end = max(ends, key=lambda s: score[s])
     if not np.isfinite(score[end]):
@@ -117,7 +120,7 @@ def force_align(log_probs: Any, classes: Sequence[int], optional: Sequence[bool]
     path = np.empty(n, np.int64)
     for t in range(n - 1, -1, -1):
         path[t] = classes[end]
-        end = back[t, end]
+        end -= int(back[t, end])
     return path
 
 
