@@ -209,32 +209,60 @@ class _Said:
 _NOTHING_SAID = _Said("", 0.0, "")
 
 
-class FrameQueue:
+class WorkQueue:
+    """Items waiting for a worker thread, oldest first: one thread puts, the worker takes."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._items: deque[object] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: object) -> int:
+        """Queue `item`; the number of older items dropped to make room."""
+        with self._cond:
+            self._items.append(item)
+            dropped = self._make_room()
+            self.peak = max(self.peak, len(self._items))
+            self._cond.notify()
+            return dropped
+
+    def _make_room(self) -> int:
+        """(With the lock held.) Items dropped so that the queue stays bounded: none here."""
+        return 0
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def depth(self, reset_peak: bool = False) -> tuple[int, int]:
+        """(items waiting, the most that waited since the last reset)."""
+        with self._cond:
+            depth, peak = len(self._items), self.peak
+            if reset_peak:
+                self.peak = depth
+            return depth, peak
+
+
+class FrameQueue(WorkQueue):
     """Frames waiting for the synthesizer: the event loop puts, the worker takes. Over `limit` items, the
     oldest whole hops go, and the worker's next `take` says the stream must restart."""
 
     def __init__(self, limit: int, hop: int) -> None:
+        super().__init__()
         self.limit, self.hop = limit, hop
-        self.peak = 0
-        self._items: deque[object] = deque()
-        self._cond = threading.Condition()
         self._dropped_since_take = False
-        self._closed = False
 
-    def put(self, item: object) -> int:
-        """Queue `item`; the number of items dropped to make room."""
-        with self._cond:
-            self._items.append(item)
-            dropped = 0
-            if len(self._items) > self.limit:  # whole hops, but never the newest item
-                over = len(self._items) - self.limit
-                dropped = min(-(-over // self.hop) * self.hop, len(self._items) - 1)
-                for _ in range(dropped):
-                    self._items.popleft()
-                self._dropped_since_take = True
-            self.peak = max(self.peak, len(self._items))
-            self._cond.notify()
-            return dropped
+    def _make_room(self) -> int:
+        if len(self._items) <= self.limit:
+            return 0
+        over = len(self._items) - self.limit  # whole hops, but never the newest item
+        dropped = min(-(-over // self.hop) * self.hop, len(self._items) - 1)
+        for _ in range(dropped):
+            self._items.popleft()
+        self._dropped_since_take = True
+        return dropped
 
     def take(self) -> tuple[object | None, bool]:
         """(the oldest item, waiting for one; None once closed), and whether items were dropped since the
@@ -244,35 +272,11 @@ class FrameQueue:
             dropped, self._dropped_since_take = self._dropped_since_take, False
             return (None if self._closed else self._items.popleft()), dropped
 
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
-    def depth(self, reset_peak: bool = False) -> tuple[int, int]:
-        """(items waiting, the most that waited since the last reset)."""
-        with self._cond:
-            depth, peak = len(self._items), self.peak
-            if reset_peak:
-                self.peak = depth
-            return depth, peak
-
-
-class TextQueue:
+class TextQueue(WorkQueue):
     """Chunks whose texts wait to be read and published, in order: the synthesizer's worker puts them once
-    their audio is out, the text worker takes them."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._items: deque[object] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, item: object) -> None:
-        with self._cond:
-            self._items.append(item)
-            self.peak = max(self.peak, len(self._items))
-            self._cond.notify()
+    their audio is out, the text worker takes them. Unbounded: the worker skips stale partial readings, so it
+    keeps up unless reading a final text takes longer than the utterance took to say."""
 
     def take_all(self) -> list[object]:
         """Every item waiting, oldest first, waiting for one; [] once closed and empty (what was put before
@@ -282,19 +286,6 @@ class TextQueue:
             items = list(self._items)
             self._items.clear()
             return items
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def depth(self, reset_peak: bool = False) -> tuple[int, int]:
-        """(items waiting, the most that waited since the last reset)."""
-        with self._cond:
-            depth, peak = len(self._items), self.peak
-            if reset_peak:
-                self.peak = depth
-            return depth, peak
 
 
 def stale(items: list[object], k: int) -> bool:
@@ -519,7 +510,7 @@ class Lip2SpeechNode(Node):
             if item is None:
                 return
             try:
-                # each utterance's final text is read after its chunk's audio is out (_publish)
+                # a chunk's text is read by the text worker once its audio is out (_publish)
                 if item is FLUSH:
                     chunks = self._stream.flush(texts=False)
                 else:
@@ -582,7 +573,7 @@ class Lip2SpeechNode(Node):
                     item.pending = None
                     self.count("stale_text_readings")
                 self._read_text(item)
-                self._publish_texts(item)
+                self._publish_chunk_text(item)
 
     def _read_text(self, chunk: SpeechChunk) -> None:
         if chunk.pending is None:
@@ -598,7 +589,7 @@ class Lip2SpeechNode(Node):
         with self._stats_lock:
             self._rolling.add("text.compute_ms", (chunk.compute_s - compute_s) * 1e3)
 
-    def _publish_texts(self, chunk: SpeechChunk) -> None:
+    def _publish_chunk_text(self, chunk: SpeechChunk) -> None:
         if not chunk.silent:
             self._utterance_ns = self._utterance_ns or chunk.stamp_ns
             self._utterance_end_ns = chunk.stamp_ns + len(chunk.wav) // SAMPLES_PER_FRAME * FRAME_NS

@@ -534,9 +534,10 @@ class StreamingSynthesizer:
         self.flush()
 
     def push(self, frame: FrameInput, texts: bool = True) -> list[SpeechChunk]:
-        """One camera frame; the chunks of the hops it completes (0 or more). With `texts` False, a chunk that
-        ends an utterance comes before its final text is read (a whole-utterance reading: tens of ms):
-        `read_text` reads it, so a live caller can send the chunk's audio first."""
+        """One camera frame; the chunks of the hops it completes (0 or more). With `texts` False, a chunk
+        whose text is read again (the utterance's end, or a partial reading: tens of ms, hundreds for a long
+        utterance) comes before that reading: `read_text` does it, so a live caller can send the chunk's
+        audio first."""
         with self._compute():
             face = self._checked(frame)
             if face is not None and self._voice is not None and face.track_id != self._voice.track_id:
@@ -575,8 +576,8 @@ class StreamingSynthesizer:
         return chunks
 
     def read_text(self, chunk: SpeechChunk) -> None:
-        """Read `chunk`'s pending final text (push or flush with texts=False) into its text, confidence and
-        doubt, its compute added to the chunk's; nothing when none is pending. It needs nothing more of the
+        """Read `chunk`'s pending text (push or flush with texts=False) into its text, confidence and doubt,
+        its compute added to the chunk's; nothing when none is pending. It needs nothing more of the
         stream, so it may follow later pushes or a reset, and may run in another thread while one pushes
         (its networks run in PyTorch, whatever the backend)."""
         if chunk.pending is None:
