@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,7 +120,8 @@ class Graph:
 
     def __init__(self, spec: LaunchSpec, log: IO[bytes]) -> None:
         self.log = log
-        self.bus = spec.bus or f"ipc://{tempfile.mkdtemp(prefix='vxlive', dir='/tmp')}/bus"
+        self._folder = None if spec.bus else tempfile.mkdtemp(prefix="vxlive", dir="/tmp")  # the bus's socket
+        self.bus = spec.bus or f"ipc://{self._folder}/bus"
         self.camera = next(n for n in spec.nodes if n.kind == "camera")
         if not self.camera.start_after:
             self.camera.start_after = [n.name for n in spec.nodes[:spec.nodes.index(self.camera)]
@@ -157,6 +159,8 @@ class Graph:
         except subprocess.TimeoutExpired:
             os.killpg(self.supervisor.pid, signal.SIGKILL)
             self.supervisor.wait()
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def _tail(path: Path, lines: int = 25) -> str:
