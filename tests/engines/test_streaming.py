@@ -329,6 +329,23 @@ def test_the_utterance_so_far_is_read_again_every_partial_text_s(weights: dict[s
     assert all(c.text == "" and c.confidence == 0.0 for k, c in enumerate(chunks) if k in (0, 2, 4))
 
 
+def test_a_reading_that_fails_raises_once_and_is_gone(models: SynthModels) -> None:
+    s = streamer(models)
+    for frame in frames_of(face_inputs(12)):
+        s.push(frame, texts=False)
+    chunk = s.flush(texts=False)[-1]
+    assert chunk.final_text and chunk.pending is not None
+
+    def broken() -> tuple[str, float, str]:
+        raise RuntimeError("reader failed")
+
+    chunk.pending, before = broken, chunk.compute_s
+    with pytest.raises(RuntimeError, match="reader failed"):
+        s.read_text(chunk)
+    assert chunk.pending is None and chunk.compute_s > before  # not read twice; its time still counted
+    s.read_text(chunk)  # nothing left to read
+
+
 def test_a_long_utterance_is_read_again_less_often(models: SynthModels) -> None:
     s = streamer(models, partial_text_s=0.4)  # 10 frames, or a quarter of the utterance once that is longer
     chunks = [c for f in frames_of(face_inputs(80)) for c in s.push(f, texts=False)] + s.flush(texts=False)
