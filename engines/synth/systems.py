@@ -128,8 +128,9 @@ def lip2speech_stream(lipreader: str = "lipreader", melgen: str = "melgen", iden
     if unknown:
         raise ValueError(f"unknown lip2speech_stream options {unknown}; known: "
                          f"{sorted(set().union(*kinds.values()))}")
-    params = {"partial_text_s": 0.0, **params}  # the eval scores final texts: partial readings, unless asked,
-    # would be compute thrown away (the speech is the same either way)
+    # the eval scores final texts: partial readings, unless asked for, would be compute thrown away (the
+    # speech is the same either way)
+    params = {"partial_text_s": 0.0, **params}
     synth_params, stream_params = (kind(**{k: v for k, v in params.items() if k in names})
                                    for kind, names in kinds.items())
     models = SynthModels.load(lipreader, melgen, identity, asr if asr and synth_params.w2 else None, vocoder,
