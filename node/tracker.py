@@ -97,6 +97,7 @@ class TrackerNode(Node):
         self._process_ms = 0.0
         self._live = 0
         self._target = NO_TARGET
+        self._origin_ns: int | None = None
         problems = [msg for bad, msg in (
             (p.max_faces < 1, "max_faces must be >= 1"),
             (p.crop_size < 8, "crop_size must be >= 8"),
@@ -142,7 +143,10 @@ class TrackerNode(Node):
             self._tracks.publish(reply)
             return
         started = time.perf_counter()
-        faces, tracks, target = self.pipeline.process(bgr, msg.stamp_ns / 1e9)
+        # Seconds since the first frame, from the integer stamps: epoch seconds as floats would round each
+        # frame's interval differently from run to run, and the smoothing follows the intervals.
+        self._origin_ns = msg.stamp_ns if self._origin_ns is None else self._origin_ns
+        faces, tracks, target = self.pipeline.process(bgr, (msg.stamp_ns - self._origin_ns) / 1e9)
         self._process_ms = (time.perf_counter() - started) * 1e3
         self._live, self._target = len(tracks), target
         self.count("faces", faces)

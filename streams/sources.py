@@ -66,7 +66,12 @@ def _now() -> tuple[int, int]:
 class Pacer:
     """Releases frame n at `start + n / fps`: an absolute schedule, so late frames do not push the
     later ones back and the average rate never drifts. A stall longer than `max_lag_s` (a suspended
-    process, a slow consumer) starts a new schedule rather than releasing a burst of stale frames."""
+    process, a slow consumer) starts a new schedule rather than releasing a burst of stale frames.
+
+    A paced frame is stamped with its moment on the schedule (`stamps`), not with when the scheduler
+    happened to release it: the smoothing downstream works on the stamps, so the same file gives the
+    same tracks, and so the same speech, on every run, and the release's lateness still counts as latency.
+    """
 
     def __init__(self, fps: float, max_lag_s: float = MAX_LAG_S) -> None:
         if not fps > 0:
@@ -75,17 +80,29 @@ class Pacer:
         self.max_lag_ns = max_lag_s * 1e9
         self.restarts = 0
         self._start_ns: float | None = None
+        self._wall_offset_ns = 0  # wall clock − monotonic, read once per schedule so stamps keep its spacing
+
+    def _start(self, n: int, now_ns: int) -> None:
+        self._start_ns = now_ns - n * self.period_ns
+        self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
     def delay_ns(self, n: int, now_ns: int) -> int:
         """How long frame `n` must still wait at monotonic time `now_ns` (0: release it now)."""
         if self._start_ns is None:
-            self._start_ns = now_ns - n * self.period_ns
+            self._start(n, now_ns)
         due = self._start_ns + n * self.period_ns
         if now_ns - due > self.max_lag_ns:
-            self._start_ns = now_ns - n * self.period_ns
+            self._start(n, now_ns)
             self.restarts += 1
             return 0
         return max(0, math.ceil(due - now_ns))
+
+    def stamps(self, n: int) -> tuple[int, int]:
+        """(wall clock, monotonic) nanoseconds at which frame `n` was due, once `delay_ns` has seen it."""
+        if self._start_ns is None:
+            raise RuntimeError("the schedule starts with the first delay_ns")
+        mono = round(self._start_ns + n * self.period_ns)
+        return mono + self._wall_offset_ns, mono
 
     def wait(self, n: int, halt: threading.Event) -> bool:
         """Sleep until frame `n` is due; False when `halt` was set meanwhile."""
@@ -198,7 +215,7 @@ class VideoFileSource(Source):
             last_pts = pts_offset + pts
             if pacer is not None and not pacer.wait(index, self._halt):
                 return
-            stamp, mono = _now()
+            stamp, mono = pacer.stamps(index) if pacer is not None else _now()
             yield Frame(image, stamp, mono, index, last_pts)
             index += 1
 
@@ -347,7 +364,7 @@ class PatternSource(Source):
             image = self.render(index)
             if pacer is not None and not pacer.wait(index, self._halt):
                 return
-            stamp, mono = _now()
+            stamp, mono = pacer.stamps(index) if pacer is not None else _now()
             yield Frame(image, stamp, mono, index, index / self.fps)
             index += 1
 

@@ -17,7 +17,8 @@ from node import track
 from streams.endpoints import bus_endpoints
 from streams.messages import Diagnostic, FaceTracks, Image, Message
 from streams.pubsub import EVENTS, Publisher, Subscriber
-from tests.helpers import SHARED, next_message, stop, voxsight, wait_heartbeat
+from streams.sources import VideoFileSource
+from tests.helpers import REPO, SHARED, next_message, stop, voxsight, wait_heartbeat
 
 GRID = SHARED / "real" / "grid-dev"
 CLIPS = sorted(GRID.glob("*.mpg")) if GRID.is_dir() else []
@@ -142,6 +143,38 @@ def test_bad_frames_are_answered_counted_and_survived(bus: str, listen) -> None:
     assert diag.values["bad_frames"] >= 1 and diag.values["no_face_frames"] >= 1
     # The overlay is the frame with the face's box, id and lips drawn on it.
     assert overlay.pixels.shape == face.shape and not np.array_equal(overlay.pixels, face)
+
+
+def _track_clip(bus: str, listen, images: list[np.ndarray], origin_ns: int) -> list[FaceTracks]:
+    """A fresh tracker's replies to `images` sent 40 ms apart by their stamps from `origin_ns`, one at a
+    time (each waits for its reply, so none is skipped)."""
+    replies = listen("faces/tracks", FaceTracks)
+    tracker = _start_tracker(bus)
+    pub = Publisher(zmq.Context.instance(), bus_endpoints(bus)[0], "camera/image", qos=EVENTS)
+    got = []
+    try:
+        assert pub.wait_subscribed(20)
+        for k, image in enumerate(images):
+            stamp = origin_ns + k * 40_000_000
+            pub.publish(Image(pixels=image, stamp_ns=stamp, mono_ns=stamp))
+            got.append(_next(replies, lambda m, stamp=stamp: m.stamp_ns == stamp))
+    finally:
+        pub.close()
+        code = stop(tracker)
+    assert code == 0, tracker.stdout.read()
+    return got
+
+
+def test_the_same_frames_give_the_same_tracks_whenever_they_were_taken(bus: str, listen) -> None:
+    # Smoothing follows the frames' intervals; as differences of epoch seconds in floating point they
+    # would round differently at another time of day, and the same video would be spoken differently.
+    images = [f.image for f in VideoFileSource(REPO / "launch" / "media" / "lip2speech_sample.mp4",
+                                               realtime=False)]
+    runs = [_track_clip(bus, listen, images, origin) for origin in
+            (1_796_000_000_123_456_789, 1_796_000_123_000_000_001)]
+    rois = [[[(t.id, t.mouth_roi.tobytes()) for t in m.tracks] for m in run] for run in runs]
+    assert sum(bool(frame) for frame in rois[0]) >= len(images) - 4  # the face is tracked
+    assert rois[0] == rois[1]
 
 
 def _first(attempt: Callable[[], FaceTracks | None], timeout_s: float = 20.0) -> FaceTracks:

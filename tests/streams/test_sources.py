@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,14 @@ def test_pattern_code_wraps_at_its_width() -> None:
 
 def test_pattern_realtime_yields_and_stops() -> None:
     with PatternSource(160, 120, fps=200, frames=5) as src:
-        assert [f.index for f in src] == [0, 1, 2, 3, 4]
+        frames = []
+        for frame in src:
+            assert frame.mono_ns <= time.monotonic_ns()  # stamped when due, never ahead of the clock
+            frames.append(frame)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    # On the schedule, not when released: the same spacing on every run, whatever the load.
+    assert {b.mono_ns - a.mono_ns for a, b in itertools.pairwise(frames)} == {5_000_000}
+    assert {f.stamp_ns - f.mono_ns for f in frames} == {frames[0].stamp_ns - frames[0].mono_ns}
 
 
 def test_pattern_rejects_bad_geometry() -> None:
@@ -185,6 +193,20 @@ def test_pacer_restarts_after_a_stall() -> None:
     assert pacer.delay_ns(1, t0 + 2_000_000_000) == 0  # 2 s stall: released at once...
     assert pacer.restarts == 1
     assert pacer.delay_ns(2, t0 + 2_000_000_000) == 40_000_000  # ...and no burst after it
+    assert pacer.stamps(2)[1] == t0 + 2_040_000_000  # stamped on the new schedule
+
+
+def test_pacer_stamps_frames_when_due_not_when_released() -> None:
+    pacer = Pacer(30.0)
+    with pytest.raises(RuntimeError, match="first delay_ns"):
+        pacer.stamps(0)
+    t0 = 5_000_000_123
+    late = [0, 3_000_000, 700_000, 9_000_000]  # how late each frame was handled
+    for n, lag in enumerate(late):
+        pacer.delay_ns(n, t0 + round(n * 1e9 / 30) + lag)
+    stamps = [pacer.stamps(n) for n in range(len(late))]
+    assert [mono for _, mono in stamps] == [t0 + round(n * 1e9 / 30) for n in range(len(late))]
+    assert len({wall - mono for wall, mono in stamps}) == 1
 
 
 # ---------------------------------------------------------------- resampling (synthetic stamps)
