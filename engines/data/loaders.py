@@ -30,6 +30,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,18 +135,39 @@ def _joined(sources: Sequence[Path | str], layout: str, split: str | None,
 # ---------------------------------------------------------------- extraction
 
 
+def _decoded(container: Any, stream: Any, path: Path) -> Iterator[Any]:
+    """The stream's frames; a decoding error ends them with a clear one, never half a clip in silence (a
+    clip cut short would no longer match its audio and text)."""
+    import av
+
+    count = 0
+    try:
+        for frame in container.decode(stream):
+            count += 1
+            yield frame
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{path}: the video breaks off after {count} frames ({exc.strerror})") from exc
+    if count < stream.frames:  # a truncated file whose index survived decodes to its end without an error
+        raise ValueError(f"{path}: the video breaks off after {count} of the {stream.frames} frames it "
+                         "declares")
+
+
 def decode_video(path: Path, fps: float = FPS) -> Iterator[np.ndarray]:
     """BGR uint8 frames of a video, resampled to `fps` by timestamp (module docstring)."""
     import av
 
     period = 1.0 / fps
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:  # FFmpeg's own words, without its errno
+        raise ValueError(f"{path}: not a video that can be decoded ({exc.strerror})") from exc
+    with container:
         if not container.streams.video:
             raise ValueError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         start, previous, slot = None, None, 0
-        for frame in container.decode(stream):
+        for frame in _decoded(container, stream, path):
             t = float(frame.time) if frame.time is not None else (slot * period if start is None else 0.0)
             start = t if start is None else start
             t -= start

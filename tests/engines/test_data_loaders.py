@@ -175,3 +175,34 @@ def test_tracking_can_stop_after_the_first_frames_of_a_video() -> None:
     sample = REPO / "launch" / "media" / "lip2speech_sample.mp4"
     first = loaders.track_video(sample, max_frames=5)
     assert first["valid"].shape == (5,) and first["valid"].all() and first["mouth_rois"].shape[0] == 5
+
+
+def _faststart(src: Path, out: Path) -> Path:
+    """`src`'s video remuxed with its index first, as streaming-friendly mp4s are."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    return out
+
+
+def test_a_video_that_cannot_be_decoded_or_breaks_off_is_refused_clearly(tmp_path: Path) -> None:
+    sample = REPO / "launch" / "media" / "lip2speech_sample.mp4"
+    cut = tmp_path / "cut.mp4"  # its index at the end, so nothing of it opens
+    cut.write_bytes(sample.read_bytes()[: len(sample.read_bytes()) * 7 // 10])
+    for path in (cut, REPO / "README.md"):
+        with pytest.raises(ValueError, match=r"not a video that can be decoded \(Invalid data"):
+            loaders.track_video(path)
+    # With its index first, the cut file decodes to where it was cut without an error from the decoder:
+    # that must not pass for the whole clip.
+    whole = _faststart(sample, tmp_path / "fast.mp4")
+    assert loaders.track_video(whole)["valid"].shape == (49,)
+    fast_cut = tmp_path / "fast-cut.mp4"
+    fast_cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) * 7 // 10])
+    with pytest.raises(ValueError, match=r"breaks off after \d+ of the 49 frames it declares"):
+        loaders.track_video(fast_cut)
+    assert loaders.track_video(fast_cut, max_frames=5)["valid"].shape == (5,)  # its start is still there
