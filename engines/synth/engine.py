@@ -433,15 +433,17 @@ class Synthesizer:
             out = reader(*self._inputs(features.mouth_rois, features.lip_geometry))
             return Reading(out.log_probs[0], condition_features(out, self.models.features), out.state)
 
-    def decode(self, log_probs: Tensor, phones: np.ndarray | None = None) -> Decoded:
+    def decode(self, log_probs: Tensor, phones: np.ndarray | None = None, whole: bool = True) -> Decoded:
         """The lip-read text of CTC log-probabilities (T, V), the decoder that read it and the confidence in
         it; with the phone aligner's log-posteriors of the whole utterance (`phone_posteriors`), GRID-grammar
-        decoding re-ranks its whole sentences by their phones."""
+        decoding re-ranks its whole sentences by their phones. Not `whole`: an utterance still going on, whose
+        GRID sentence is not forced to completion (engines.text.ctc.best_sentence)."""
         with self._timed("decode"):
             p = self.params
             rescore = phone_rescorer(phones, p.phone_weight) if self.reranks and phones is not None else None
             decoder = "grid" if p.decode == "auto" else p.decode
-            reading = Decoded(decode_text(log_probs, decoder, p.beam_width, rescore), decoder, log_probs)
+            text = decode_text(log_probs, decoder, p.beam_width, rescore, whole)
+            reading = Decoded(text, decoder, log_probs)
             # auto: below grid's own line (whatever low_confidence flags) the lips most likely said no GRID
             # sentence
             if p.decode == "auto" and reading.confidence < LOW_CONFIDENCE["grid"]:
@@ -600,16 +602,17 @@ class Synthesizer:
 
 
 def decode_text(log_probs: Tensor, decoding: str, beam_width: int,
-                rescore: Callable[[list[str]], Sequence[float]] | None = None) -> str:
+                rescore: Callable[[list[str]], Sequence[float]] | None = None, whole: bool = True) -> str:
     """The text of CTC log-probabilities (T, V) by greedy, beam or grid decoding (SynthParams.decode; auto is
     Synthesizer.decode's choice between grid and beam); `rescore` re-ranks GRID-grammar decoding's whole
-    sentences (engines.text.phones.phone_rescorer)."""
+    sentences (engines.text.phones.phone_rescorer); `whole`: the frames hold a whole sentence
+    (engines.text.ctc.best_sentence)."""
     if decoding not in ("greedy", "beam", "grid"):
         raise ValueError(f"no decoder {decoding!r} here: greedy, beam or grid")
     if decoding == "greedy":
         return decode(greedy_decode(log_probs))
     if decoding == "grid":
-        return best_sentence(log_probs.float().cpu(), beam_width, GRID_GRAMMAR, rescore)
+        return best_sentence(log_probs.float().cpu(), beam_width, GRID_GRAMMAR, rescore, whole)
     hyps = beam_search(log_probs.float().cpu(), beam_width)
     return hyps[0].text if hyps else ""
 

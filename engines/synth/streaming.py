@@ -42,8 +42,9 @@ when the models have one (a reader of whole clips: the offline text's; on 108 un
 transcripts' WER went from 31.2 to 10.8 %, notes/history.md, session 36), decoded by the params' decoder
 with GRID sentences re-ranked by the aligner's phones of the whole utterance; `confidence` says how surely
 the reader read that text (engines.text.ctc.text_confidence). While it runs, the utterance so far is read
-the same way every `partial_text_s` for its partial text (0: a chunk's `text` is the streaming reader's
-greedy reading, every hop). Such a reading takes tens of ms, hundreds for a long utterance; a live caller
+the same way every `partial_text_s` for its partial text, except that a GRID sentence is not forced to
+completion: it may not all have been said yet (0: a chunk's `text` is the streaming reader's greedy reading,
+every hop). Such a reading takes tens of ms, hundreds for a long utterance; a live caller
 can have the chunk first and read the text after sending its audio, or in a thread of its own
 (`push(frame, texts=False)`, then `read_text(chunk)`). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
@@ -114,8 +115,8 @@ class StreamParams:
                                        "of its length, whichever is longer (a chunk between two readings has "
                                        "no text); 0 = every hop's greedy reading of the streaming reader. On "
                                        "36 GRID test clips, WER of the partial text shown against the words "
-                                       "said so far: 0: 48.4 %, 0.4: 37.4 %, 1.0: 54.0 % (notes/history.md, "
-                                       "session 37)")
+                                       "said so far: 0: 48.4 %, 0.4: 33.4 %, 0.2: 32.4 % (notes/history.md, "
+                                       "sessions 37 and 38)")
 
     def __post_init__(self) -> None:
         if self.hop_frames < 1 or self.context_frames < 0 or self.preroll_frames < 0:
@@ -331,7 +332,7 @@ class _Voice:
         elif self.utterance is not None and self.reread_every:
             length = e - self.utterance
             if length >= self.next_reread:  # all it has read, the look-ahead too
-                piece.reading = self._reading(self.read_upto)
+                piece.reading = self._reading(self.read_upto, ended=False)
                 # a reading's cost grows with the utterance's length, so the pause after it grows too: the
                 # readings of a long utterance take a bounded share of a core
                 self.next_reread = length + max(self.reread_every, round(length * PARTIAL_TEXT_GROWTH))
@@ -412,12 +413,13 @@ class _Voice:
             return self._greedy(log_probs)
         return self.synth.decode(log_probs).text
 
-    def _reading(self, end: int) -> Callable[[], tuple[str, float, str]]:
+    def _reading(self, end: int, ended: bool = True) -> Callable[[], tuple[str, float, str]]:
         """What reads the utterance's text up to frame `end`, its confidence and the doubt about it, from what
         the voice holds of it now (so it may run later, in another thread, after the voice has moved on).
         Up to final_decode_max_s it is read again whole: by the text reader on the utterance's inputs when
         one is loaded, and decoded with GRID sentences re-ranked by the aligner's phones of the utterance
-        (in PyTorch, whatever the backend); longer, greedily."""
+        (in PyTorch, whatever the backend); longer, greedily. Not `ended` (a partial text): a GRID sentence
+        is not forced to completion, as the utterance may not have said all of it yet."""
         end, synth = min(end, self.read_upto), self.synth
         log_probs = self.log_probs.get(self.utterance, end)
         if len(log_probs) > self.p.final_decode_max_s * VIDEO_FPS:
@@ -439,7 +441,7 @@ class _Voice:
             if said is not None:
                 rois, geometry = (np.stack(a) for a in zip(*said, strict=True))
                 text_reading = synth.text_reading(Features(rois, geometry, crop), reading)
-            decoded = synth.decode(text_reading.log_probs, phones)
+            decoded = synth.decode(text_reading.log_probs, phones, whole=ended)
             return decoded.text, decoded.confidence, synth.doubt(decoded.confidence, decoded.decoder)
         return whole
 

@@ -321,16 +321,17 @@ COMPLETION_BONUSES = (1.0, 2.0, 4.0, 8.0)
 
 
 def best_sentence(log_probs: Any, beam_width: int, grammar: WordGrammar,
-                  rescore: Callable[[list[str]], Sequence[float]] | None = None) -> str:
+                  rescore: Callable[[list[str]], Sequence[float]] | None = None, whole: bool = True) -> str:
     """The grammar's likeliest whole sentence for the frames: the plain beam's best, or, where the frames
     say too little for any (a face the reader barely reads: mostly blank), the first whole sentence a
     growing `token_bonus` brings into the beam; the plain beam's best prefix if none does. A robot acts
-    on whole commands, and a mel prior speaks only what it is given.
+    on whole commands, and a mel prior speaks only what it is given. Not `whole` (frames of a sentence
+    still being said): the plain beam's best, a sentence's start where no whole one fits, never completed.
 
     `rescore` gives each of the beam's whole sentences a log-score of a second view of the same frames
     (a phone aligner's: engines.models.aligner), added to its CTC log-probability before they are ranked."""
     hyps = beam_search(log_probs, beam_width, grammar)
-    if hyps and not hyps[0].complete:
+    if whole and hyps and not hyps[0].complete:
         for bonus in COMPLETION_BONUSES:
             found = beam_search(log_probs, beam_width, grammar, token_bonus=bonus)
             if found and found[0].complete:

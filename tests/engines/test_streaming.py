@@ -93,6 +93,7 @@ class Recording(Synthesizer):
         self.embeddings: list[Tensor] = []
         self.identities: list[Tensor] = []
         self.decodes = 0
+        self.wholes: list[bool] = []  # each decode's `whole`: the utterance had ended
         self.texts_read: list[Features] = []
         self.voices: list[Tensor] = []  # the identity each `spoken` window was spoken in
 
@@ -109,9 +110,10 @@ class Recording(Synthesizer):
         self.identities.append(identity)
         return super().condition(features, identity)
 
-    def decode(self, log_probs: Tensor, phones: np.ndarray | None = None) -> Decoded:
+    def decode(self, log_probs: Tensor, phones: np.ndarray | None = None, whole: bool = True) -> Decoded:
         self.decodes += 1
-        return super().decode(log_probs, phones)
+        self.wholes.append(whole)
+        return super().decode(log_probs, phones, whole)
 
     def text_reading(self, features: Features, reading: Reading) -> Reading:
         self.texts_read.append(features)
@@ -320,11 +322,14 @@ def test_the_utterance_so_far_is_read_again_every_partial_text_s(weights: dict[s
     synth = s.synthesizer
     assert [bool(c.final_text) for c in chunks] == [False] * 6 + [True]
     assert len(synth.texts_read) == 4  # three partial readings and the final one
+    # a GRID sentence still being said is not completed: only the final reading decodes a whole utterance
+    assert synth.wholes == [False, False, False, True]
     for k, read in zip((1, 3, 5, 6), synth.texts_read, strict=True):
         n = len(read.mouth_rois)
         assert n >= min(5 * (k + 1), 32)  # the utterance so far: at least up to the hop's end
         np.testing.assert_array_equal(read.mouth_rois, talk.mouth_rois[:n])
-        expected = Synthesizer.decode(synth, Synthesizer.text_reading(synth, read, None).log_probs)
+        log_probs = Synthesizer.text_reading(synth, read, None).log_probs
+        expected = Synthesizer.decode(synth, log_probs, whole=k == 6)
         assert (chunks[k].text, chunks[k].confidence) == (expected.text, pytest.approx(expected.confidence))
     assert all(c.text == "" and c.confidence == 0.0 for k, c in enumerate(chunks) if k in (0, 2, 4))
 

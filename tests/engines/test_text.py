@@ -198,6 +198,9 @@ def test_best_sentence_completes_a_command_the_frames_barely_say() -> None:
     assert not beam_search(faint, 8, GRID_GRAMMAR)[0].complete
     sentence = best_sentence(faint, 8, GRID_GRAMMAR)
     assert sentence in GRID_GRAMMAR and sentence.startswith("bin blue ")
+    # A sentence still being said is not completed: what the frames say of it.
+    assert best_sentence(faint, 8, GRID_GRAMMAR, whole=False) == "bin blue "  # the space it heard too
+    assert best_sentence(frames_for(text), 8, GRID_GRAMMAR, whole=False) == text
     # Too few frames for any whole sentence: the best prefix, as before.
     assert best_sentence(frames_for("bin"), 8, GRID_GRAMMAR) == "bin"
 
