@@ -4,8 +4,9 @@ the bus.
 
     .venv/bin/python bench/live.py demo [NODE.PARAM:=VALUE ...]          (what `make demo` runs)
         one pass of the bundled clip: the speech goes to out/lip2speech.wav; prints the lip-read text with
-        the reader's confidence in it, whisper's transcript of the speech (engines.eval.judges) and the
-        latency table of lip2speech's own diagnostics (p50/p95 over the clip's windows)
+        the reader's confidence in it, the partial texts published while the face talked, whisper's
+        transcript of the speech (engines.eval.judges) and the latency table of lip2speech's own
+        diagnostics (p50/p95 over the clip's windows)
     .venv/bin/python bench/live.py bench [--minutes 10] [NODE.PARAM:=VALUE ...]
         the clip looped for --minutes: synthesizer RTF, end-to-end latency p50/p95, queue depth over time,
         RSS of every process at the start and the end, restarts; prints tables and writes a latency
@@ -198,6 +199,11 @@ def demo(spec: LaunchSpec, log_path: Path) -> int:
     read = [t for t in watch.texts if t.final] or watch.texts[-1:]
     shown = " / ".join(f"{t.text} (confidence {t.confidence:.2f})" for t in read)
     print(f"\nlip-read text:  {shown or '(none)'}")
+    # what an operator's display showed while the face talked: each partial text, at the utterance time its
+    # audio had reached when it came
+    partials = ", ".join(f"{(t.end_stamp_ns - t.stamp_ns) / 1e9:.1f} s {t.text.strip()!r}"
+                         for t in watch.texts if not t.final)
+    print(f"partial texts:  {partials or '(none)'}")
     source = REPO / str(graph.camera.params.get("source", ""))
     if source.with_suffix(".txt").is_file():
         print(f"said in the clip: {source.with_suffix('.txt').read_text().strip()}")
