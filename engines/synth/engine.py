@@ -70,6 +70,13 @@ SILENCE = -1.0  # the normalised mel of the log floor
 # beam 0.65-0.67, grid 0.42-0.43). A grammar forces some GRID sentence out of any lips, and its sentences
 # spell what the frames favour less often than an open decoder's own best text, so they score lower.
 LOW_CONFIDENCE = {"greedy": 0.65, "beam": 0.65, "grid": 0.42}
+# `auto`'s line for the start of a GRID sentence (a partial reading), below which the lips most likely say no
+# GRID sentence: a start is read less surely than a whole, so grid's own line sent GRID starts to the open
+# beam. Set on the main corpus's val split (119 GRID and 128 open sentences; the partial text shown at each
+# speech hop against the words said so far; exp38/partial_threshold.py, notes/history.md session 38): WER was
+# flat on the open sentences from 0.12 up (64.8-64.9 %) and rose on GRID ones from 31.6 % at 0.16 to 35.1 %
+# at 0.42.
+GRID_START_LINE = 0.16
 GRAMMAR_DECODERS = ("grid", "auto")  # decoders that may read the GRID grammar (and re-rank its sentences)
 
 
@@ -446,7 +453,8 @@ class Synthesizer:
             reading = Decoded(text, decoder, log_probs)
             # auto: below grid's own line (whatever low_confidence flags) the lips most likely said no GRID
             # sentence
-            if p.decode == "auto" and reading.confidence < LOW_CONFIDENCE["grid"]:
+            line = LOW_CONFIDENCE["grid"] if whole else GRID_START_LINE
+            if p.decode == "auto" and reading.confidence < line:
                 reading = Decoded(decode_text(log_probs, "beam", p.beam_width), "beam", log_probs)
             return reading
 

@@ -43,8 +43,9 @@ transcripts' WER went from 31.2 to 10.8 %, notes/history.md, session 36), decode
 with GRID sentences re-ranked by the aligner's phones of the whole utterance; `confidence` says how surely
 the reader read that text (engines.text.ctc.text_confidence). While it runs, the utterance so far is read
 the same way every `partial_text_s` for its partial text, except that a GRID sentence is not forced to
-completion: it may not all have been said yet (0: a chunk's `text` is the streaming reader's greedy reading,
-every hop). Such a reading takes tens of ms, hundreds for a long utterance; a live caller
+completion (it may not all have been said yet) and its start is kept down to a lower confidence line
+(engines.synth.engine.GRID_START_LINE); 0: a chunk's `text` is the streaming reader's greedy reading, every
+hop. Such a reading takes tens of ms, hundreds for a long utterance; a live caller
 can have the chunk first and read the text after sending its audio, or in a thread of its own
 (`push(frame, texts=False)`, then `read_text(chunk)`). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
@@ -115,7 +116,7 @@ class StreamParams:
                                        "of its length, whichever is longer (a chunk between two readings has "
                                        "no text); 0 = every hop's greedy reading of the streaming reader. On "
                                        "36 GRID test clips, WER of the partial text shown against the words "
-                                       "said so far: 0: 48.4 %, 0.4: 33.4 %, 0.2: 32.4 % (notes/history.md, "
+                                       "said so far: 0: 48.4 %, 0.4: 29.5 %, 0.2: 29.1 % (notes/history.md, "
                                        "sessions 37 and 38)")
 
     def __post_init__(self) -> None:

@@ -31,7 +31,15 @@ from engines.models.melgen import MelGen, MelGenConfig
 from engines.models.vocoder import Vocoder, VocoderConfig
 from engines.synth.cli import main as lip2speech_main
 from engines.synth.cli import parser as lip2speech_parser
-from engines.synth.engine import LOW_CONFIDENCE, OPENING, Features, Synthesizer, SynthParams, silence_unseen
+from engines.synth.engine import (
+    GRID_START_LINE,
+    LOW_CONFIDENCE,
+    OPENING,
+    Features,
+    Synthesizer,
+    SynthParams,
+    silence_unseen,
+)
 from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER, ModelMismatch, SynthModels
 from engines.text.charset import decode
 from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
@@ -505,6 +513,18 @@ def test_auto_decoding_reads_grid_commands_by_the_grammar_and_other_speech_openl
     speech = synth.decode(lips)
     assert (speech.text, speech.decoder) == ("where is the door", "beam")
     assert not synth.prior_speaks_text(speech) and synth.prior_speaks_text(command)
+
+
+def test_auto_decoding_keeps_the_start_of_a_command_read_less_surely_than_a_whole_one(
+        tiny: dict[str, str]) -> None:
+    synth = Synthesizer(SynthModels.load(**tiny), SynthParams(decode="auto"))
+    start = torch.from_numpy(frames_for("bin blue at", {0: {"a": 0.3, "e": 0.3}})).float()  # "b" unsure
+    partial = synth.decode(start, whole=False)
+    assert (partial.text, partial.decoder) == ("bin blue at", "grid")
+    assert GRID_START_LINE <= partial.confidence < LOW_CONFIDENCE["grid"]
+    assert synth.decode(start).decoder == "beam"  # read as a whole utterance, too unsure for a command
+    other = synth.decode(torch.from_numpy(frames_for("where is")).float(), whole=False)
+    assert (other.text, other.decoder) == ("where is", "beam")  # the start of no command
 
 
 def test_an_aligner_trained_on_the_text_reader_times_the_text_on_its_features(
