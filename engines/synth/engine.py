@@ -443,8 +443,9 @@ class Synthesizer:
     def decode(self, log_probs: Tensor, phones: np.ndarray | None = None, whole: bool = True) -> Decoded:
         """The lip-read text of CTC log-probabilities (T, V), the decoder that read it and the confidence in
         it; with the phone aligner's log-posteriors of the whole utterance (`phone_posteriors`), GRID-grammar
-        decoding re-ranks its whole sentences by their phones. Not `whole`: an utterance still going on, whose
-        GRID sentence is not forced to completion (engines.text.ctc.best_sentence)."""
+        decoding re-ranks its whole sentences by their phones. Not `whole`: the start of an utterance still
+        going on, whose GRID sentence is not forced to completion (engines.text.ctc.best_sentence) and, under
+        `auto`, is kept down to GRID_START_LINE before the open beam reads it instead."""
         with self._timed("decode"):
             p = self.params
             rescore = phone_rescorer(phones, p.phone_weight) if self.reranks and phones is not None else None

@@ -419,8 +419,8 @@ class _Voice:
         the voice holds of it now (so it may run later, in another thread, after the voice has moved on).
         Up to final_decode_max_s it is read again whole: by the text reader on the utterance's inputs when
         one is loaded, and decoded with GRID sentences re-ranked by the aligner's phones of the utterance
-        (in PyTorch, whatever the backend); longer, greedily. Not `ended` (a partial text): a GRID sentence
-        is not forced to completion, as the utterance may not have said all of it yet."""
+        (in PyTorch, whatever the backend); longer, greedily. Not `ended` (a partial text): decoded as the
+        start of an utterance (Synthesizer.decode's `whole`)."""
         end, synth = min(end, self.read_upto), self.synth
         log_probs = self.log_probs.get(self.utterance, end)
         if len(log_probs) > self.p.final_decode_max_s * VIDEO_FPS:
@@ -436,7 +436,7 @@ class _Voice:
             said = list(itertools.islice(self.inputs, first, first + end - self.utterance))
         crop = self.crop
 
-        def whole() -> tuple[str, float, str]:
+        def reread() -> tuple[str, float, str]:
             phones = synth.phone_posteriors(reading, compiled=False) if synth.reranks else None
             text_reading = reading
             if said is not None:
@@ -444,7 +444,7 @@ class _Voice:
                 text_reading = synth.text_reading(Features(rois, geometry, crop), reading)
             decoded = synth.decode(text_reading.log_probs, phones, whole=ended)
             return decoded.text, decoded.confidence, synth.doubt(decoded.confidence, decoded.decoder)
-        return whole
+        return reread
 
     def _greedy(self, log_probs: Tensor) -> str:
         with self.spend.timed("decode"):
