@@ -190,6 +190,12 @@ class _Node:
         self.order = np.full(VOCAB_SIZE, -1)  # each token's place in `allowed`, -1 where not allowed
         self.block = np.full(1, BLANK)  # a beam search's candidates here: blank (the prefix stays), `allowed`
 
+    def allow(self, tokens: tuple[int, ...]) -> None:
+        """The tokens a prefix in this state may grow by, in the order a beam search tries them."""
+        self.allowed = tokens
+        self.order[list(tokens)] = np.arange(len(tokens))
+        self.block = np.array((BLANK, *tokens))
+
 
 class WordGrammar:
     """Sentences made of one word from each slot, in order, separated by single spaces.
@@ -218,9 +224,7 @@ class WordGrammar:
                 node.end = True
         last = len(self.slots) - 1
         for node in nodes:
-            node.allowed = tuple(node.children) + ((SPACE,) if node.end and node.slot < last else ())
-            node.order[list(node.allowed)] = np.arange(len(node.allowed))
-            node.block = np.array((BLANK, *node.allowed))
+            node.allow(tuple(node.children) + ((SPACE,) if node.end and node.slot < last else ()))
 
     def start(self) -> _Node:
         return self._roots[0]
@@ -243,9 +247,7 @@ class WordGrammar:
 GRID_GRAMMAR = WordGrammar([tuple(slot.values()) for slot in GRID_SLOTS])
 
 _FREE = _Node(0)  # without a grammar, every prefix may grow by any token but blank
-_FREE.allowed = tuple(i for i in range(VOCAB_SIZE) if i != BLANK)
-_FREE.order[list(_FREE.allowed)] = np.arange(len(_FREE.allowed))
-_FREE.block = np.array((BLANK, *_FREE.allowed))
+_FREE.allow(tuple(i for i in range(VOCAB_SIZE) if i != BLANK))
 
 
 def beam_search(log_probs: Any, beam_width: int = 16, grammar: WordGrammar | None = None,
