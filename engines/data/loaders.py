@@ -47,6 +47,9 @@ FEATURES_VERSION = (f"voxsight-features-1/fps{FPS:g}/roi{align.CROP_SIZE}/face{F
                     f"/lips{lips.FEATURE_LENGTH}/mel{mel.N_FFT}-{mel.HOP}-{mel.N_MELS}-{mel.FMIN:g}-{mel.FMAX:g}-peak{mel.PEAK:.4f}")
 SPLITS = ("train", "val", "test")
 FEATURES = ("mouth_rois", "lip_geometry", "valid", "face_crop", "mel")
+# A stream may end this many frame periods short of its declared duration and still be whole (rounding, a
+# last frame shown for less than a period).
+DECLARED_SLACK_FRAMES = 1.5
 
 
 @dataclass(frozen=True)
@@ -135,21 +138,44 @@ def _joined(sources: Sequence[Path | str], layout: str, split: str | None,
 # ---------------------------------------------------------------- extraction
 
 
+def _declared_seconds(stream: Any) -> float | None:
+    """Where the stream says it ends, in seconds, when that is written in the file rather than estimated:
+    Matroska and WebM give no frame count but write each stream's end time as its DURATION tag
+    ("HH:MM:SS.fffffffff") when they close. MPEG-PS and -TS durations are estimated from the bytes there
+    are, so a cut file declares itself shorter and cannot be told from a short one."""
+    tag = stream.metadata.get("DURATION")
+    try:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except (AttributeError, ValueError):
+        return None
+
+
 def _decoded(container: Any, stream: Any, path: Path) -> Iterator[Any]:
     """The stream's frames; a decoding error ends them with a clear one, never half a clip in silence (a
     clip cut short would no longer match its audio and text)."""
     import av
 
-    count = 0
+    count, last = 0, None
     try:
         for frame in container.decode(stream):
             count += 1
+            last = frame.time
             yield frame
     except av.error.FFmpegError as exc:
         raise ValueError(f"{path}: the video breaks off after {count} frames ({exc.strerror})") from exc
-    if count < stream.frames:  # a truncated file whose index survived decodes to its end without an error
+    # A truncated file whose index or header survived decodes to its end without an error.
+    if count < stream.frames:
         raise ValueError(f"{path}: the video breaks off after {count} of the {stream.frames} frames it "
                          "declares")
+    declared = _declared_seconds(stream) if not stream.frames else None
+    rate = stream.average_rate or stream.guessed_rate
+    if declared is not None and last is not None and rate:
+        period = 1.0 / float(rate)
+        end = last + period
+        if end < declared - DECLARED_SLACK_FRAMES * period:
+            raise ValueError(f"{path}: the video breaks off at {end:.2f} s of the {declared:.2f} s it "
+                             "declares")
 
 
 def decode_video(path: Path, fps: float = FPS) -> Iterator[np.ndarray]:

@@ -177,11 +177,11 @@ def test_tracking_can_stop_after_the_first_frames_of_a_video() -> None:
     assert first["valid"].shape == (5,) and first["valid"].all() and first["mouth_rois"].shape[0] == 5
 
 
-def _faststart(src: Path, out: Path) -> Path:
-    """`src`'s video remuxed with its index first, as streaming-friendly mp4s are."""
+def _remuxed(src: Path, out: Path, **options: str) -> Path:
+    """`src`'s video remuxed into `out`'s container (its suffix names it) with muxer `options`."""
     import av
 
-    with av.open(str(src)) as inp, av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
+    with av.open(str(src)) as inp, av.open(str(out), "w", options=options) as dst:
         stream = dst.add_stream_from_template(inp.streams.video[0])
         for packet in inp.demux(inp.streams.video[0]):
             if packet.dts is not None:
@@ -199,10 +199,20 @@ def test_a_video_that_cannot_be_decoded_or_breaks_off_is_refused_clearly(tmp_pat
             loaders.track_video(path)
     # With its index first, the cut file decodes to where it was cut without an error from the decoder:
     # that must not pass for the whole clip.
-    whole = _faststart(sample, tmp_path / "fast.mp4")
+    whole = _remuxed(sample, tmp_path / "fast.mp4", movflags="faststart")
     assert loaders.track_video(whole)["valid"].shape == (49,)
     fast_cut = tmp_path / "fast-cut.mp4"
     fast_cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) * 7 // 10])
     with pytest.raises(ValueError, match=r"breaks off after \d+ of the 49 frames it declares"):
         loaders.track_video(fast_cut)
     assert loaders.track_video(fast_cut, max_frames=5)["valid"].shape == (5,)  # its start is still there
+
+
+def test_a_matroska_video_cut_short_is_refused_by_its_declared_duration(tmp_path: Path) -> None:
+    # Matroska and WebM declare no frame count, only each stream's end time, which a cut file keeps.
+    whole = _remuxed(REPO / "launch" / "media" / "lip2speech_sample.mp4", tmp_path / "whole.mkv")
+    assert sum(1 for _ in loaders.decode_video(whole)) == 49
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) * 7 // 10])
+    with pytest.raises(ValueError, match=r"breaks off at [\d.]+ s of the 1.96 s it declares"):
+        loaders.track_video(cut)
