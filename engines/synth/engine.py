@@ -228,16 +228,19 @@ class Reading:
 class Decoded:
     """A lip-read text, the decoder that read it (for `decode auto`, grid or beam) and the CTC
     log-probabilities it was read from, for the reader's confidence in it, computed when asked for: a
-    stream's partial texts carry theirs from hop to hop instead (engines.text.ctc.CtcForward)."""
+    stream's partial texts carry theirs from hop to hop instead (engines.text.ctc.CtcForward). `read_as`:
+    the text as the frames hold it, where `text` says more (a partial GRID sentence's word in progress,
+    completed); the confidence is in what was read."""
 
     text: str
     decoder: str
     log_probs: Tensor = field(repr=False)
+    read_as: str | None = None
 
     @cached_property
     def confidence(self) -> float:
-        """engines.text.ctc.text_confidence of the text."""
-        return text_confidence(self.log_probs, self.text)
+        """engines.text.ctc.text_confidence of the text as read."""
+        return text_confidence(self.log_probs, self.text if self.read_as is None else self.read_as)
 
 
 @dataclass
@@ -445,7 +448,8 @@ class Synthesizer:
         it; with the phone aligner's log-posteriors of the whole utterance (`phone_posteriors`), GRID-grammar
         decoding re-ranks its whole sentences by their phones. Not `whole`: the start of an utterance still
         going on, whose GRID sentence is not forced to completion (engines.text.ctc.best_sentence) and, under
-        `auto`, is kept down to GRID_START_LINE before the open beam reads it instead."""
+        `auto`, is kept down to GRID_START_LINE before the open beam reads it instead; only its word in
+        progress is completed, where one word of its slot begins so (WordGrammar.complete_word)."""
         with self._timed("decode"):
             p = self.params
             rescore = phone_rescorer(phones, p.phone_weight) if self.reranks and phones is not None else None
@@ -456,7 +460,9 @@ class Synthesizer:
             # sentence
             line = LOW_CONFIDENCE["grid"] if whole else GRID_START_LINE
             if p.decode == "auto" and reading.confidence < line:
-                reading = Decoded(decode_text(log_probs, "beam", p.beam_width), "beam", log_probs)
+                return Decoded(decode_text(log_probs, "beam", p.beam_width), "beam", log_probs)
+            if not whole and reading.decoder == "grid":
+                return Decoded(GRID_GRAMMAR.complete_word(text), "grid", log_probs, read_as=text)
             return reading
 
     def condition(self, features: Tensor, identity: Tensor) -> Tensor:

@@ -239,6 +239,16 @@ class WordGrammar:
     def is_complete(self, state: _Node) -> bool:
         return state.end and state.slot == len(self.slots) - 1
 
+    def complete_word(self, start: str) -> str:
+        """A sentence's `start` with its last word completed where only one word of that word's slot begins
+        so (GRID's "lay whi" is "lay white"); as it is where it ends between words, in a whole word or in
+        one that several words of the slot begin with."""
+        words = start.split(" ")
+        if len(words) > len(self.slots):
+            return start
+        fits = [w for w in self.slots[len(words) - 1] if w.startswith(words[-1])]
+        return " ".join([*words[:-1], fits[0]]) if len(fits) == 1 else start
+
     def __contains__(self, sentence: str) -> bool:
         words = sentence.split(" ")
         return len(words) == len(self.slots) and all(w in s for w, s in zip(words, self.slots, strict=True))
@@ -341,8 +351,8 @@ def best_sentence(log_probs: Any, beam_width: int, grammar: WordGrammar,
                 break
     if not hyps:
         return ""
-    whole = [h for h in hyps if h.complete]
-    if rescore is None or len(whole) < 2:
+    sentences = [h for h in hyps if h.complete]
+    if rescore is None or len(sentences) < 2:
         return hyps[0].text
-    extra = rescore([h.text for h in whole])
-    return max(zip(whole, extra, strict=True), key=lambda pair: pair[0].log_prob + pair[1])[0].text
+    extra = rescore([h.text for h in sentences])
+    return max(zip(sentences, extra, strict=True), key=lambda pair: pair[0].log_prob + pair[1])[0].text

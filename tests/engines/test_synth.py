@@ -42,7 +42,7 @@ from engines.synth.engine import (
 )
 from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER, ModelMismatch, SynthModels
 from engines.text.charset import decode
-from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode
+from engines.text.ctc import GRID_GRAMMAR, beam_search, greedy_decode, text_confidence
 from engines.text.phones import SILENCE, text_log_likelihood
 from engines.train import checkpoint
 from tests.engines.test_text import frames_for
@@ -525,6 +525,12 @@ def test_auto_decoding_keeps_the_start_of_a_command_read_less_surely_than_a_whol
     assert synth.decode(start).decoder == "beam"  # read as a whole utterance, too unsure for a command
     other = synth.decode(torch.from_numpy(frames_for("where is")).float(), whole=False)
     assert (other.text, other.decoder) == ("where is", "beam")  # the start of no command
+    # A word in progress that only one word of its slot begins so is shown whole, with the confidence in
+    # what the frames said.
+    lips = torch.from_numpy(frames_for("lay whi")).float()
+    said = synth.decode(lips, whole=False)
+    assert (said.text, said.decoder) == ("lay white", "grid")
+    assert said.confidence == text_confidence(lips, "lay whi") > text_confidence(lips, "lay white")
 
 
 def test_an_aligner_trained_on_the_text_reader_times_the_text_on_its_features(

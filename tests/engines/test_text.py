@@ -205,6 +205,17 @@ def test_best_sentence_completes_a_command_the_frames_barely_say() -> None:
     assert best_sentence(frames_for("bin"), 8, GRID_GRAMMAR) == "bin"
 
 
+def test_a_grammar_completes_a_word_in_progress_only_where_one_word_of_its_slot_begins_so() -> None:
+    assert GRID_GRAMMAR.complete_word("lay whi") == "lay white"
+    assert GRID_GRAMMAR.complete_word("place green in j nin") == "place green in j nine"
+    assert GRID_GRAMMAR.complete_word("p") == "place"  # the first slot's only word with a p
+    assert GRID_GRAMMAR.complete_word("bin red at s s") == "bin red at s s"  # six or seven
+    assert GRID_GRAMMAR.complete_word("bin red at s") == "bin red at s"  # a whole letter
+    assert GRID_GRAMMAR.complete_word("place green in ") == "place green in "  # between words
+    assert GRID_GRAMMAR.complete_word("") == ""
+    assert GRID_GRAMMAR.complete_word("bin blue at f two now again") == "bin blue at f two now again"
+
+
 def test_best_sentence_lets_a_second_view_re_rank_its_whole_sentences() -> None:
     text = "bin blue at f two now"
     frames = frames_for(text)
