@@ -216,3 +216,28 @@ def test_a_matroska_video_cut_short_is_refused_by_its_declared_duration(tmp_path
     cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) * 7 // 10])
     with pytest.raises(ValueError, match=r"breaks off at [\d.]+ s of the 1.96 s it declares"):
         loaders.track_video(cut)
+
+
+def test_a_video_stored_turned_is_read_as_the_upright_one(tmp_path: Path) -> None:
+    # A phone's portrait clip is stored turned, with a tag that tells players to turn it back; the decoders
+    # give it as stored, and the mouth ROI's alignment undoes the roll.
+    import av
+
+    sample = REPO / "launch" / "media" / "lip2speech_sample.mp4"
+    turned = tmp_path / "turned.mp4"
+    with av.open(str(sample)) as inp, av.open(str(turned), "w") as out:
+        source = inp.streams.video[0]
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = source.height, source.width, "yuv420p"
+        stream.set_display_rotation(90)
+        for k, frame in enumerate(inp.decode(source)):
+            image = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), -1))
+            stored = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            stored.pts = k
+            out.mux(stream.encode(stored))
+        out.mux(stream.encode())
+    upright, read = loaders.track_video(sample), loaders.track_video(turned)
+    assert read["valid"].all() and read["mouth_rois"].shape == upright["mouth_rois"].shape
+    # less than the ROI changes from one frame to the next (3.2 of 255 on this clip)
+    assert np.abs(read["mouth_rois"].astype(int) - upright["mouth_rois"]).mean() < 3.0
+    assert np.abs(read["lip_geometry"] - upright["lip_geometry"]).mean() < 0.01
