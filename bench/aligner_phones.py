@@ -1,13 +1,14 @@
 """How well a phone aligner reads each 10-ms step's phone on a corpus split, over whole clips and as the
 live node reads them: hop by hop, each hop's phones read with the reader's features cut at the end of its
-look-ahead (engines.train.recipes.StreamedPhones.committed). The live node's prior speaks those phones, so
-their accuracy bounds what its speech can say; the gap between the two columns is what streaming costs.
+look-ahead (engines.train.recipes.prior.StreamedPhones.committed). The live node's prior speaks those
+phones, so their accuracy bounds what its speech can say; the gap between the two columns is what
+streaming costs.
 
 Run: `.venv/bin/python bench/aligner_phones.py CORPUS [CORPUS ...] --cache FEATURES [--split test]
 [--lipreader NAME_OR_PATH] [--aligner NAME_OR_PATH] [--hop 5] [--lookahead 3] [--limit N] [--confusions N]`
 (from the repository root). Features come
 from the training feature cache and the reader's features from the condition cache beside it
-(engines.train.recipes.ConditionCache), so a second run is quick. Labels are each clip's true phone
+(engines.train.recipes.conditions.ConditionCache), so a second run is quick. Labels are each clip's true phone
 timeline (our synthetic corpora record it), so real clips cannot be scored. Prints a markdown table:
 step accuracy over all steps and over speech steps (true phone not silence), whole clips and streamed,
 per corpus and sentence kind (GRID grammar, the eval table's, or open vocabulary), and the share of the
@@ -40,7 +41,10 @@ from engines.data.render import SWINGS
 from engines.data.visemes import track
 from engines.text.ctc import GRID_GRAMMAR
 from engines.text.phones import PHONES, SILENCE
-from engines.train.recipes import ConditionCache, StreamedPhones, clip_meta, load_frozen, true_labels
+from engines.train.recipes.aligner import clip_meta, true_labels
+from engines.train.recipes.common import load_frozen
+from engines.train.recipes.conditions import ConditionCache
+from engines.train.recipes.prior import StreamedPhones
 
 # IOD: 0.4 and 1.7 pixels of the mouth ROI (engines.face.align: 84 pixels an IOD), before the 2x pooling
 MOUTH_STEPS = (0.005, 0.02)

@@ -32,7 +32,7 @@ from engines.synth.engine import LOW_CONFIDENCE, SynthParams, decode_text
 from engines.text.charset import decode, encode
 from engines.text.ctc import GRID_GRAMMAR, text_confidence
 from engines.train.checkpoint import load_ref
-from engines.train.recipes import edit_distance
+from engines.train.recipes.common import edit_distance
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -44,7 +44,7 @@ from engines.text.ctc import GRID_GRAMMAR, beam_search, best_sentence, greedy_de
 from engines.text.phones import phone_rescorer
 from engines.train.augment import move_onset
 from engines.train.checkpoint import load_ref
-from engines.train.recipes import edit_distance
+from engines.train.recipes.common import edit_distance
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ over C = engines.text.phones.N_CLASSES (silence + PHONES) at S × 25 Hz (100 Hz 
 candidate texts against them, which GRID-grammar decoding uses to re-rank the reader's whole sentences
 (engines.synth.engine: trained on frame-exact phone targets, the aligner tells look-alike letters and
 command words apart better than the reader's CTC head on unseen faces). Trained on the corpora's true phone
-timelines (engines.train.recipes); the convolutions look `layers · (k − 1) / 2` frames ahead
+timelines (engines.train.recipes.aligner); the convolutions look `layers · (k − 1) / 2` frames ahead
 (`receptive_field`). A stream, which has no whole utterance's text to time, takes each step's most likely
 phone instead (engines.synth.streaming), on as much of that look-ahead as it waits for.
 """

@@ -10,8 +10,8 @@ step's most likely phone) rather than predicted:
     [gated residual Conv1d k, dilation d: h = (h + tanh(a) · σ(b)) · √½, (a, b) = conv(h)] for d in dilations
     → Conv1d 1×1 → tanh: the normalised log-mel (B, 80, F) in [−1, 1]
 
-It is trained with L1 against the clip's mel (engines.train.recipes); the synthesizer speaks its mel as it
-is or has MelGen refine it from a middle diffusion step (SDEdit; engines.synth.engine).
+It is trained with L1 against the clip's mel (engines.train.recipes.prior); the synthesizer speaks its mel
+as it is or has MelGen refine it from a middle diffusion step (SDEdit; engines.synth.engine).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
 
 train: MODEL is one of engines.train.recipes.RECIPES; the config (default engines/train/configs/
 MODEL.yaml; a bare name such as smoke/lipreader is looked up there) has the sections model, train,
-data, recipe (engines/train/recipes.py). Every checkpoint records this command, the effective config,
-the data seed and the metrics. `--resume` continues from OUT/latest.pt.
+data, recipe (engines/train/recipes/, a module per model). Every checkpoint records this command, the
+effective config, the data seed and the metrics. `--resume` continues from OUT/latest.pt.
 models: the shipped weights (engines/weights, or $VOXSIGHT_WEIGHTS): name, kind, size, training data,
 metrics. export: an inference-only copy of a training checkpoint as shipped weights NAME (EMA weights,
 float16 unless --fp32, evaluation metrics from a JSON object merged in), within the size budget.

@@ -17,7 +17,7 @@ from engines.data.morph import SIZE, make_folder, morph
 from engines.data.speakers import assign
 from engines.data.voices import voice_bank
 from engines.face.mesh import FaceMesh
-from engines.train import recipes
+from engines.train.recipes.common import DataOptions, summarize
 from tests.helpers import SHARED
 
 FACES = SHARED / "faces"
@@ -113,8 +113,8 @@ def test_training_joins_two_corpora_with_distinct_ids(tmp_path: Path) -> None:
     assert len(joined) == 4 and len({ref.id for ref in joined.clips}) == 4
     assert {ref.id.split("/", 1)[0] for ref in joined.clips} == {"base", "extra"}
     assert all(ref.speaker.split("/", 1)[0] in ("base", "extra") for ref in joined.clips)
-    data = recipes.DataOptions(source=",".join(map(str, folders)), cache=str(tmp_path / "cache"), split="all")
-    summary = recipes.summarize(data, joined.clips)
+    data = DataOptions(source=",".join(map(str, folders)), cache=str(tmp_path / "cache"), split="all")
+    summary = summarize(data, joined.clips)
     assert summary["clips"] == 4 and [s["corpus"]["seed"] for s in summary["sources"]] == [5, 6]
     manifests = [json.loads(line) for folder in folders
                  for line in (folder / "manifest.jsonl").read_text().splitlines()]

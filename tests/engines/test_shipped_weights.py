@@ -21,7 +21,7 @@ from engines.text.charset import decode
 from engines.text.ctc import greedy_decode
 from engines.train.augment import move_onset
 from engines.train.checkpoint import load_ref
-from engines.train.recipes import edit_distance
+from engines.train.recipes.common import edit_distance
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "launch" / "media" / "lip2speech_sample.mp4"

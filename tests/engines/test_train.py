@@ -32,6 +32,12 @@ from engines.train import checkpoint, distributed, recipes
 from engines.train.cli import CONFIGS, main_train
 from engines.train.curves import Curves, read_csv
 from engines.train.loop import TrainConfig, Trainer
+from engines.train.recipes.aligner import AlignerOptions, moved_labels
+from engines.train.recipes.conditions import ConditionCache
+from engines.train.recipes.lipreader import SpeakerAdversary
+from engines.train.recipes.melgen import phonetic_loss
+from engines.train.recipes.prior import StreamedPhones
+from engines.train.recipes.vocoder import PriorSegments
 from tests.helpers import REPO, SHARED
 
 
@@ -376,22 +382,22 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
     from engines.train.augment import LipAugment
 
     samples = loaders.load(str(data), str(tmp_path / "features"), split=None)
-    cache = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False,
+    cache = ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False,
                                    variants=2, augment=LipAugment(brightness=0.3, shift=0.05))
     clip = samples.clips[0].id
-    plain = recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False)
+    plain = ConditionCache(samples, models.lipreader, models.identity, "reader", progress=False)
     frames = plain.conds[clip][0].shape[0]
     assert [c.shape for c in cache.conds[clip]] == [(frames, raw["config"]["cond_dim"])] * 2
     assert cache.moved[clip] == [(0, 0), (0, 0)]
     torch.testing.assert_close(cache.window([clip], [0], frames, [0]), plain.window([clip], [0], frames))
     assert not torch.allclose(cache.window([clip], [0], frames, [1]), plain.window([clip], [0], frames))
     with pytest.raises(recipes.RecipeError, match="augmentations"):
-        recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2)
+        ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2)
     with pytest.raises(recipes.RecipeError, match="aligned"):
-        recipes.ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2,
+        ConditionCache(samples, models.lipreader, models.identity, "reader", False, variants=2,
                                augment=LipAugment(brightness=0.3, onset_hold=4))
     # The phone aligner's cache may move the clip's start and end: each variant then has its own length.
-    moving = recipes.ConditionCache(samples, models.lipreader, None, "reader", False, variants=4,
+    moving = ConditionCache(samples, models.lipreader, None, "reader", False, variants=4,
                                     augment=LipAugment(onset_trim=3, onset_hold=3, end_hold=2), seed=1,
                                     moves=True)
     for clip in moving.conds:
@@ -401,7 +407,7 @@ def test_melgen_trains_on_a_trained_lip_reader_and_identity_encoder_and_records_
             assert -3 <= lead <= 3 and 0 <= tail <= 2 and cond.shape[0] == base + lead + tail
     assert any(m != (0, 0) for moved in moving.moved.values() for m in moved[1:])
     with pytest.raises(recipes.RecipeError, match="tempo"):
-        recipes.ConditionCache(samples, models.lipreader, None, "reader", False, variants=2,
+        ConditionCache(samples, models.lipreader, None, "reader", False, variants=2,
                                augment=LipAugment(tempo=0.1), moves=True)
 
 
@@ -431,8 +437,8 @@ def test_conditions_are_kept_on_disk_and_found_again(tmp_path: Path,
     reader, identity = LipReader(LipReaderConfig()).eval(), IdentityEncoder(IdentityConfig()).eval()
     augment = LipAugment(brightness=0.3, shift=0.05)
 
-    def build() -> recipes.ConditionCache:
-        return recipes.ConditionCache(samples, reader, identity, "reader", False, 2, augment)
+    def build() -> ConditionCache:
+        return ConditionCache(samples, reader, identity, "reader", False, 2, augment)
 
     first = build()
     assert (first.stored.hits, first.stored.misses) == (0, 3)
@@ -461,9 +467,9 @@ def test_conditions_are_kept_on_disk_and_found_again(tmp_path: Path,
 
 def test_moved_labels_follow_the_frames() -> None:
     labels = torch.tensor([0, 0, 5, 5, 7, 0])
-    assert recipes.moved_labels(labels, 2, 1).tolist() == [0, 0, 0, 0, 5, 5, 7, 0, 0]
-    assert recipes.moved_labels(labels, -3, 0).tolist() == [5, 7, 0]
-    assert recipes.moved_labels(labels, 0, 0).tolist() == labels.tolist()
+    assert moved_labels(labels, 2, 1).tolist() == [0, 0, 0, 0, 5, 5, 7, 0, 0]
+    assert moved_labels(labels, -3, 0).tolist() == [5, 7, 0]
+    assert moved_labels(labels, 0, 0).tolist() == labels.tolist()
 
 
 def test_streamed_phones_are_what_a_stream_reads_at_each_window_end() -> None:
@@ -472,7 +478,7 @@ def test_streamed_phones_are_what_a_stream_reads_at_each_window_end() -> None:
     torch.manual_seed(0)
     aligner = PhoneAligner(PhoneAlignerConfig(layers=3)).eval()
     features = torch.randn(13, 320)
-    streamed = recipes.StreamedPhones(aligner, features)
+    streamed = StreamedPhones(aligner, features)
     past = aligner.receptive_field()[0]
     for start, frames in [(0, 13), (0, 4), (2, 9), (5, 3), (7, 20), (12, 1)]:
         cut = min(start + frames, 13)
@@ -491,9 +497,9 @@ def test_streamed_phones_are_what_a_stream_reads_at_each_window_end() -> None:
 
 
 def test_stream_cuts_is_a_share() -> None:
-    assert recipes.AlignerOptions(stream_cuts=0.5).stream_cuts == 0.5
+    assert AlignerOptions(stream_cuts=0.5).stream_cuts == 0.5
     with pytest.raises(recipes.RecipeError, match="stream_cuts"):
-        recipes.AlignerOptions(stream_cuts=1.5)
+        AlignerOptions(stream_cuts=1.5)
 
 
 @pytest.mark.skipif(not GRID_DEV.is_dir(), reason=f"{GRID_DEV} (real GRID clips) is absent")
@@ -581,7 +587,7 @@ def test_prior_segments_pair_each_audio_segment_with_the_prior_mel_of_the_same_f
     mel = torch.arange(80 * 32, dtype=torch.float32).reshape(80, 32) / 5000
     starts = set()
     for seed in range(6):
-        item = recipes.PriorSegments([clip], {"a": mel}, 10, seed)[0]
+        item = PriorSegments([clip], {"a": mel}, 10, seed)[0]
         start = round(float(item["mel"][0, 0]) * 5000)  # the mel's first column says where it starts
         starts.add(start)
         torch.testing.assert_close(item["mel"], mel[:, start:start + 10])
@@ -589,9 +595,9 @@ def test_prior_segments_pair_each_audio_segment_with_the_prior_mel_of_the_same_f
         np.testing.assert_allclose(item["wav"].numpy(), segment, atol=1e-4)
     assert len(starts) > 1
     assert item["prior"]  # every segment hears the prior's mel by default
-    heard = {bool(recipes.PriorSegments([clip], {"a": mel}, 10, seed, 0.5)[0]["prior"]) for seed in range(20)}
+    heard = {bool(PriorSegments([clip], {"a": mel}, 10, seed, 0.5)[0]["prior"]) for seed in range(20)}
     assert heard == {True, False}  # half of them the audio's own
-    item = recipes.PriorSegments([clip], {"a": mel}, 40, None)[0]  # longer than the clip: padded
+    item = PriorSegments([clip], {"a": mel}, 40, None)[0]  # longer than the clip: padded
     torch.testing.assert_close(item["mel"][:, :32], mel)
     assert (item["mel"][:, 32:] == -1).all() and (item["wav"][32 * HOP:] == 0).all()
 
@@ -607,7 +613,7 @@ def test_the_speaker_adversary_learns_faces_while_pushing_the_features_the_other
     visual = torch.randn(4, 7, 16, requires_grad=True)
     lengths = torch.tensor([7, 5, 3, 1])
     target = torch.tensor([0, 1, 2, 0])
-    adversary = recipes.SpeakerAdversary(16, 3, weight=0.5)
+    adversary = SpeakerAdversary(16, 3, weight=0.5)
     F.cross_entropy(adversary(visual, lengths), target).backward()
     reversed_grad = visual.grad.clone()
     head_grads = [p.grad.clone() for p in adversary.parameters()]
@@ -626,7 +632,7 @@ def test_the_phonetic_loss_is_zero_on_the_reference_and_trains_only_the_clean_es
     from engines.models.asr import ASR, ASRConfig
 
     asr = ASR(ASRConfig(channels=16, num_layers=2)).eval().requires_grad_(False)
-    loss = recipes.phonetic_loss(asr, 2.0)
+    loss = phonetic_loss(asr, 2.0)
     x0 = torch.randn(3, 80, 40)
     assert float(loss(x0.clone(), x0, torch.ones(3))) == pytest.approx(0.0, abs=1e-5)
     x0_hat = (x0 + torch.randn_like(x0)).requires_grad_(True)
