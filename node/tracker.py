@@ -7,8 +7,8 @@ target the synthesizers should voice, and a status:
 
 - `ok`: faces were found; `no_face`: none was (coasting tracks may still be listed, bridging a gap);
 - `bad_frame`: the frame cannot be tracked (too small); nothing else is in the message;
-- `no_input`: no frame came for `no_input_s` (camera gone): sent once a second, stamped now, so the
-  subscribers know the silence is the camera's and not the tracker's.
+- `no_input`: no frame came for `no_input_s` (camera gone, or not up yet): sent once a second, stamped
+  now, so the subscribers know the silence is the camera's and not the tracker's.
 
 Grayscale frames are tracked (as gray BGR) but counted and warned about: they lose the colour part of
 the appearance cue that keeps ids apart. With `overlay:=true` it also publishes `faces/overlay`, the
@@ -177,5 +177,10 @@ class TrackerNode(Node):
         silent = time.monotonic() - self._last_input
         if silent < self.params.no_input_s:
             return
-        self.warn("no_input", "no image on %s for %.0f s (camera gone?)", self.resolve(IMAGE_TOPIC), silent)
+        topic = self.resolve(IMAGE_TOPIC)
+        if self.counters["frames"]:
+            self.warn("no_input", "no image on %s for %.0f s (camera gone?)", topic, silent)
+        else:  # a launch file may start the camera only once the other nodes are active: not gone, not yet up
+            self.warn("no_input", "no image on %s yet, %.0f s after start (no camera publishing there yet?)",
+                      topic, silent)
         self._tracks.publish(FaceTracks(image_width=0, image_height=0, status="no_input"))
