@@ -1,4 +1,6 @@
-"""`voxsight audio mute | unmute | volume GAIN`: an operator's command to the audio_out nodes on a bus.
+"""`voxsight audio mute | unmute | volume GAIN`: an operator's command to the audio_out nodes on a bus;
+`voxsight audio devices`: the output devices this machine's PortAudio sees, by the index and name that
+`audio_out.device` takes.
 
 Publishes one AudioControl and waits until the audio_out nodes' heartbeats report it (`control_id`), so
 the command's exit status says whether it took effect: 0 once at least one node (or the `--node` named)
@@ -21,6 +23,7 @@ from node.runtime import DIAGNOSTICS_TOPIC, HEARTBEAT_S
 from streams.endpoints import CurveKeys, EndpointError, bus_endpoints, default_bus
 from streams.messages import AUDIO_COMMANDS, MAX_VOLUME, AudioControl, Diagnostic, InvalidMessage
 from streams.pubsub import Publisher, Subscriber
+from streams.sinks import SinkError, describe_devices, list_output_devices
 
 _RESEND_S = 0.25
 
@@ -37,7 +40,8 @@ def _volume(text: str) -> float:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="voxsight audio", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=AUDIO_COMMANDS, help="mute (silence, timing kept), unmute, or volume")
+    ap.add_argument("command", choices=(*AUDIO_COMMANDS, "devices"),
+                    help="mute (silence, timing kept), unmute, volume, or devices (this machine's outputs)")
     ap.add_argument("gain", nargs="?", type=_volume, default=None,
                     help=f"with volume: the gain on the samples, 0 to {MAX_VOLUME:g} (1 = as received)")
     ap.add_argument("--node", default="", help="the audio_out node's full name; '' = every one")
@@ -82,9 +86,28 @@ def send(control: AudioControl, bus: str, node: str = "", timeout_s: float = 5.0
     return confirmed
 
 
+def devices() -> int:
+    """Print this machine's output devices, one `INDEX: NAME` a line; 1 when there is none."""
+    try:
+        found = list_output_devices()
+    except SinkError as exc:
+        print(f"voxsight audio: {exc}", file=sys.stderr)
+        return 1
+    if not found:
+        print(f"voxsight audio: {describe_devices(found)}", file=sys.stderr)
+        return 1
+    for index, name in found:
+        print(f"{index}: {name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = parser()
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "devices":
+        if args.gain is not None:
+            ap.error("devices takes no gain")
+        return devices()
     if (args.command == "volume") != (args.gain is not None):
         ap.error("volume takes a gain; mute and unmute take none")
     control = AudioControl(command=args.command, volume=1.0 if args.gain is None else args.gain,

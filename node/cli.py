@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bus": ("node.run", "start the bus (same as `run bus`)"),
     "topic": ("node.topic_tools", "list | echo | hz | delay | bw: inspect topics on the bus"),
     "node": ("node.topic_tools", "list: the nodes alive on the bus, from their heartbeats"),
-    "audio": ("node.audio_control", "mute | unmute | volume GAIN: the audio_out nodes' playback"),
+    "audio": ("node.audio_control", "mute | unmute | volume GAIN: the audio_out nodes' playback; devices"),
     "keys": ("node.keys", "generate DIR: CURVE keys for a bus beyond loopback"),
     "media": ("node.media", "make the bundled sample media (a test-pattern clip)"),
     "track": ("node.track", "track faces and lips in a video file: overlay video, per-frame JSON, summary"),

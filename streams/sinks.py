@@ -143,7 +143,7 @@ def list_output_devices() -> list[tuple[int, str]]:
         pa.terminate()
 
 
-def _describe(devices: list[tuple[int, str]]) -> str:
+def describe_devices(devices: list[tuple[int, str]]) -> str:
     if not devices:
         return "PortAudio sees no output device (no sound card? ALSA_CONFIG_PATH can add a null device)"
     return "output devices: " + "; ".join(f"{i}: {name}" for i, name in devices)
@@ -159,13 +159,13 @@ def find_output_device(pa: Any, device: int | str | None) -> int | None:
         index = int(device)
         if any(i == index for i, _ in devices):
             return index
-        raise SinkError(f"no output device with index {index}; {_describe(devices)}")
+        raise SinkError(f"no output device with index {index}; {describe_devices(devices)}")
     wanted = device.strip().lower()
     exact = [i for i, name in devices if name.lower() == wanted]
     partial = [i for i, name in devices if wanted in name.lower()]
     if exact or partial:
         return (exact or partial)[0]
-    raise SinkError(f"no output device matching {device!r}; {_describe(devices)}")
+    raise SinkError(f"no output device matching {device!r}; {describe_devices(devices)}")
 
 
 class PyAudioSink(AudioSink):
@@ -200,7 +200,7 @@ class PyAudioSink(AudioSink):
                 output_device_index=index, frames_per_buffer=self.frames_per_buffer,
                 stream_callback=self._callback)
         except (OSError, ValueError) as exc:
-            devices = _describe(_output_devices(self._pa))
+            devices = describe_devices(_output_devices(self._pa))
             self._release()
             raise SinkError(f"cannot open output device {self.device or '(default)'!s} at {sample_rate} Hz, "
                             f"{channels} channel(s): {exc}; {devices}") from exc

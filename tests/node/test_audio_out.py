@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import subprocess
 import time
 import wave
 from pathlib import Path
@@ -294,3 +295,14 @@ def test_missing_device_stops_with_a_clear_message(bus_url: str, tmp_path: Path)
                     env=alsa_env(tmp_path, "null"))
     assert proc.wait(timeout=30) == 1
     assert "no output device matching 'no-such-card'" in proc.stdout.read()
+
+
+@needs_pyaudio
+def test_an_operator_lists_the_output_devices_by_the_names_audio_out_takes(tmp_path: Path) -> None:
+    proc = voxsight("audio", "devices", env=alsa_env(tmp_path, "null"), stderr=subprocess.DEVNULL)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "nullpcm" in {line.split(": ", 1)[1] for line in out.splitlines() if ": " in line}
+    refused = voxsight("audio", "devices", "2", stderr=subprocess.PIPE)
+    _, err = refused.communicate(timeout=30)
+    assert refused.returncode == 2 and "devices takes no gain" in err
