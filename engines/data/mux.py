@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,12 +31,6 @@ NOISY = ".noisy-"  # STEM.noisy-KIND.wav (engines.clipsets.NOISY_MARK)
 
 def noisy_name(stem: Path, kind: str) -> Path:
     return stem.with_name(f"{stem.name}{NOISY}{kind}.wav")
-
-
-def clip_files(stem: Path, noisy_kinds: Iterable[str] = ()) -> list[Path]:
-    """Every file of a clip, the .json (written last) last."""
-    return [stem.with_name(stem.name + ext) for ext in (".mp4", ".wav", ".txt")] + \
-        [noisy_name(stem, k) for k in noisy_kinds] + [stem.with_name(stem.name + ".json")]
 
 
 def is_complete(stem: Path) -> bool:
