@@ -29,7 +29,6 @@ N_FFT = ref.N_FFT
 WIN = ref.WIN
 HOP = ref.HOP
 N_MELS = ref.N_MELS
-N_FREQ = N_FFT // 2 + 1
 LOG_FLOOR = ref.LOG_FLOOR
 NORM_MIN = ref.NORM_MIN
 NORM_SCALE = ref.NORM_SCALE

@@ -66,8 +66,6 @@ PLACES_ON = ("on the kitchen table", "in the top drawer", "next to the door", "u
              "behind the sofa", "in the car", "near the sink")
 PLACES = ("library", "bakery", "station", "museum", "post office", "swimming pool", "market", "cinema",
           "hospital", "park", "pharmacy", "bank", "school", "gym", "restaurant", "hotel")
-TIMES = ("this morning", "tonight", "tomorrow", "next week", "on Monday", "on Friday", "after lunch",
-         "before dinner", "at the weekend", "later today", "in the evening", "yesterday afternoon")
 FUTURE_TIMES = ("tonight", "tomorrow", "next week", "on Monday", "on Friday", "after lunch",
                 "before dinner", "at the weekend", "later today", "in the evening")
 PAST_TIMES = ("yesterday", "last night", "last week", "on Sunday", "this morning", "two days ago",
