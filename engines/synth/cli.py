@@ -1,5 +1,6 @@
 """`voxsight lip2speech VIDEO -o OUT.wav`: speech for the target face of a silent video, offline (the whole
-video at once). Prints the lip-read text with the reader's confidence in it, and the compute time per stage.
+video at once, split at its pauses into utterances: --pause-s). Prints the lip-read text with the reader's
+confidence in it (each utterance's, when there are several), and the compute time per stage.
 
     voxsight lip2speech clip.mp4 -o speech.wav [--nfe 4] [--w1 1] [--w2 0.1] [--backend onnxruntime]
                        [--decode grid] [--vocoder griffin-lim] [--melgen runs/melgen/latest.pt]
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     soundfile.write(args.output, result.wav, 16000, subtype="PCM_16")
     seen = int(tracked["valid"].sum())
     print(f"lip-read: {result.text} (confidence {result.confidence:.2f})")
+    for start, said in result.parts:
+        print(f"  {start:7.2f}–{start + said.duration_s:.2f} s: {said.text or '(silence)'}"
+              + (f" (confidence {said.confidence:.2f})" if said.text else ""))
     voice = f", in the voice of {params.voice}" if params.voice else ""
     print(f"spoken by: {result.spoken}{voice}")
     for note in (result.note, result.doubt):

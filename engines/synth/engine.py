@@ -25,6 +25,7 @@ and the guidance ASR always runs in PyTorch, because guidance needs its gradient
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines.audio.mel import MELS_PER_FRAME, SAMPLES_PER_FRAME
+from engines.audio.mel import MELS_PER_FRAME, SAMPLES_PER_FRAME, VIDEO_FPS
 from engines.audio.torch_mel import GriffinLim
 from engines.diffusion.guidance import ASR_INPUTS, GuidedDenoiser
 from engines.diffusion.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
@@ -144,6 +145,15 @@ class SynthParams:
                                          "reader of motion reads sentences into a still face's noise). "
                                          "Rendered corpus: 0 at rest; speech windows >= 0.017 (1st "
                                          "percentile)")
+    pause_s: float = param(0.64, "offline only: a still stretch at least this long (the lip opening ranging "
+                                 "less than still_threshold over it) inside a video splits it into "
+                                 "utterances, each read and spoken on its own, from the middle of one "
+                                 "pause to the middle of the next (the live node ends an utterance at a "
+                                 "still hop, which ignores this); 0: the whole video is one utterance. "
+                                 "Set on the val split, where no sentence holds so long a pause (nor do the "
+                                 "eval's 216 test sentences; 6 of all 728 test clips do); three test GRID "
+                                 "sentences in one video with 0.6 s pauses read at 10.0 % WER split, 73.8 "
+                                 "% whole (notes/history.md, session 39)")
     low_confidence: float = param(-1.0, "a transcript read with a confidence below this (engines.text.ctc."
                                         "text_confidence: per character, how surely the reader's output "
                                         "spells it) is flagged: offline a printed note, live a warning; with "
@@ -179,8 +189,9 @@ class SynthParams:
         if self.phone_weight < 0 or self.duration_weight < 0:
             raise ValueError(f"phone_weight and duration_weight must be >= 0, got {self.phone_weight}, "
                              f"{self.duration_weight}")
-        if self.still_threshold < 0:
-            raise ValueError(f"still_threshold must be >= 0, got {self.still_threshold}")
+        if self.still_threshold < 0 or self.pause_s < 0:
+            raise ValueError(f"still_threshold and pause_s must be >= 0, got {self.still_threshold}, "
+                             f"{self.pause_s}")
         if not 0 <= self.max_short_phones <= 1:
             raise ValueError(f"max_short_phones must be in [0, 1], got {self.max_short_phones}")
         if not 0 <= self.prior_t < 400 or (self.prior_mode == "refine" and self.nfe > self.prior_t + 1):
@@ -213,6 +224,11 @@ class Features:
     @classmethod
     def from_tracks(cls, tracked: dict[str, np.ndarray]) -> Features:
         return cls(tracked["mouth_rois"], tracked["lip_geometry"], tracked["face_crop"], tracked.get("valid"))
+
+    def part(self, start: int, end: int) -> Features:
+        """Frames [start, end) of the same face."""
+        valid = None if self.valid is None else self.valid[start:end]
+        return Features(self.mouth_rois[start:end], self.lip_geometry[start:end], self.face_crop, valid)
 
 
 @dataclass
@@ -254,6 +270,8 @@ class SynthResult:
     confidence: float = 0.0  # how surely the lip reader read `text` (engines.text.ctc.text_confidence)
     decoder: str = ""  # the decoder that read it (one of DECODERS; for auto, grid or beam)
     doubt: str = ""  # what to tell a listener about a text read with low confidence (`Synthesizer.doubt`)
+    parts: list[tuple[float, SynthResult]] = field(default_factory=list)  # a video split at pauses: each
+    # utterance's start (s) and result; the fields above then join them (Synthesizer.synthesize)
 
     @property
     def duration_s(self) -> float:
@@ -552,10 +570,30 @@ class Synthesizer:
     # ------------------------------------------------------------ a whole utterance
 
     def synthesize(self, features: Features, guide_text: str | None = None) -> SynthResult:
-        """Speech for a whole utterance (offline). `guide_text` replaces the lip-read text as ASR guidance's
-        target and as the text the mel prior speaks, if it speaks text (an evaluation's reference text, to
-        measure synthesis apart from lip-reading errors); the result's text stays the lip-read one."""
+        """Speech for a whole video (offline), split at its pauses (`pause_s`) into utterances, each read and
+        spoken on its own: their speech and mel joined in time, their texts in order, the least sure one's
+        confidence, decoder and doubt. `guide_text` (an evaluation's reference text, to measure synthesis
+        apart from lip-reading errors) replaces the lip-read text as ASR guidance's target and as the text
+        the mel prior speaks, if it speaks text; the video is then one utterance, and the result's text stays
+        the lip-read one."""
         self.seconds = {}
+        pause = round(self.params.pause_s * VIDEO_FPS) if guide_text is None else 0
+        spans = utterance_spans(features.lip_geometry[:, OPENING], pause, self.params.still_threshold)
+        if len(spans) == 1:
+            return self._utterance(features, guide_text)
+        parts = [(a / VIDEO_FPS, self._utterance(features.part(a, b))) for a, b in spans]
+        results = [r for _, r in parts]
+        least = min((r for r in results if r.text), key=lambda r: r.confidence, default=results[0])
+        text = " ".join(r.text for r in results if r.text)
+        return SynthResult(np.concatenate([r.wav for r in results]), text,
+                           torch.cat([r.mel for r in results], dim=1), dict(self.seconds),
+                           "; ".join(dict.fromkeys(r.note for r in results if r.note)),
+                           "; ".join(dict.fromkeys(r.spoken for r in results)), least.confidence,
+                           least.decoder, least.doubt, parts)
+
+    def _utterance(self, features: Features, guide_text: str | None = None) -> SynthResult:
+        """Speech for one utterance; compute adds up in `seconds`."""
+        start_seconds = dict(self.seconds)
         still = self.mouth_still(features)
         if still:
             log.info("%s", still)
@@ -584,7 +622,8 @@ class Synthesizer:
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
-        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, decoded.confidence,
+        spent = {k: v - start_seconds.get(k, 0.0) for k, v in self.seconds.items()}
+        return SynthResult(wav, text, mel[0], spent, fallback, spoken, decoded.confidence,
                            decoded.decoder, self.doubt(decoded.confidence, decoded.decoder))
 
     def low_line(self, decoder: str = "") -> float:
@@ -630,6 +669,24 @@ def decode_text(log_probs: Tensor, decoding: str, beam_width: int,
         return best_sentence(log_probs.float().cpu(), beam_width, GRID_GRAMMAR, rescore, whole)
     hyps = beam_search(log_probs.float().cpu(), beam_width)
     return hyps[0].text if hyps else ""
+
+
+def utterance_spans(opening: np.ndarray, pause_frames: int, still_threshold: float) -> list[tuple[int, int]]:
+    """[start, end) of each utterance of a video whose per-frame lip opening is `opening` (T,): it splits at
+    every stretch of at least `pause_frames` frames (0: never) over which the opening ranges less than
+    `still_threshold` and that has moving frames on both sides, in the stretch's middle, so each utterance
+    keeps half of the still frames around it (as a clip of one sentence has its own)."""
+    t = len(opening)
+    if pause_frames < 1 or t <= pause_frames:
+        return [(0, t)]
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(opening, np.float64), pause_frames)
+    still = np.zeros(t + 2, bool)  # padded with moving frames at both ends
+    for first in np.flatnonzero(np.ptp(windows, axis=1) < still_threshold):
+        still[1 + first:1 + first + pause_frames] = True
+    edges = np.flatnonzero(np.diff(still.astype(np.int8)))  # starts and ends of still runs, in pairs
+    cuts = [(a + b) // 2 for a, b in zip(edges[::2], edges[1::2], strict=True) if a > 0 and b < t]
+    bounds = [0, *cuts, t]
+    return list(itertools.pairwise(bounds))
 
 
 def opening_range(opening: np.ndarray | Tensor) -> float:

@@ -39,6 +39,7 @@ from engines.synth.engine import (
     Synthesizer,
     SynthParams,
     silence_unseen,
+    utterance_spans,
 )
 from engines.synth.models import DEFAULT_ALIGNER, DEFAULT_TEXT_READER, ModelMismatch, SynthModels
 from engines.text.charset import decode
@@ -325,6 +326,41 @@ def test_a_clip_whose_mouth_never_moves_is_silence_without_text(models: SynthMod
     assert Synthesizer(models, SynthParams(still_threshold=10.0)).synthesize(talking).text == ""
 
 
+def test_utterances_split_in_the_middle_of_each_pause_with_moving_frames_on_both_sides() -> None:
+    moving = np.sin(np.arange(1.0, 11.0))
+    opening = np.concatenate([np.zeros(5), moving, np.zeros(16), moving, np.zeros(6), moving, np.zeros(20)])
+    # 16 still frames split (in their middle, frame 23), 6 only under a pause of 6; still ends never do
+    assert utterance_spans(opening, 16, 0.01) == [(0, 23), (23, 77)]
+    assert utterance_spans(opening, 6, 0.01) == [(0, 23), (23, 44), (44, 77)]
+    assert utterance_spans(opening, 17, 0.01) == utterance_spans(opening, 0, 0.01) == [(0, 77)]
+    assert utterance_spans(np.zeros(40), 16, 0.01) == [(0, 40)]  # a still video is one (silent) utterance
+    assert utterance_spans(opening, 16, 0.0) == [(0, 77)]  # nothing is still under a line of 0
+
+
+def test_a_video_is_split_at_its_pauses_and_each_utterance_read_and_spoken_on_its_own(
+        models: SynthModels) -> None:
+    first, pause, second = features(30, seed=1), features(20, seed=2), features(25, seed=3)
+    pause.lip_geometry[:, OPENING] = 0.2  # 0.8 s of a still mouth
+    video = Features(*(np.concatenate([getattr(f, k) for f in (first, pause, second)])
+                       for k in ("mouth_rois", "lip_geometry")), first.face_crop)
+    synth = Synthesizer(models, SynthParams(seed=3))
+    result = synth.synthesize(video)
+    (start, one), (middle, two) = result.parts
+    assert (start, middle) == (0.0, 40 / 25)  # the pause's middle
+    assert np.array_equal(result.wav, np.concatenate([one.wav, two.wav])) and len(result.wav) == 75 * 640
+    assert result.mel.shape == (80, 4 * 75) and result.text == f"{one.text} {two.text}" and one.text
+    assert result.confidence == min(one.confidence, two.confidence)
+    assert result.seconds == pytest.approx({k: one.seconds.get(k, 0) + two.seconds.get(k, 0)
+                                            for k in result.seconds})
+    alone = synth.synthesize(video.part(40, 75))  # each utterance is what it would be on its own
+    assert alone.text == two.text and np.array_equal(alone.wav, two.wav) and alone.parts == []
+    for params in (SynthParams(seed=3, pause_s=0), SynthParams(seed=3, pause_s=1.0)):  # one utterance
+        whole = Synthesizer(models, params).synthesize(video)
+        assert whole.parts == [] and len(whole.wav) == len(result.wav)
+    # against a reference text (an evaluation's diagnostic row) a video is one utterance
+    assert synth.synthesize(video, guide_text="bin blue at f two now").parts == []
+
+
 def test_the_text_comes_with_the_readers_confidence_and_a_doubt_when_it_is_low(models: SynthModels) -> None:
     clip = features(20)
     sure, doubtful = (Synthesizer(models, SynthParams(low_confidence=line)) for line in (0.0, 1.0))
@@ -370,7 +406,8 @@ def test_features_refuse_bad_lip_geometry_and_lengths() -> None:
     ({"sampler": "ddim", "nfe": 60}, "few-step sampler"),
     ({"prior_t": 400}, "prior_t must be in"),
     ({"prior_mode": "refine", "prior_t": 2, "nfe": 4}, "leave room for nfe 4"),
-    ({"still_threshold": -0.1}, "still_threshold must be >= 0"),
+    ({"still_threshold": -0.1}, "still_threshold and pause_s must be >= 0"),
+    ({"pause_s": -1.0}, "still_threshold and pause_s must be >= 0"),
 ])
 def test_params_refuse_bad_values(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -622,6 +659,34 @@ def test_lip2speech_writes_speech_of_the_videos_length_and_prints_the_text(
     frames = sum(1 for _ in decode_video(video))
     assert rate == 16000 and wav.ndim == 1 and len(wav) == frames * SAMPLES_PER_FRAME
     assert np.isfinite(wav).all()
+
+
+def test_lip2speech_reads_a_video_of_two_sentences_one_utterance_at_a_time(
+        tiny: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import av
+
+    sample = REPO / "launch" / "media" / "lip2speech_sample.mp4"
+    video = tmp_path / "twice.mp4"  # the clip, its last frame held 1 s, the clip again
+    with av.open(str(sample)) as inp:
+        frames = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for k, image in enumerate([*frames, *[frames[-1]] * 25, *frames]):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    wav_path = tmp_path / "out.wav"
+    assert lip2speech_main([str(video), "-o", str(wav_path), *model_args(tiny), "--nfe", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    parts = [line for line in printed if line.startswith("  ") and " s: " in line]
+    assert len(parts) == 2 and parts[0].split()[0].startswith("0.00–")
+    wav, _ = soundfile.read(wav_path, dtype="float32")
+    assert len(wav) == (2 * len(frames) + 25) * SAMPLES_PER_FRAME
+    assert lip2speech_main([str(video), "-o", str(wav_path), *model_args(tiny), "--nfe", "2",
+                            "--pause-s", "0"]) == 0
+    assert " s: " not in capsys.readouterr().out  # one utterance: no parts listed
 
 
 def test_lip2speech_help_lists_every_setting(capsys: pytest.CaptureFixture) -> None:
