@@ -567,7 +567,7 @@ class Synthesizer:
         with self._timed("vocoder"):
             return self._graph["vocoder"](mel)[0].float().cpu().numpy()
 
-    # ------------------------------------------------------------ a whole utterance
+    # ------------------------------------------------------------ a whole video
 
     def synthesize(self, features: Features, guide_text: str | None = None) -> SynthResult:
         """Speech for a whole video (offline), split at its pauses (`pause_s`) into utterances, each read and
