@@ -29,6 +29,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -576,7 +577,6 @@ class Synthesizer:
         apart from lip-reading errors) replaces the lip-read text as ASR guidance's target and as the text
         the mel prior speaks, if it speaks text; the video is then one utterance, and the result's text stays
         the lip-read one."""
-        self.seconds = {}
         pause = round(self.params.pause_s * VIDEO_FPS) if guide_text is None else 0
         spans = utterance_spans(features.lip_geometry[:, OPENING], pause, self.params.still_threshold)
         if len(spans) == 1:
@@ -585,15 +585,18 @@ class Synthesizer:
         results = [r for _, r in parts]
         least = min((r for r in results if r.text), key=lambda r: r.confidence, default=results[0])
         text = " ".join(r.text for r in results if r.text)
+        seconds: Counter[str] = Counter()
+        for r in results:
+            seconds.update(r.seconds)
         return SynthResult(np.concatenate([r.wav for r in results]), text,
-                           torch.cat([r.mel for r in results], dim=1), dict(self.seconds),
+                           torch.cat([r.mel for r in results], dim=1), dict(seconds),
                            "; ".join(dict.fromkeys(r.note for r in results if r.note)),
                            "; ".join(dict.fromkeys(r.spoken for r in results)), least.confidence,
                            least.decoder, least.doubt, parts)
 
     def _utterance(self, features: Features, guide_text: str | None = None) -> SynthResult:
-        """Speech for one utterance; compute adds up in `seconds`."""
-        start_seconds = dict(self.seconds)
+        """Speech for one utterance, with the compute it took."""
+        self.seconds = {}
         still = self.mouth_still(features)
         if still:
             log.info("%s", still)
@@ -622,8 +625,7 @@ class Synthesizer:
         wav = self.vocode(mel)
         if features.valid is not None and not features.valid.all():
             wav = silence_unseen(wav, features.valid)
-        spent = {k: v - start_seconds.get(k, 0.0) for k, v in self.seconds.items()}
-        return SynthResult(wav, text, mel[0], spent, fallback, spoken, decoded.confidence,
+        return SynthResult(wav, text, mel[0], dict(self.seconds), fallback, spoken, decoded.confidence,
                            decoded.decoder, self.doubt(decoded.confidence, decoded.decoder))
 
     def low_line(self, decoder: str = "") -> float:
@@ -680,9 +682,9 @@ def utterance_spans(opening: np.ndarray, pause_frames: int, still_threshold: flo
     if pause_frames < 1 or t <= pause_frames:
         return [(0, t)]
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(opening, np.float64), pause_frames)
+    starts = (np.ptp(windows, axis=1) < still_threshold).astype(np.int64)
     still = np.zeros(t + 2, bool)  # padded with moving frames at both ends
-    for first in np.flatnonzero(np.ptp(windows, axis=1) < still_threshold):
-        still[1 + first:1 + first + pause_frames] = True
+    still[1:-1] = np.convolve(starts, np.ones(pause_frames, np.int64)) > 0  # frames inside a still window
     edges = np.flatnonzero(np.diff(still.astype(np.int8)))  # starts and ends of still runs, in pairs
     cuts = [(a + b) // 2 for a, b in zip(edges[::2], edges[1::2], strict=True) if a > 0 and b < t]
     bounds = [0, *cuts, t]

@@ -20,6 +20,7 @@ from torch import nn
 from engines.backends.onnx_backend import OnnxGraph
 from engines.clipsets import VIDEO_EXTS, Clip
 from engines.data.loaders import decode_video
+from engines.data.mux import write_mp4
 from engines.eval.systems import make_system
 from engines.models.aligner import PhoneAligner, PhoneAlignerConfig
 from engines.models.asr import ASR, ASRConfig
@@ -663,20 +664,9 @@ def test_lip2speech_writes_speech_of_the_videos_length_and_prints_the_text(
 
 def test_lip2speech_reads_a_video_of_two_sentences_one_utterance_at_a_time(
         tiny: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    import av
-
-    sample = REPO / "launch" / "media" / "lip2speech_sample.mp4"
+    frames = list(decode_video(REPO / "launch" / "media" / "lip2speech_sample.mp4"))
     video = tmp_path / "twice.mp4"  # the clip, its last frame held 1 s, the clip again
-    with av.open(str(sample)) as inp:
-        frames = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
-    with av.open(str(video), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for k, image in enumerate([*frames, *[frames[-1]] * 25, *frames]):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = k
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    write_mp4(video, np.stack([*frames, *[frames[-1]] * 25, *frames]), np.zeros(0, np.float32), crf=18)
     wav_path = tmp_path / "out.wav"
     assert lip2speech_main([str(video), "-o", str(wav_path), *model_args(tiny), "--nfe", "2"]) == 0
     printed = capsys.readouterr().out.splitlines()
