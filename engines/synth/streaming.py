@@ -35,8 +35,9 @@ clip) and starts a fresh one: new lip-reader state, mel context and identity. `f
 pending frame the same way: its last chunk holds the frames left, so it may be shorter than a hop (and
 is empty, only closing the utterance's text, when no frame was left: only without any look-ahead).
 
-An utterance is a run of speech hops (at most `max_utterance_s`: a longer run is cut at a hop's end into
-several). The chunk where it ends (silence after speech, a track change, flush, its length) carries
+An utterance is a run of speech hops with no pause of `end_pause_s` in it (at most `max_utterance_s`: a
+longer run is cut at a hop's end into several). The chunk where it ends (such a pause, read up to its first
+hop; a track change, flush, its length) carries
 `final_text` with the utterance read again whole (greedily past `final_decode_max_s`): by the text reader
 when the models have one (a reader of whole clips: the offline text's; on 108 unseen GRID clips the final
 transcripts' WER went from 31.2 to 10.8 %, notes/history.md, session 36), decoded by the params' decoder
@@ -104,6 +105,13 @@ class StreamParams:
                                    "so that a face named the target right after them is voiced from its "
                                    "first frames (FrameInput.earlier): a tracker names a target only once "
                                    "its track is confirmed, and someone may already be talking")
+    end_pause_s: float = param(0.8, "an utterance ends once its speech has paused this long (its text "
+                                    "final): hops whose mouth is still or that see no face, the first one's "
+                                    "still test spanning the hop, the one before and the look-ahead (13 "
+                                    "frames, 0.52 s), each further one a hop more; 0.52 or less: at the "
+                                    "first hop without speech, which cut 14 of 1,092 train GRID sentences "
+                                    "in two, mostly at a still mouth around the letter (0.6: 2; 0.8: "
+                                    "none, as SynthParams.pause_s offline; notes/history.md, session 40)")
     max_utterance_s: float = param(30.0, "an utterance this long ends at the end of a hop (its final text "
                                          "out) and the next speech starts another, so a face that talks "
                                          "without pause for hours costs no more memory or compute per hop")
@@ -127,11 +135,11 @@ class StreamParams:
             raise ValueError(f"lookahead_frames must be in 0..{MAX_LOOKAHEAD_FRAMES}, got "
                              f"{self.lookahead_frames}")
         if not (self.crossfade_ms >= 0 and self.identity_refresh_s > 0 and self.final_decode_max_s >= 0
-                and self.max_utterance_s > 0 and self.partial_text_s >= 0):
-            raise ValueError(f"need crossfade_ms, final_decode_max_s, partial_text_s >= 0 and "
+                and self.max_utterance_s > 0 and self.partial_text_s >= 0 and self.end_pause_s >= 0):
+            raise ValueError(f"need crossfade_ms, final_decode_max_s, partial_text_s, end_pause_s >= 0 and "
                              f"identity_refresh_s, max_utterance_s > 0, got {self.crossfade_ms}, "
-                             f"{self.final_decode_max_s}, {self.partial_text_s}, {self.identity_refresh_s}, "
-                             f"{self.max_utterance_s}")
+                             f"{self.final_decode_max_s}, {self.partial_text_s}, {self.end_pause_s}, "
+                             f"{self.identity_refresh_s}, {self.max_utterance_s}")
 
     @property
     def crossfade_samples(self) -> int:
@@ -241,6 +249,7 @@ class _Voice:
         self.identity_sum: Tensor | None = None
         self.tail: np.ndarray | None = None  # the previous window's samples past its hop, to crossfade
         self.utterance: int | None = None  # first frame of the utterance in progress
+        self.paused_at: int | None = None  # first frame of its hops without speech since the last speech
         self.forward = CtcForward()  # the partial text's confidence, carried from hop to hop of the utterance
         self.reread_every = round(params.partial_text_s * VIDEO_FPS)
         self.next_reread = 0  # the utterance's length (frames) at which its partial text is read again
@@ -283,8 +292,8 @@ class _Voice:
         if finish and self.utterance is not None:  # the voice ends: so does its utterance
             if not out:
                 out.append(_Piece(self.received, np.zeros(0, np.float32), []))
-            out[-1].ends_utterance(self._reading(self.received))
-            self.utterance = None
+            out[-1].ends_utterance(self._reading(self.received if self.paused_at is None else self.paused_at))
+            self.utterance = self.paused_at = None
         return out
 
     def _read(self, finish: bool) -> None:
@@ -324,12 +333,18 @@ class _Voice:
         speech = "speech" in reasons
         if speech and self.utterance is None:
             self.utterance, self.forward, self.next_reread = s, CtcForward(), self.reread_every
-        # silence ends an utterance, and so does its length: what is kept of it, and read again every hop,
+        if speech or self.utterance is None:
+            self.paused_at = None
+        elif self.paused_at is None:
+            self.paused_at = s
+        # a pause ends an utterance, and so does its length: what is kept of it, and read again every hop,
         # must not grow without end
+        paused = (self.paused_at is not None
+                  and e - self.paused_at + p.hop_frames + p.lookahead_frames >= p.end_pause_s * VIDEO_FPS)
         too_long = self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS
-        if self.utterance is not None and (not speech or too_long):
-            piece.ends_utterance(self._reading(e if speech else s))
-            self.utterance = None
+        if self.utterance is not None and (paused or too_long):
+            piece.ends_utterance(self._reading(e if self.paused_at is None else self.paused_at))
+            self.utterance = self.paused_at = None
         elif self.utterance is not None and self.reread_every:
             length = e - self.utterance
             if length >= self.next_reread:  # all it has read, the look-ahead too

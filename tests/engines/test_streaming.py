@@ -282,7 +282,7 @@ def test_each_ended_utterance_is_read_again_whole_by_the_text_reader(weights: di
                                                                       tmp_path: Path) -> None:
     models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
     assert models.aligner_reads == "lipreader"  # the aligner speaks the streaming reader's phones
-    talk, rest, again = face_inputs(20), face_inputs(15, still=True), face_inputs(25, seed=1)
+    talk, rest, again = face_inputs(20), face_inputs(25, still=True), face_inputs(25, seed=1)
     clip = Features(*(np.concatenate(parts) for parts in zip(
         *((f.mouth_rois, f.lip_geometry) for f in (talk, rest, again)), strict=True)), talk.face_crop)
     s = streamer(models, dataclasses.replace(FAST, decode="beam", beam_width=4), synthesizer=Recording)
@@ -292,12 +292,14 @@ def test_each_ended_utterance_is_read_again_whole_by_the_text_reader(weights: di
         kept.append(len(s._voice.inputs))
     chunks += s.flush()
 
-    spans, first, frame = [], None, 0  # each utterance: from its first speech hop to where it ended
+    # each utterance: from its first speech hop to the first silent hop of the pause that ended it
+    spans, first, quiet, frame = [], None, None, 0
     for c in chunks:
         n = len(c.wav) // SAMPLES_PER_FRAME
         first = frame if first is None and not c.silent else first
+        quiet = None if not c.silent else frame if quiet is None else quiet
         if c.final_text:
-            spans.append((first, frame if c.silent else frame + n))
+            spans.append((first, frame + n if quiet is None else quiet))
             first = None
         frame += n
     synth = s.synthesizer
@@ -309,7 +311,8 @@ def test_each_ended_utterance_is_read_again_whole_by_the_text_reader(weights: di
         np.testing.assert_array_equal(read.lip_geometry, clip.lip_geometry[a:b])
         expected = Synthesizer.decode(synth, Synthesizer.text_reading(synth, read, None).log_probs)
         assert (final.text, final.confidence) == (expected.text, pytest.approx(expected.confidence))
-    assert max(kept) <= 25 + s.algorithmic_latency_frames + HOP  # an utterance's inputs, not the stream's
+    # an utterance's inputs with the pause that ends it, not the stream's
+    assert max(kept) <= 20 + 25 + s.algorithmic_latency_frames + HOP
 
 
 def test_the_utterance_so_far_is_read_again_every_partial_text_s(weights: dict[str, str],
@@ -362,8 +365,8 @@ def test_a_final_text_can_be_read_after_the_audio_and_later_pushes(weights: dict
                                                                     tmp_path: Path) -> None:
     models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
     params = dataclasses.replace(FAST, decode="beam", beam_width=4)
-    talk = [*frames_of(face_inputs(20)), *frames_of(face_inputs(15, still=True), start_ns=800_000_000),
-            *frames_of(face_inputs(12, seed=1), start_ns=1_400_000_000)]
+    talk = [*frames_of(face_inputs(20)), *frames_of(face_inputs(25, still=True), start_ns=800_000_000),
+            *frames_of(face_inputs(12, seed=1), start_ns=1_800_000_000)]
     eager = stream(streamer(models, params), iter(talk))
 
     s = streamer(models, params, synthesizer=Recording)
@@ -403,7 +406,9 @@ def test_no_face_is_silence_at_once_and_a_gap_in_a_track_is_silence(models: Synt
     chunks = stream(streamer(models), frames)
     assert [c.reason for c in chunks] == ["speech", "speech", "no_face", "speech", "speech", "speech"]
     assert not chunks[2].wav.any()
-    assert [c.final_text for c in chunks] == [False, False, True, False, False, True]
+    assert [c.final_text for c in chunks] == [False] * 5 + [True]  # a gap shorter than end_pause_s
+    at_once = stream(streamer(models, end_pause_s=0.0), frames)
+    assert [c.final_text for c in at_once] == [False, False, True, False, False, True]
 
 
 def test_a_face_named_the_target_late_is_voiced_from_the_frames_it_brings(models: SynthModels) -> None:
@@ -440,7 +445,7 @@ def test_a_face_named_the_target_late_is_voiced_from_the_frames_it_brings(models
     assert not wav_of(chunks)[:3 * SAMPLES_PER_FRAME].any()
 
 
-def test_a_still_mouth_is_silence_and_ends_the_utterance(models: SynthModels) -> None:
+def test_a_still_mouth_is_silence_and_a_pause_of_end_pause_s_ends_the_utterance(models: SynthModels) -> None:
     chunks = stream(streamer(models), frames_of(face_inputs(20, still=True)))
     assert all(c.silent and c.reason == "mouth_still" and not c.wav.any() for c in chunks)
     assert not any(c.final_text or c.text for c in chunks)
@@ -452,8 +457,16 @@ def test_a_still_mouth_is_silence_and_ends_the_utterance(models: SynthModels) ->
     chunks = stream(streamer(models, dataclasses.replace(FAST, w2=0.0)), frames_of(both))
     # the hop after the last movement still sees it (the hop before is in the range): speech
     assert [c.reason for c in chunks] == ["speech"] * 4 + ["mouth_still"] * 4
-    assert [c.final_text for c in chunks] == [False] * 4 + [True] + [False] * 3
-    assert all(c.text == "" for c in chunks[5:])
+    # still hops test 11 frames (a hop each side and one of look-ahead), each further one 5 more: the third
+    # has 21 >= 20 (0.8 s)
+    assert [c.final_text for c in chunks] == [False] * 6 + [True, False]
+    assert all(c.text == "" for c in chunks[7:])
+    at_once = stream(streamer(models, dataclasses.replace(FAST, w2=0.0), end_pause_s=0.0), frames_of(both))
+    assert [c.final_text for c in at_once] == [False] * 4 + [True] + [False] * 3
+    assert all(c.text == "" for c in at_once[5:])
+    for a, b in zip(chunks, at_once, strict=True):  # the pause decides only where the text ends
+        np.testing.assert_array_equal(a.wav, b.wav)
+    assert at_once[4].text == chunks[6].text  # both read up to the pause's first hop
 
 
 def test_a_new_track_starts_afresh_as_if_the_old_one_had_never_been_there(models: SynthModels) -> None:
