@@ -35,15 +35,16 @@ LIPS = "prior_mode=off"  # MelGen on the lips alone: the rows that measure the s
 FULL = (f"{LIPS},nfe=1", f"{LIPS},nfe=2", f"{LIPS},nfe=8", f"{LIPS},sampler=ddpm,nfe=400")
 
 
-def table_clips(corpus: Path, split: str, per_speaker: int) -> list[Clip]:
-    """The first `per_speaker` GRID clips with video of each speaker of `split` (module docstring); every
-    clip with video of a folder of real clips."""
+def table_clips(corpus: Path, split: str, per_speaker: int, kind: str = "grid") -> list[Clip]:
+    """The first `per_speaker` GRID clips (`kind` "open": open-vocabulary ones) with video of each speaker of
+    `split` (module docstring); every clip with video of a folder of real clips."""
     if not (corpus / CORPUS_MANIFEST).is_file():
         return [c for c in load_clips(corpus) if c.video is not None]
     chosen: dict[str, list[Clip]] = defaultdict(list)
     for clip in sorted(load_clips(corpus, split=split), key=lambda c: c.id):
         grid = clip.text is not None and decode(encode(clip.text)) in GRID_GRAMMAR
-        if clip.video is not None and grid and len(chosen[clip.speaker_key]) < per_speaker:
+        wanted = grid if kind == "grid" else clip.text is not None and not grid
+        if clip.video is not None and wanted and len(chosen[clip.speaker_key]) < per_speaker:
             chosen[clip.speaker_key].append(clip)
     return [clip for speaker in sorted(chosen) for clip in chosen[speaker]]
 

@@ -16,6 +16,8 @@ Rebuild the lexicon: `python -m engines.text.phones CORPUS [CORPUS ...]` (reads 
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import logging
 import sys
@@ -169,6 +171,23 @@ def timeline_labels(phones: Iterable[Sequence[Any]], n_steps: int, steps_per_s: 
         if mapped is not None:
             labels[round(start * steps_per_s):round((start + dur) * steps_per_s)] = _CLASS[mapped]
     return labels
+
+
+def word_ends(text: str, phones: Iterable[Sequence[Any]]) -> list[float]:
+    """When each word of normalised `text` ends (s) in a true phone timeline [(symbol, start_s, dur_s), ...]:
+    the words' phones aligned to the timeline's (a voice links, reduces and renames some, so they differ a
+    little; a run of differing phones is matched in proportion); a word none of whose phones is found ends
+    with the word before it."""
+    spoken = [(us1_symbol(symbol), start + dur) for symbol, start, dur in phones if us1_symbol(symbol)]
+    words = normalize(text).split()
+    lexicon = [(k, q) for k, w in enumerate(words) for q in word_phones(w)]
+    matcher = difflib.SequenceMatcher(None, [q for _, q in lexicon], [q for q, _ in spoken], autojunk=False)
+    last = [-1] * len(words)  # each word's last phone in the timeline
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("equal", "replace"):
+            for i in range(i1, i2):
+                last[lexicon[i][0]] = j1 + (i - i1) * (j2 - j1) // (i2 - i1)
+    return list(itertools.accumulate((spoken[j][1] if j >= 0 else 0.0 for j in last), max, initial=0.0))[1:]
 
 
 def build_lexicon(corpora: Sequence[str | Path]) -> dict[str, list[str]]:

@@ -26,6 +26,7 @@ from engines.text.phones import (
     text_log_likelihood,
     timeline_labels,
     us1_symbol,
+    word_ends,
     word_phones,
 )
 
@@ -78,6 +79,15 @@ def test_other_voices_symbols_map_onto_us1() -> None:
     assert us1_symbol("b") == "b" and us1_symbol("_") is None
     labels = timeline_labels([("_", 0.0, 0.05), ("b", 0.05, 0.03), ("i:", 0.08, 0.04)], 14)
     assert labels.tolist() == [0] * 5 + [cls("b")] * 3 + [cls("i")] * 4 + [0] * 2
+
+
+def test_each_word_ends_where_its_phones_end_in_a_timeline_that_differs_a_little() -> None:
+    # "lay blue by p" as another voice says it: a pause first, p unaspirated, a linking phone after "blue",
+    # the en1 voice's i: for i; each phone 0.1 s
+    said = ["_", "l", "EI", "b", "l", "u", "r", "b", "AI", "p", "i:", "_"]
+    timeline = [(symbol, 0.1 * k, 0.1) for k, symbol in enumerate(said)]
+    assert word_ends("Lay blue by P.", timeline) == pytest.approx([0.3, 0.6, 0.9, 1.1])
+    assert word_ends("lay blue", [("_", 0.0, 0.5)]) == [0.0, 0.0]  # nothing said: nothing ended after 0
 
 
 def posteriors(path: list[int], sure: float = 0.9) -> np.ndarray:
