@@ -43,10 +43,10 @@ when the models have one (a reader of whole clips: the offline text's; on 108 un
 transcripts' WER went from 31.2 to 10.8 %, notes/history.md, session 36), decoded by the params' decoder
 with GRID sentences re-ranked by the aligner's phones of the whole utterance; `confidence` says how surely
 the reader read that text (engines.text.ctc.text_confidence). While it runs, the utterance so far is read
-the same way every `partial_text_s` for its partial text, except that a GRID sentence is not forced to
-completion (it may not all have been said yet) and its start is kept down to a lower confidence line
-(engines.synth.engine.GRID_START_LINE); 0: a chunk's `text` is the streaming reader's greedy reading, every
-hop. Such a reading takes tens of ms, hundreds for a long utterance; a live caller
+the same way every `partial_text_s` for its partial text, and at a pause's first hop, except that a GRID
+sentence is not forced to completion (it may not all have been said yet) and its start is kept down to a
+lower confidence line (engines.synth.engine.GRID_START_LINE); 0: a chunk's `text` is the streaming reader's
+greedy reading, every hop. Such a reading takes tens of ms, hundreds for a long utterance; a live caller
 can have the chunk first and read the text after sending its audio, or in a thread of its own
 (`push(frame, texts=False)`, then `read_text(chunk)`). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
@@ -347,7 +347,9 @@ class _Voice:
             self.utterance = self.paused_at = None
         elif self.utterance is not None and self.reread_every:
             length = e - self.utterance
-            if length >= self.next_reread:  # all it has read, the look-ahead too
+            # all it has read, the look-ahead too; and at a pause's first hop, so that the text shown is all
+            # that was said while end_pause_s waits to tell a sentence's end from a breath in it
+            if length >= self.next_reread or self.paused_at == s:
                 piece.reading = self._reading(self.read_upto, ended=False)
                 # a reading's cost grows with the utterance's length, so the pause after it grows too: the
                 # readings of a long utterance take a bounded share of a core

@@ -337,6 +337,23 @@ def test_the_utterance_so_far_is_read_again_every_partial_text_s(weights: dict[s
     assert all(c.text == "" and c.confidence == 0.0 for k, c in enumerate(chunks) if k in (0, 2, 4))
 
 
+def test_a_pause_reads_the_utterance_so_far_at_once_and_ends_it_after_end_pause_s(
+        weights: dict[str, str], tmp_path: Path) -> None:
+    models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
+    talk, still = face_inputs(15), face_inputs(25, still=True)
+    clip = Features(np.concatenate([talk.mouth_rois, still.mouth_rois]),
+                    np.concatenate([talk.lip_geometry, still.lip_geometry]), talk.face_crop)
+    s = streamer(models, dataclasses.replace(FAST, decode="beam", beam_width=4), synthesizer=Recording,
+                 partial_text_s=0.4)
+    chunks = stream(s, frames_of(clip))
+    assert [c.reason for c in chunks[:6]] == ["speech"] * 4 + ["mouth_still"] * 2
+    # readings: the partials due at frames 10 and 20, the pause's first hop (frames 20-25) at once though
+    # the next was due at 30 (then at 35), and the final after end_pause_s (frames 30-35)
+    read_at = [k for k, c in enumerate(chunks) if c.text]
+    assert read_at == [1, 3, 4, 6] and [c.final_text for c in chunks[:7]] == [False] * 6 + [True]
+    assert s.synthesizer.wholes == [False, False, False, True]
+
+
 def test_a_reading_that_fails_raises_once_and_is_gone(models: SynthModels) -> None:
     s = streamer(models)
     for frame in frames_of(face_inputs(12)):
