@@ -2,7 +2,7 @@
 each clip's tracked features frame by frame, each chunk's text read after its audio (`read_text`).
 
 Run: `.venv/bin/python bench/live_texts.py CORPUS --cache FEATURES [--split test] [--per-speaker 36]
-[--kind grid|open] [--row end_pause_s=0 --row ...]`.
+[--kind grid|open] [--tail-s 1] [--row end_pause_s=0 --row ...]`.
 
 The clips are bench/eval_table.py's `table_clips` (`--kind open`: the open-vocabulary ones). One table row
 per `--row` (StreamParams and SynthParams fields, comma-separated; none: the defaults):
@@ -11,7 +11,10 @@ per `--row` (StreamParams and SynthParams fields, comma-separated; none: the def
 - partial WER: at each speech hop, the transcript shown so far (the finals before it and the utterance's
   latest partial text) against the words said by the hop's end (each word's end from the corpus's phone
   timeline, engines.text.phones.word_ends), pooled over hops ("instants");
-- text compute per second of speech: `read_text`'s wall time, one thread.
+- whole text / final after the last speech hop: when the transcript shown first equals the final one, and
+  when the final one comes, after the end of the last hop voiced (medians and 90th percentiles over clips);
+  each clip's last frame is held `--tail-s` (1 s), a speaker who stops and stays in view;
+- text compute per second of video: `read_text`'s wall time, one thread.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -29,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval_table import clip_arguments, table_clips
 
+from engines.audio.mel import VIDEO_FPS
 from engines.clipsets import Clip
 from engines.eval.judges.asr import errors
 from engines.eval.systems import make_system
@@ -42,17 +47,24 @@ SAMPLE_RATE = 16000
 STREAMED = "engines.synth.systems:lip2speech_stream"
 
 
-def clip_texts(system: StreamedLip2Speech, clip: Clip) -> dict[str, Any]:
-    """One clip streamed: its finals, the partial instants' errors and words, and the text compute."""
+def clip_texts(system: StreamedLip2Speech, clip: Clip, tail_frames: int) -> dict[str, Any]:
+    """One clip streamed, its last frame held `tail_frames` more: its finals, the partial instants' errors and
+    words, the text compute, and when the last utterance's text was whole and final after the last speech."""
     streamer = system.streamer
     streamer.reset()
     features = Features.from_tracks(clip_features(clip, system.cache))
+    if tail_frames:  # the speaker stops and stays in view, still: a pause, not the end of the stream
+        held = np.repeat(np.arange(len(features.mouth_rois)), [1] * (len(features.mouth_rois) - 1) +
+                         [1 + tail_frames])
+        features = Features(features.mouth_rois[held], features.lip_geometry[held], features.face_crop,
+                            None if features.valid is None else features.valid[held])
     chunks = [c for frame in frames_of(features) for c in streamer.push(frame, texts=False)]
     chunks += streamer.flush(texts=False)
     meta = json.loads(clip.video.with_suffix(".json").read_text())
     ends, words = word_ends(clip.text, meta["phones"]), normalize(clip.text).split()
     finals, partial, text_s, said_s = [], "", 0.0, 0.0
     instant_errors = instant_words = instants = 0
+    spoke_until, shown_at = 0.0, []  # the last speech hop's end; each chunk's end with the text shown then
     for chunk in chunks:
         start = time.perf_counter()
         streamer.read_text(chunk)
@@ -63,19 +75,28 @@ def clip_texts(system: StreamedLip2Speech, clip: Clip) -> dict[str, Any]:
             partial = ""
         elif chunk.text:
             partial = chunk.text
+        shown = " ".join(t for t in (*finals, partial) if t)
+        shown_at.append((said_s, shown, chunk.final_text))
         if not chunk.silent:
+            spoke_until = said_s
             said = " ".join(w for w, end in zip(words, ends, strict=True) if end <= said_s)
-            shown = " ".join(t for t in (*finals, partial) if t)
             e, n, _, _ = errors(said, shown) if said else (len(shown.split()), 0, 0, 0)
             instant_errors, instant_words, instants = instant_errors + e, instant_words + n, instants + 1
-    e, n, _, _ = errors(clip.text, " ".join(t for t in finals if t))
+    final = " ".join(t for t in finals if t)
+    e, n, _, _ = errors(clip.text, final)
+    final_at = next((t for t, _, ended in shown_at if ended and t >= spoke_until), said_s)
+    whole_at = next((t for t, text, _ in shown_at if t >= spoke_until and text == final), final_at)
     return {"final": (e, n), "cut": len(finals) > 1, "partial": (instant_errors, instant_words, instants),
-            "text_s": text_s, "speech_s": said_s}
+            "text_s": text_s, "speech_s": said_s, "final_after": final_at - spoke_until,
+            "whole_after": whole_at - spoke_until}
 
 
 def main() -> int:
     p = clip_arguments(__doc__, per_speaker=36)
     p.add_argument("--kind", choices=("grid", "open"), default="grid")
+    p.add_argument("--tail-s", type=float, default=1.0, help="hold each clip's last frame this long "
+                   "(a pause after the sentence, so that the utterance ends as it would live, not at the "
+                   "stream's end; 0: none)")
     p.add_argument("--row", action="append", default=[], help="settings of one row, e.g. end_pause_s=0; "
                    "repeatable (default: one row of the defaults)")
     args = p.parse_args()
@@ -85,20 +106,28 @@ def main() -> int:
         print(f"{args.corpus}: no {args.kind} clip in split {args.split}", file=sys.stderr)
         return 2
     print(f"`{' '.join(sys.argv)}`: {len(clips)} {args.kind} clips of {args.split}\n")
-    print("| settings | final WER | clips cut | partial WER (instants) | text compute per s of speech |")
-    print("|---|---|---|---|---|")
+    print("| settings | final WER | clips cut | partial WER (instants) | whole text / final after the last "
+          "speech hop, median (p90) | text compute per s of video |")
+    print("|---|---|---|---|---|---|")
     for row in args.row or [""]:
         # the node's partial readings, which the eval's streamed row leaves out, unless the row says
         system = make_system(",".join(x for x in (STREAMED, f"cache={args.cache}" if args.cache else "",
                                                   "partial_text_s=0.4", row) if x))
-        results = [clip_texts(system, clip) for clip in tqdm(clips, desc=row or "defaults")]
+        tail = round(args.tail_s * VIDEO_FPS)
+        results = [clip_texts(system, clip, tail) for clip in tqdm(clips, desc=row or "defaults")]
         final = [sum(r["final"][i] for r in results) for i in (0, 1)]
         partial = [sum(r["partial"][i] for r in results) for i in (0, 1, 2)]
         text_s, speech_s = (sum(r[k] for r in results) for k in ("text_s", "speech_s"))
         print(f"| {row or 'defaults'} | {100 * final[0] / final[1]:.1f} % | {sum(r['cut'] for r in results)} "
-              f"| {100 * partial[0] / max(partial[1], 1):.1f} % ({partial[2]}) | "
-              f"{1000 * text_s / speech_s:.0f} ms |", flush=True)
+              f"| {100 * partial[0] / max(partial[1], 1):.1f} % ({partial[2]}) "
+              f"| {delays(results, 'whole_after')} / {delays(results, 'final_after')} "
+              f"| {1000 * text_s / speech_s:.0f} ms |", flush=True)
     return 0
+
+
+def delays(results: list[dict[str, Any]], key: str) -> str:
+    seconds = np.array([r[key] for r in results])
+    return f"{1000 * np.median(seconds):.0f} ({1000 * np.percentile(seconds, 90):.0f}) ms"
 
 
 if __name__ == "__main__":
