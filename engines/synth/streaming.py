@@ -111,7 +111,8 @@ class StreamParams:
                                     "frames, 0.52 s), each further one a hop more; 0.52 or less: at the "
                                     "first hop without speech, which cut 14 of 1,092 train GRID sentences "
                                     "in two, mostly at a still mouth around the letter (0.6: 2; 0.8: "
-                                    "none, as SynthParams.pause_s offline; notes/history.md, session 40)")
+                                    "none, as SynthParams.pause_s offline), for a final text 400 ms later "
+                                    "(notes/history.md, session 40)")
     max_utterance_s: float = param(30.0, "an utterance this long ends at the end of a hop (its final text "
                                          "out) and the next speech starts another, so a face that talks "
                                          "without pause for hours costs no more memory or compute per hop")
