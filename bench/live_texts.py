@@ -20,6 +20,7 @@ per `--row` (StreamParams and SynthParams fields, comma-separated; none: the def
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -105,7 +106,7 @@ def main() -> int:
     if not clips:
         print(f"{args.corpus}: no {args.kind} clip in split {args.split}", file=sys.stderr)
         return 2
-    print(f"`{' '.join(sys.argv)}`: {len(clips)} {args.kind} clips of {args.split}\n")
+    print(f"`{shlex.join(sys.argv)}`: {len(clips)} {args.kind} clips of {args.split}\n")
     print("| settings | final WER | clips cut | partial WER (instants) | whole text / final after the last "
           "speech hop, median (p90) | text compute per s of video |")
     print("|---|---|---|---|---|---|")
