@@ -8,14 +8,14 @@ thread, so the event loop (input, heartbeats, stop requests) never waits on a mo
   first frame it voices; silent chunks of the same length where there is no target face or its mouth is
   still, so the audio keeps the video's timing;
 - `text/lipread`: a Transcript each time the current utterance's lip-read text changes (final false: the
-  utterance so far read again every `partial_text_s` and at a pause's first hop) and one when the utterance
-  ends, after a pause of `end_pause_s` (final true: read again whole), stamped with the utterance's first
-  frame, with the reader's `confidence` in that text (engines.text.ctc.text_confidence); a final one below
-  `low_confidence` (by default the line of the decoder that read it, engines.synth.engine.LOW_CONFIDENCE) is
-  counted (`low_confidence_transcripts`) and warned about: the speech may not say what was said. Texts are
-  read in a thread of their own once the chunk's audio is out: a long utterance's reading (hundreds of ms)
-  never holds back the audio; when readings queue up, a partial one with a newer one behind it is skipped
-  (`stale_text_readings`), a final one never;
+  utterance so far read again every `partial_text_s`; at a pause's first hop, as it will end) and one when the
+  utterance ends, after a pause of `end_pause_s` (final true: read again whole), stamped with the utterance's
+  first frame, with the reader's `confidence` in that text (engines.text.ctc.text_confidence); a final one
+  below `low_confidence` (by default the line of the decoder that read it,
+  engines.synth.engine.LOW_CONFIDENCE) is counted (`low_confidence_transcripts`) and warned about: the speech
+  may not say what was said. Texts are read in a thread of their own once the chunk's audio is out: a long
+  utterance's reading (hundreds of ms) never holds back the audio; when readings queue up, a partial one with
+  a newer one behind it is skipped (`stale_text_readings`), a final one never;
 - `audio/info`: the stream's format, latched (a subscriber that joins late gets it at once).
 
 Input: a message with status ok and a target the tracker saw in that frame gives that face's frame;

@@ -43,10 +43,11 @@ when the models have one (a reader of whole clips: the offline text's; on 108 un
 transcripts' WER went from 31.2 to 10.8 %, notes/history.md, session 36), decoded by the params' decoder
 with GRID sentences re-ranked by the aligner's phones of the whole utterance; `confidence` says how surely
 the reader read that text (engines.text.ctc.text_confidence). While it runs, the utterance so far is read
-the same way every `partial_text_s` for its partial text, and at a pause's first hop, except that a GRID
-sentence is not forced to completion (it may not all have been said yet) and its start is kept down to a
-lower confidence line (engines.synth.engine.GRID_START_LINE); 0: a chunk's `text` is the streaming reader's
-greedy reading, every hop. Such a reading takes tens of ms, hundreds for a long utterance; a live caller
+the same way every `partial_text_s` for its partial text, except that a GRID sentence is not forced to
+completion (it may not all have been said yet) and its start is kept down to a lower confidence line
+(engines.synth.engine.GRID_START_LINE); 0: a chunk's `text` is the streaming reader's greedy reading, every
+hop. At a pause's first hop the partial text is the final one the pause will give if it lasts (one reading
+serves both). Such a reading takes tens of ms, hundreds for a long utterance; a live caller
 can have the chunk first and read the text after sending its audio, or in a thread of its own
 (`push(frame, texts=False)`, then `read_text(chunk)`). The sampler's noise is
 seeded per window from params.seed and the window's index: the same input gives the same speech.
@@ -55,6 +56,7 @@ seeded per window from params.seed and the window's index: the same input gives 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -251,6 +253,7 @@ class _Voice:
         self.tail: np.ndarray | None = None  # the previous window's samples past its hop, to crossfade
         self.utterance: int | None = None  # first frame of the utterance in progress
         self.paused_at: int | None = None  # first frame of its hops without speech since the last speech
+        self.pause_reading: Callable[[], tuple[str, float, str]] | None = None  # read up to paused_at
         self.forward = CtcForward()  # the partial text's confidence, carried from hop to hop of the utterance
         self.reread_every = round(params.partial_text_s * VIDEO_FPS)
         self.next_reread = 0  # the utterance's length (frames) at which its partial text is read again
@@ -293,8 +296,9 @@ class _Voice:
         if finish and self.utterance is not None:  # the voice ends: so does its utterance
             if not out:
                 out.append(_Piece(self.received, np.zeros(0, np.float32), []))
-            out[-1].ends_utterance(self._reading(self.received if self.paused_at is None else self.paused_at))
-            self.utterance = self.paused_at = None
+            out[-1].ends_utterance(self._reading(self.received) if self.pause_reading is None
+                                   else self.pause_reading)
+            self.utterance = self.paused_at = self.pause_reading = None
         return out
 
     def _read(self, finish: bool) -> None:
@@ -335,23 +339,26 @@ class _Voice:
         if speech and self.utterance is None:
             self.utterance, self.forward, self.next_reread = s, CtcForward(), self.reread_every
         if speech or self.utterance is None:
-            self.paused_at = None
+            self.paused_at = self.pause_reading = None
         elif self.paused_at is None:
-            self.paused_at = s
+            # the utterance read as if it ended here: shown at once, and its final text should the pause last
+            # (the same frames: read once)
+            self.paused_at, self.pause_reading = s, functools.cache(self._reading(s))
         # a pause ends an utterance, and so does its length: what is kept of it, and read again every hop,
         # must not grow without end
         paused = (self.paused_at is not None
                   and e - self.paused_at + p.hop_frames + p.lookahead_frames >= p.end_pause_s * VIDEO_FPS)
         too_long = self.utterance is not None and e - self.utterance >= p.max_utterance_s * VIDEO_FPS
         if self.utterance is not None and (paused or too_long):
-            piece.ends_utterance(self._reading(e if self.paused_at is None else self.paused_at))
-            self.utterance = self.paused_at = None
+            piece.ends_utterance(self._reading(e) if self.pause_reading is None else self.pause_reading)
+            self.utterance = self.paused_at = self.pause_reading = None
         elif self.utterance is not None and self.reread_every:
             length = e - self.utterance
-            # all it has read, the look-ahead too; and at a pause's first hop, so that the text shown is all
-            # that was said while end_pause_s waits to tell a sentence's end from a breath in it
-            if length >= self.next_reread or self.paused_at == s:
-                piece.reading = self._reading(self.read_upto, ended=False)
+            # all it has read, the look-ahead too; at a pause's first hop, the text it will end with if the
+            # pause lasts, so that it is shown while end_pause_s tells a sentence's end from a breath in it
+            if self.paused_at == s or length >= self.next_reread:
+                piece.reading = self.pause_reading if self.paused_at == s else \
+                    self._reading(self.read_upto, ended=False)
                 # a reading's cost grows with the utterance's length, so the pause after it grows too: the
                 # readings of a long utterance take a bounded share of a core
                 self.next_reread = length + max(self.reread_every, round(length * PARTIAL_TEXT_GROWTH))

@@ -337,7 +337,7 @@ def test_the_utterance_so_far_is_read_again_every_partial_text_s(weights: dict[s
     assert all(c.text == "" and c.confidence == 0.0 for k, c in enumerate(chunks) if k in (0, 2, 4))
 
 
-def test_a_pause_reads_the_utterance_so_far_at_once_and_ends_it_after_end_pause_s(
+def test_a_pause_shows_at_once_the_text_its_utterance_ends_with_after_end_pause_s(
         weights: dict[str, str], tmp_path: Path) -> None:
     models = SynthModels.load(**weights, text_reader=whole_clip_reader(SynthModels.load(**weights), tmp_path))
     talk, still = face_inputs(15), face_inputs(25, still=True)
@@ -347,11 +347,24 @@ def test_a_pause_reads_the_utterance_so_far_at_once_and_ends_it_after_end_pause_
                  partial_text_s=0.4)
     chunks = stream(s, frames_of(clip))
     assert [c.reason for c in chunks[:6]] == ["speech"] * 4 + ["mouth_still"] * 2
-    # readings: the partials due at frames 10 and 20, the pause's first hop (frames 20-25) at once though
-    # the next was due at 30 (then at 35), and the final after end_pause_s (frames 30-35)
+    # texts: the partials due at frames 10 and 20, at the pause's first hop (frames 20-25) though the next
+    # was due at 30 (then at 35) the utterance read whole up to the pause, and that same reading as the final
+    # text after end_pause_s (frames 30-35)
     read_at = [k for k, c in enumerate(chunks) if c.text]
     assert read_at == [1, 3, 4, 6] and [c.final_text for c in chunks[:7]] == [False] * 6 + [True]
-    assert s.synthesizer.wholes == [False, False, False, True]
+    assert s.synthesizer.wholes == [False, False, True]  # read once for both
+    assert (chunks[4].text, chunks[4].confidence) == (chunks[6].text, chunks[6].confidence)
+    np.testing.assert_array_equal(s.synthesizer.texts_read[-1].mouth_rois, clip.mouth_rois[:20])
+
+    again = face_inputs(15, seed=1)  # a breath, not an end: the talk goes on after 10 still frames
+    clip = Features(*(np.concatenate(parts) for parts in zip(
+        *((f.mouth_rois, f.lip_geometry) for f in (talk, face_inputs(10, still=True), again)), strict=True)),
+        talk.face_crop)
+    s = streamer(models, dataclasses.replace(FAST, decode="beam", beam_width=4), synthesizer=Recording,
+                 partial_text_s=0.4)
+    chunks = stream(s, frames_of(clip))
+    assert [c.final_text for c in chunks].count(True) == 1 and chunks[-1].final_text
+    np.testing.assert_array_equal(s.synthesizer.texts_read[-1].mouth_rois, clip.mouth_rois)  # all of it
 
 
 def test_a_reading_that_fails_raises_once_and_is_gone(models: SynthModels) -> None:
