@@ -9,8 +9,9 @@ per `--row` (StreamParams and SynthParams fields, comma-separated; none: the def
 - final WER: the utterances' final texts of a clip joined, against its reference text;
 - clips cut: clips whose one sentence came out as more than one utterance;
 - partial WER: at each speech hop, the transcript shown so far (the finals before it and the utterance's
-  latest partial text) against the words said by the hop's end (each word's end from the corpus's phone
-  timeline, engines.text.phones.word_ends), pooled over hops ("instants");
+  latest partial text) against the words said by the time the hop comes out, its look-ahead seen (each
+  word's end from the corpus's phone timeline, engines.text.phones.word_ends), pooled over hops
+  ("instants");
 - whole text / final after the last speech hop: when the transcript shown first equals the final one, and
   when the final one comes, after the end of the last hop voiced (medians and 90th percentiles over clips);
   each clip's last frame is held `--tail-s` (1 s), a speaker who stops and stays in view;
@@ -64,6 +65,7 @@ def clip_texts(system: StreamedLip2Speech, clip: Clip, tail_frames: int) -> dict
     meta = json.loads(clip.video.with_suffix(".json").read_text())
     ends, words = word_ends(clip.text, meta["phones"]), normalize(clip.text).split()
     finals, partial, text_s, said_s = [], "", 0.0, 0.0
+    ahead_s = streamer.params.lookahead_frames / VIDEO_FPS  # seen by the time a chunk comes out
     instant_errors = instant_words = instants = 0
     spoke_until, shown_at = 0.0, []  # the last speech hop's end; each chunk's end with the text shown then
     for chunk in chunks:
@@ -80,7 +82,7 @@ def clip_texts(system: StreamedLip2Speech, clip: Clip, tail_frames: int) -> dict
         shown_at.append((said_s, shown, chunk.final_text))
         if not chunk.silent:
             spoke_until = said_s
-            said = " ".join(w for w, end in zip(words, ends, strict=True) if end <= said_s)
+            said = " ".join(w for w, end in zip(words, ends, strict=True) if end <= said_s + ahead_s)
             e, n, _, _ = errors(said, shown) if said else (len(shown.split()), 0, 0, 0)
             instant_errors, instant_words, instants = instant_errors + e, instant_words + n, instants + 1
     final = " ".join(t for t in finals if t)
