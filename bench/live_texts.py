@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval_table import clip_arguments, table_clips
 
-from engines.audio.mel import VIDEO_FPS
+from engines.audio.mel import SAMPLE_RATE, VIDEO_FPS
 from engines.clipsets import Clip
 from engines.eval.judges.asr import errors
 from engines.eval.systems import make_system
@@ -45,7 +45,6 @@ from engines.synth.systems import StreamedLip2Speech, clip_features
 from engines.text.normalize import normalize
 from engines.text.phones import word_ends
 
-SAMPLE_RATE = 16000
 STREAMED = "engines.synth.systems:lip2speech_stream"
 
 
